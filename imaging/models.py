@@ -1,0 +1,1 @@
+"""Models of the imaging app (built in its own issue)."""

@@ -1,0 +1,1 @@
+"""Models of the nlp app (built in its own issue)."""

@@ -1,0 +1,111 @@
+"""Writes to the patient record. Every function here runs in one transaction and audits."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from cdss.audit import audit_record
+
+from .fhir.importer import UnitResult, import_unit
+from .fhir.parse import Unit, discover_files, unit_from_bytes, units_from_files
+from .models import ENTERED_IN_ERROR, ClinicalFact, Site
+
+
+@dataclass
+class ImportSummary:
+    units: list[UnitResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(u.ok for u in self.units)
+
+    @property
+    def failed(self) -> list[UnitResult]:
+        return [u for u in self.units if not u.ok]
+
+    def totals(self) -> dict[str, Counter[str]]:
+        out: dict[str, Counter[str]] = {}
+        for unit in self.units:
+            for model, counts in unit.counts.items():
+                out.setdefault(model, Counter()).update(counts)
+        return out
+
+    def skipped(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for unit in self.units:
+            if unit.ok:
+                out.update(unit.skipped)
+        return out
+
+    @property
+    def resources(self) -> int:
+        return sum(u.resources for u in self.units if u.ok)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "bundles": len(self.units),
+            "bundles_failed": len(self.failed),
+            "counts": {k: dict(v) for k, v in sorted(self.totals().items())},
+            "skipped": dict(sorted(self.skipped().items())),
+            "errors": [
+                {"source": u.label, "location": e.location, "message": e.message} for u in self.failed for e in u.errors
+            ],
+        }
+
+
+def site_get_default() -> Site:
+    """The site imports land in when none is named (created on first use)."""
+    code = settings.CDSS_DEFAULT_SITE_CODE
+    site, _ = Site.objects.get_or_create(code=code, defaults={"name": code.replace("-", " ").title()})
+    return site
+
+
+def fhir_import_units(
+    units: Iterable[Unit],
+    *,
+    site: Site,
+    user: Any = None,
+    request: Any = None,
+    progress: Callable[[UnitResult], None] | None = None,
+) -> ImportSummary:
+    """Import each unit atomically; a failed unit writes nothing and the others go on."""
+    summary = ImportSummary()
+    for unit in units:
+        result = import_unit(unit, site=site, user=user, request=request)
+        summary.units.append(result)
+        if progress:
+            progress(result)
+    return summary
+
+
+def fhir_import_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    site: Site,
+    user: Any = None,
+    progress: Callable[[UnitResult], None] | None = None,
+) -> ImportSummary:
+    files = discover_files(paths)
+    return fhir_import_units(units_from_files(files), site=site, user=user, progress=progress)
+
+
+def fhir_import_bundle(data: bytes, *, site: Site, user: Any = None, request: Any = None,
+                       label: str = "request body") -> ImportSummary:
+    return fhir_import_units([unit_from_bytes(data, label)], site=site, user=user, request=request)
+
+
+@transaction.atomic
+def clinical_fact_mark_entered_in_error(*, fact: ClinicalFact, user: Any, request: Any = None, reason: str = "") -> None:
+    """Clinical facts are never deleted; a mistaken one is marked entered-in-error."""
+    fact.status = ENTERED_IN_ERROR
+    fact.save(update_fields=["status", "updated_at"])
+    audit_record(user=user, action="update", target=f"{type(fact).__name__}:entered-in-error",
+                 patient=fact.patient, request=request, detail=reason)

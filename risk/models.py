@@ -1,0 +1,1 @@
+"""Models of the risk app (built in its own issue)."""
