@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "cdss",
     "patients",
     "imaging",
@@ -147,6 +148,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Clinical decision support: patient records, FHIR R4 import/export.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI assets from the installed sidecar package (no CDN).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Jobs: Redis broker when configured; otherwise in-process (the embedded default).

@@ -1,0 +1,151 @@
+"""Reads of the patient record, always scoped to what the user may see.
+
+Views and API endpoints never query patient data directly: they go through these getters, which
+answer 404 (not 403) for a patient of another site so that its existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from .models import (
+    ACTIVE_CONDITION,
+    ENTERED_IN_ERROR,
+    AllergyIntolerance,
+    ClinicalNote,
+    Condition,
+    Encounter,
+    GenomicResult,
+    Immunization,
+    MedicationRequest,
+    Observation,
+    Patient,
+    Site,
+)
+
+CLINICIAN_GROUP = "clinician"
+RULES_ADMIN_GROUP = "rules-admin"
+
+
+def site_list_for_user(user: Any) -> QuerySet[Site]:
+    if not getattr(user, "is_authenticated", False):
+        return Site.objects.none()
+    if user.is_superuser:
+        return Site.objects.all()
+    return Site.objects.filter(sitemembership__user=user)
+
+
+def patient_list_for_user(user: Any, *, query: str = "") -> QuerySet[Patient]:
+    """Patients of the user's sites, optionally matching a name or MRN."""
+    if not getattr(user, "is_authenticated", False):
+        return Patient.objects.none()
+    qs = Patient.objects.select_related("site")
+    if not user.is_superuser:
+        qs = qs.filter(site__sitemembership__user=user)
+    query = query.strip()
+    if query:
+        terms = Q()
+        for word in query.replace(",", " ").split():
+            terms &= Q(family_name__icontains=word) | Q(given_names__icontains=word) | Q(mrn__iexact=word)
+        qs = qs.filter(terms | Q(mrn__iexact=query))
+    return qs.order_by("family_name", "given_names", "pk")
+
+
+def patient_get_for_user(user: Any, external_id: uuid.UUID | str) -> Patient:
+    """The patient if the user may see it; Http404 otherwise (unknown, or another site's)."""
+    try:
+        key = external_id if isinstance(external_id, uuid.UUID) else uuid.UUID(str(external_id))
+    except ValueError:
+        raise Http404("No such patient.") from None
+    try:
+        return patient_list_for_user(user).get(external_id=key)
+    except Patient.DoesNotExist:
+        raise Http404("No such patient.") from None
+
+
+@dataclass
+class TrendPoint:
+    code: str
+    display: str
+    unit: str
+    value: float
+    at: Any
+
+
+@dataclass
+class PatientRecord:
+    """Everything the patient page shows, read with a fixed number of queries."""
+
+    patient: Patient
+    problems: list[Condition]
+    medications: list[MedicationRequest]
+    allergies: list[AllergyIntolerance]
+    encounters: list[Encounter]
+    immunizations: list[Immunization]
+    notes: list[ClinicalNote]
+    genomics: list[GenomicResult]
+    trends: dict[str, list[TrendPoint]]
+    latest: list[TrendPoint]
+
+
+ACTIVE_MEDICATION_STATUSES = ("active", "on-hold", "draft")
+
+
+def patient_record(patient: Patient, *, encounters: int = 10, notes: int = 10) -> PatientRecord:
+    """Eight queries whatever the size of the record (pinned by a test)."""
+    problems = list(
+        Condition.objects.filter(ACTIVE_CONDITION, patient=patient).order_by("-onset_at", "pk")
+    )
+    medications = list(
+        MedicationRequest.objects.filter(patient=patient, status__in=ACTIVE_MEDICATION_STATUSES).order_by(
+            "-authored_at", "pk"
+        )
+    )
+    allergies = list(
+        AllergyIntolerance.objects.filter(patient=patient)
+        .exclude(status=ENTERED_IN_ERROR)
+        .exclude(clinical_status__in=["inactive", "resolved"])
+        .order_by("display")
+    )
+    recent = list(
+        Encounter.objects.filter(patient=patient).exclude(status=ENTERED_IN_ERROR).order_by("-period_start")[
+            :encounters
+        ]
+    )
+    immunizations = list(
+        Immunization.objects.filter(patient=patient).exclude(status=ENTERED_IN_ERROR).order_by("-occurrence_at")[:20]
+    )
+    note_rows = list(
+        ClinicalNote.objects.filter(patient=patient)
+        .exclude(status=ENTERED_IN_ERROR)
+        .defer("text", "raw")
+        .order_by("-written_at")[:notes]
+    )
+    genomics = list(GenomicResult.objects.filter(patient=patient).exclude(status=ENTERED_IN_ERROR).order_by("gene"))
+    rows = (
+        Observation.objects.filter(patient=patient, value_quantity__isnull=False, effective_at__isnull=False)
+        .exclude(status=ENTERED_IN_ERROR)
+        .order_by("code", "effective_at")
+        .values_list("code", "display", "value_unit", "value_quantity", "effective_at")
+    )
+    trends: dict[str, list[TrendPoint]] = {}
+    for code, display, unit, value, at in rows:
+        trends.setdefault(code, []).append(TrendPoint(code, display, unit, value, at))
+    latest = sorted((points[-1] for points in trends.values()), key=lambda p: p.display.lower())
+    return PatientRecord(
+        patient=patient,
+        problems=problems,
+        medications=medications,
+        allergies=allergies,
+        encounters=recent,
+        immunizations=immunizations,
+        notes=note_rows,
+        genomics=genomics,
+        trends=trends,
+        latest=latest,
+    )
