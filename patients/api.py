@@ -26,7 +26,7 @@ from .services import fhir_import_bundle
 
 class PatientOutputSerializer(serializers.ModelSerializer[Patient]):
     id = serializers.UUIDField(source="external_id", read_only=True)
-    site = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    site: serializers.SlugRelatedField[Site] = serializers.SlugRelatedField(slug_field="code", read_only=True)
 
     class Meta:
         model = Patient
@@ -58,7 +58,7 @@ class FhirJsonParser(BaseParser):
 
     media_type = "application/fhir+json"
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         limit = settings.CDSS_FHIR_MAX_UPLOAD_BYTES
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:

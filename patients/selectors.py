@@ -135,7 +135,8 @@ def patient_record(patient: Patient, *, encounters: int = 10, notes: int = 10) -
     )
     trends: dict[str, list[TrendPoint]] = {}
     for code, display, unit, value, at in rows:
-        trends.setdefault(code, []).append(TrendPoint(code, display, unit, value, at))
+        if value is not None:
+            trends.setdefault(code, []).append(TrendPoint(code, display, unit, value, at))
     latest = sorted((points[-1] for points in trends.values()), key=lambda p: p.display.lower())
     return PatientRecord(
         patient=patient,

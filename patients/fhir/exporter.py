@@ -132,10 +132,10 @@ def patient_everything(patient: m.Patient) -> dict[str, Any]:
     practitioner_ids: set[int] = set()
     body: list[tuple[str, str, dict[str, Any]]] = []
     for model, rtype in EXPORTED:
-        qs = model.objects.filter(patient=patient).order_by("pk")
+        qs: Any = model.objects.filter(patient=patient).order_by("pk")
         if model is m.Observation:
             qs = qs.filter(parent__isnull=True)
-        if hasattr(model, "encounter"):
+        if model not in (m.AllergyIntolerance, m.Encounter):
             qs = qs.select_related("encounter")
         for row in qs:
             for col, bucket in (("service_provider_id", org_ids), ("practitioner_id", practitioner_ids),

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from cdss.audit import audit_record_many
@@ -37,7 +37,7 @@ MODEL_ORDER = (
     "Immunization",
     "ClinicalNote",
 )
-MODELS: dict[str, type[models.Model]] = {
+MODELS: dict[str, Any] = {
     "Organization": m.Organization,
     "Practitioner": m.Practitioner,
     "Patient": m.Patient,
@@ -168,7 +168,7 @@ class _Writer:
             if self.result.errors:
                 return
 
-    def write_shared(self, rtype: str, model: type[models.Model]) -> None:
+    def write_shared(self, rtype: str, model: Any) -> None:
         rows = self.rows(rtype)
         pks = self.upsert(rtype, model, ("fhir_id",), [((r.fhir_id,), self.values(r), r) for r in rows])
         for (fhir_id,), pk in pks.items():
@@ -281,7 +281,7 @@ class _Writer:
     def upsert(
         self,
         label: str,
-        model: type[models.Model],
+        model: Any,
         key: tuple[str, ...],
         items: Iterable[tuple[tuple[Any, ...], dict[str, Any], Row]],
     ) -> dict[tuple[Any, ...], int]:

@@ -644,6 +644,17 @@ MAPPERS: dict[str, tuple[str, Mapper]] = {
 }
 
 
+def _as_mapper(func: Mapper) -> Mapper:
+    return func
+
+
+def _medication_mapper(medications: dict[tuple[str, str], dict[str, Any]]) -> Mapper:
+    def mapper(res: dict[str, Any], resolver: Resolver, row: Row) -> None:
+        map_medication_request(res, resolver, row, medications=medications)
+
+    return mapper
+
+
 def map_unit(unit: Unit) -> MappedUnit:
     """Map every entry of a parsed unit; collect every problem rather than stopping at the first."""
     out = MappedUnit(errors=list(unit.errors))
@@ -679,12 +690,10 @@ def map_unit(unit: Unit) -> MappedUnit:
             if f"urn:uuid:{res.get('id')}" in documented or entry.full_url in documented:
                 out.skipped["DiagnosticReport (same note as a DocumentReference)"] += 1
                 continue
-            model, mapper = "ClinicalNote", map_diagnostic_report_note
+            model, mapper = "ClinicalNote", _as_mapper(map_diagnostic_report_note)
         elif rtype == "MedicationRequest":
             model = "MedicationRequest"
-
-            def mapper(r: dict[str, Any], rs: Resolver, row: Row) -> None:
-                map_medication_request(r, rs, row, medications=medications)
+            mapper = _medication_mapper(medications)
         elif rtype in MAPPERS:
             model, mapper = MAPPERS[rtype]
         else:

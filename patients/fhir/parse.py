@@ -93,7 +93,9 @@ def unit_from_document(doc: Any, label: str) -> Unit:
         if not isinstance(resource, dict):
             unit.errors.append(Issue(location, "entry has no 'resource' object"))
             continue
-        request = raw.get("request") if isinstance(raw.get("request"), dict) else {}
+        request = raw.get("request")
+        if not isinstance(request, dict):
+            request = {}
         method = str(request.get("method", "")).upper()
         if method == "DELETE":
             unit.errors.append(Issue(location, "DELETE entries are not accepted: clinical facts are "

@@ -31,7 +31,7 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
 
 def clinician_of(*sites: m.Site, username: str | None = None) -> User:
     """A user in the clinician group, member of the given sites."""
-    user = UserFactory(username=username) if username else UserFactory()
+    user: User = UserFactory(username=username) if username else UserFactory()  # type: ignore[assignment]
     user.groups.add(Group.objects.get_or_create(name="clinician")[0])
     for site in sites:
         m.SiteMembership.objects.get_or_create(user=user, site=site)
