@@ -91,7 +91,7 @@ def main() -> None:
         for i in range(max(0, args.observations - existing))
     )
     total_obs = m.Observation.objects.filter(patient=patient).count()
-    user = User.objects.create_user("bench", password="bench-password-1")  # noqa: S106
+    user = User.objects.create_user("bench", password="bench-password-1")
     m.SiteMembership.objects.create(user=user, site=site)
     client = Client()
     client.force_login(user)
