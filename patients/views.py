@@ -4,17 +4,57 @@ patient's data writes an audit row in the same transaction."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from cdss.audit import audit_record
 
-from .selectors import patient_get_for_user, patient_list_for_user, patient_record
+from .selectors import TrendPoint, patient_get_for_user, patient_list_for_user, patient_record
 
 WORKLIST_PAGE_SIZE = 25
+
+# LOINC codes a clinician looks for first: blood pressure, weight, BMI, HbA1c, lipids,
+# creatinine, glucose. They are charted before any other code with enough points.
+PREFERRED_TREND_CODES = (
+    "8480-6",  # Systolic blood pressure
+    "8462-4",  # Diastolic blood pressure
+    "29463-7",  # Body weight
+    "39156-5",  # Body mass index
+    "4548-4",  # Hemoglobin A1c
+    "2093-3",  # Total cholesterol
+    "18262-6",  # LDL cholesterol (direct)
+    "2085-9",  # HDL cholesterol
+    "2160-0",  # Creatinine, serum
+    "38483-4",  # Creatinine, blood
+    "2339-0",  # Glucose, blood
+)
+MAX_TREND_CHARTS = 8
+
+
+def trend_charts(trends: dict[str, list[TrendPoint]], *, limit: int = MAX_TREND_CHARTS) -> list[dict[str, Any]]:
+    """The series to chart, as JSON-able dicts (for ``json_script``): codes with at least two
+    points, preferred vitals and labs first, then the most frequent; at most ``limit``."""
+    preferred = {code: rank for rank, code in enumerate(PREFERRED_TREND_CODES)}
+    candidates = [(code, points) for code, points in trends.items() if len(points) >= 2]
+    candidates.sort(key=lambda item: (preferred.get(item[0], len(preferred)), -len(item[1]), item[0]))
+    charts = []
+    for code, points in candidates[:limit]:
+        last = points[-1]
+        charts.append(
+            {
+                "code": code,
+                "display": last.display or code,
+                "unit": last.unit,
+                "x": [point.at.isoformat() for point in points],
+                "y": [point.value for point in points],
+            }
+        )
+    return charts
 
 
 def worklist(request: HttpRequest) -> HttpResponse:
@@ -29,4 +69,10 @@ def patient_detail(request: HttpRequest, external_id: uuid.UUID) -> HttpResponse
     patient = patient_get_for_user(request.user, external_id)
     record = patient_record(patient)
     audit_record(user=request.user, action="view", target="patient-page", patient=patient, request=request)
-    return render(request, "patients/patient_detail.html", {"patient": patient, "record": record})
+    context = {
+        "patient": patient,
+        "record": record,
+        "age": patient.age_on(timezone.localdate()),
+        "trend_charts": trend_charts(record.trends),
+    }
+    return render(request, "patients/patient_detail.html", context)
