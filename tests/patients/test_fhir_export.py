@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ from tests.conftest import require_data
 from tests.factories import ConditionFactory, ObservationFactory
 from tests.patients.fhir_samples import PATIENT_ID, valid_bundle
 
-RECORD_MODELS = (m.Organization, m.Practitioner, m.Patient, *m.CLINICAL_MODELS)
+RECORD_MODELS: tuple[Any, ...] = (m.Organization, m.Practitioner, m.Patient, *m.CLINICAL_MODELS)
 
 
 def snapshot() -> dict[str, list[tuple[object, ...]]]:

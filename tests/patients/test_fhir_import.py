@@ -19,7 +19,7 @@ from patients.services import fhir_import_bundle, fhir_import_paths
 from tests.conftest import require_data
 from tests.patients.fhir_samples import PATIENT_ID, broken, valid_bundle
 
-ALL_MODELS = (m.Organization, m.Practitioner, m.Patient, *m.CLINICAL_MODELS)
+ALL_MODELS: tuple[Any, ...] = (m.Organization, m.Practitioner, m.Patient, *m.CLINICAL_MODELS)
 BILLING = {"Claim", "ExplanationOfBenefit"}
 
 
