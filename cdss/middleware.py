@@ -12,7 +12,7 @@ from django.urls.exceptions import Resolver404
 
 # URL names reachable without a session. API views authenticate tokens themselves (DRF), so
 # they are let through here and refused by DRF's IsAuthenticated default instead.
-PUBLIC_URL_NAMES = frozenset({"login", "health"})
+PUBLIC_URL_NAMES = frozenset({"login", "health", "health-workers"})
 API_PREFIX = "/api/"
 
 

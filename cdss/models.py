@@ -39,3 +39,82 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.user_id} {self.action} {self.target}"
+
+
+class Job(models.Model):
+    """One unit of queued work. The row is the truth; the broker message is only a doorbell.
+
+    Lifecycle: ``queued`` -> ``running`` (claimed with a lease) -> ``succeeded``; an attempt that
+    raises goes back to ``queued`` (``failed`` while it waits out its back-off), and after
+    ``max_attempts`` the job is ``dead`` with its last error. A worker that dies leaves its
+    lease to expire; the reaper re-queues the job.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed (will retry)"
+        DEAD = "dead", "Dead"
+        CANCELLED = "cancelled", "Cancelled"
+
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=64, db_index=True)
+    queue = models.CharField(max_length=32)
+    patient = models.ForeignKey(
+        "patients.Patient", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # What the job works on, e.g. ("patients.clinicalnote", "42"); empty for population jobs.
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    input_hash = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    idempotency_key = models.CharField(max_length=300, unique=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    available_at = models.DateTimeField(help_text="Not run before this time (retry back-off).")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(progress__lte=100), name="job_progress_0_100"),
+        ]
+        indexes = [
+            # the relay: queued jobs not yet published (or due again)
+            models.Index(fields=["status", "available_at"], name="job_status_available"),
+            # the reaper: running jobs by lease expiry
+            models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
+            models.Index(fields=["patient", "-created_at"], name="job_patient_recent"),
+            models.Index(fields=["kind", "status"], name="job_kind_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.DEAD, self.Status.CANCELLED)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -172,6 +172,37 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 30 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis re-delivers an unacknowledged message after this long; the reaper re-queues a dead
+# worker's job far sooner (after its lease), and the conditional claim makes re-delivery harmless.
+# A publish while the broker is down fails within ~50 ms instead of retrying for seconds inside
+# a web request: the job row is already stored and the relay publishes it when Redis is back.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_TASK_ROUTES = {
+    "cdss.reap_expired_jobs": {"queue": "default"},
+    "cdss.publish_pending_jobs": {"queue": "default"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "reap-expired-jobs": {"task": "cdss.reap_expired_jobs", "schedule": env.float("CDSS_JOB_REAP_EVERY", default=15.0)},
+    "publish-pending-jobs": {
+        "task": "cdss.publish_pending_jobs",
+        "schedule": env.float("CDSS_JOB_RELAY_EVERY", default=5.0),
+    },
+}
+
+# Job platform (cdss.jobs).
+CDSS_JOB_LEASE_SECONDS: int = env.int("CDSS_JOB_LEASE_SECONDS", default=60)
+CDSS_JOB_MAX_ATTEMPTS: int = env.int("CDSS_JOB_MAX_ATTEMPTS", default=3)
+CDSS_JOB_RETRY_BACKOFF_SECONDS: int = env.int("CDSS_JOB_RETRY_BACKOFF_SECONDS", default=10)
+# A queued job whose message has not started after this long is published again if its queue
+# is empty (the broker lost it).
+CDSS_JOB_REPUBLISH_SECONDS: int = env.int("CDSS_JOB_REPUBLISH_SECONDS", default=30)
 
 # Project settings.
 CDSS_DATA_DIR = env.path("CDSS_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data"))

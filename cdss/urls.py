@@ -7,6 +7,7 @@ from . import views
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("health/workers", views.health_workers, name="health-workers"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

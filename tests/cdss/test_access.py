@@ -12,7 +12,7 @@ from django.urls.converters import IntConverter, PathConverter, SlugConverter, S
 
 from cdss.models import AuditEvent
 
-PUBLIC = {"login", "health"}
+PUBLIC = {"login", "health", "health-workers"}
 
 
 def _all_patterns(resolver: URLResolver, prefix: str = "") -> list[tuple[str, URLPattern]]:

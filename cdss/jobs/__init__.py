@@ -1,0 +1,1 @@
+"""The job platform: one mechanism for every queued analysis (see runner.py)."""

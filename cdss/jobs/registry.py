@@ -1,0 +1,78 @@
+"""The job kinds: each app registers its handlers in its AppConfig.ready()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cdss.models import Job
+
+    from .runner import JobContext
+
+QUEUES = ("imaging", "nlp", "risk", "default")
+
+# handler(job, ctx) does the work (no writes of results; may report progress) and returns a
+# payload; writer(job, payload) writes the results and returns a small JSON summary for the job
+# row, inside the transaction that marks the job succeeded. Without a writer, the payload is
+# the summary.
+Handler = Callable[["Job", "JobContext"], Any]
+Writer = Callable[["Job", Any], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    handler: Handler
+    writer: Writer | None = None
+    queue: str = "default"
+    version: str = "1"
+    max_attempts: int | None = None  # None: settings.CDSS_JOB_MAX_ATTEMPTS
+    time_limit: int | None = None  # seconds; None: settings.CELERY_TASK_TIME_LIMIT
+    description: str = ""
+    # Population kinds ("jobs enqueue KIND --patients all") build one job per patient.
+    per_patient: bool = False
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+class UnknownJobKind(LookupError):
+    pass
+
+
+def register(kind: JobKind) -> JobKind:
+    if kind.queue not in QUEUES:
+        raise ValueError(f"job kind {kind.name!r}: unknown queue {kind.queue!r} (one of {', '.join(QUEUES)})")
+    existing = _KINDS.get(kind.name)
+    if existing is not None and existing.handler is not kind.handler:
+        raise ValueError(f"job kind {kind.name!r} is already registered")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def job_kind(
+    name: str, *, writer: Writer | None = None, queue: str = "default", version: str = "1", max_attempts: int | None = None,
+    time_limit: int | None = None, description: str = "", per_patient: bool = False,
+) -> Callable[[Handler], Handler]:
+    """Decorator form of ``register``."""
+
+    def wrap(handler: Handler) -> Handler:
+        register(JobKind(name=name, handler=handler, writer=writer, queue=queue, version=version, max_attempts=max_attempts,
+                         time_limit=time_limit, description=description or (handler.__doc__ or "").strip(),
+                         per_patient=per_patient))
+        return handler
+
+    return wrap
+
+
+def get_kind(name: str) -> JobKind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise UnknownJobKind(f"no job kind {name!r} is registered") from None
+
+
+def all_kinds() -> list[JobKind]:
+    return sorted(_KINDS.values(), key=lambda k: k.name)

@@ -1,0 +1,207 @@
+"""The job lifecycle, in process (the embedded default). Real workers: tests/integration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from django.utils import timezone
+
+from cdss.celery import app
+from cdss.jobs import runner
+from cdss.models import Job
+from cdss.tasks import run_job_task
+from tests.jobsapp.models import ProbeResult
+
+S = Job.Status
+
+
+@pytest.fixture
+def eager(settings):
+    """Jobs run in-process after commit, as with no broker configured."""
+    before = app.conf.task_always_eager
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+def enqueue(kind: str = "test.probe", **params):
+    with transaction.atomic():
+        return runner.job_enqueue(kind=kind, params=params)
+
+
+@pytest.mark.django_db
+def test_a_job_is_written_in_the_callers_transaction_and_run_after_commit(eager, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        job = enqueue(key="a")
+        assert Job.objects.get(pk=job.pk).status == S.QUEUED  # not run before commit
+    assert len(callbacks) == 1
+    job.refresh_from_db()
+    assert job.status == S.SUCCEEDED and job.attempts == 1 and job.progress == 100
+    assert job.result == {"key": "a", "written": 1}
+    assert job.started_at and job.finished_at and job.worker
+    assert ProbeResult.objects.filter(key="a").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_rolled_back_transaction_leaves_no_job_and_publishes_nothing(eager, django_capture_on_commit_callbacks):
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        runner.job_enqueue(kind="test.probe", params={"key": "x"})
+        raise RuntimeError("caller failed")
+    assert callbacks == [] and not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_same_work_asked_twice_is_one_job(eager):
+    first = enqueue(key="same")
+    second = enqueue(key="same")
+    other = enqueue(key="different")
+    assert first.pk == second.pk != other.pk
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_running_a_jobs_task_twice_by_hand_writes_one_result(eager):
+    job = enqueue(key="twice")
+    assert run_job_task(job.pk) == "succeeded"
+    assert run_job_task(job.pk) == "not-claimed"
+    # Even forced back to queued (a re-delivered message after a lost lease), the result's
+    # unique key stops a second row.
+    Job.objects.filter(pk=job.pk).update(status=S.QUEUED)
+    assert run_job_task(job.pk) == "succeeded"
+    assert ProbeResult.objects.filter(key="twice").count() == 1
+    job.refresh_from_db()
+    assert job.result["written"] == 0
+
+
+@pytest.mark.django_db
+def test_a_job_that_always_raises_is_dead_after_its_attempts_with_its_error(eager):
+    job = enqueue("test.fail")
+    assert run_job_task(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.status == S.DEAD and job.attempts == 3
+    assert "RuntimeError: the test job failed on purpose" in job.error
+    assert "kinds.py" in job.error
+
+
+@pytest.mark.django_db
+def test_in_a_worker_a_failed_attempt_waits_out_its_back_off(settings):
+    settings.CDSS_JOB_RETRY_BACKOFF_SECONDS = 30
+    job = enqueue("test.fail")
+    assert runner.job_run(job.pk, worker="w1") == "failed"
+    job.refresh_from_db()
+    assert job.status == S.FAILED and job.attempts == 1 and job.published_at is None
+    assert job.available_at > timezone.now() + dt.timedelta(seconds=25)
+    assert runner.job_claim(job.pk, "w1") is None  # not before its time
+
+
+@pytest.mark.django_db
+def test_only_one_worker_wins_the_claim():
+    job = enqueue(key="claim")
+    assert runner.job_claim(job.pk, "w1") is not None
+    assert runner.job_claim(job.pk, "w2") is None
+    assert Job.objects.get(pk=job.pk).worker == "w1"
+
+
+@pytest.mark.django_db
+def test_progress_is_clamped_and_renews_the_lease(settings):
+    settings.CDSS_JOB_LEASE_SECONDS = 5
+    job = runner.job_claim(enqueue(key="p").pk, "w1")
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
+    runner.JobContext(job=job, worker="w1").progress(140, "almost")
+    job.refresh_from_db()
+    assert job.progress == 100 and job.progress_message == "almost"
+    assert job.lease_expires_at > timezone.now() + dt.timedelta(seconds=3)
+    # a worker that lost the job cannot touch it
+    runner.JobContext(job=job, worker="w2").progress(10)
+    job.refresh_from_db()
+    assert job.progress == 100
+
+
+@pytest.mark.django_db
+def test_a_worker_that_lost_its_lease_writes_nothing():
+    job = enqueue(key="lost")
+    claimed = runner.job_claim(job.pk, "w1")
+    assert claimed is not None
+    # The reaper gives the job to another worker while w1 is still busy.
+    Job.objects.filter(pk=job.pk).update(worker="w2")
+    from cdss.jobs.registry import get_kind
+
+    spec = get_kind("test.probe")
+    payload = spec.handler(claimed, runner.JobContext(claimed, "w1"))
+    with pytest.raises(runner.LeaseLost), transaction.atomic():
+        assert spec.writer is not None
+        spec.writer(claimed, payload)
+        if not Job.objects.filter(pk=job.pk, status=S.RUNNING, worker="w1").update(status=S.SUCCEEDED):
+            raise runner.LeaseLost("taken over")
+    assert not ProbeResult.objects.filter(key="lost").exists()
+
+
+@pytest.mark.django_db
+def test_the_reaper_requeues_expired_leases_and_buries_exhausted_jobs():
+    past = timezone.now() - dt.timedelta(seconds=1)
+    retry = runner.job_claim(enqueue(key="r1").pk, "w1")
+    exhausted = runner.job_claim(enqueue(key="r2").pk, "w1")
+    alive = runner.job_claim(enqueue(key="r3").pk, "w1")
+    Job.objects.filter(pk__in=[retry.pk, exhausted.pk]).update(lease_expires_at=past)
+    Job.objects.filter(pk=exhausted.pk).update(attempts=3)
+
+    assert runner.jobs_reap_expired() == 2
+
+    states = dict(Job.objects.values_list("pk", "status"))
+    assert states == {retry.pk: S.QUEUED, exhausted.pk: S.DEAD, alive.pk: S.RUNNING}
+    assert "lease expired" in Job.objects.get(pk=exhausted.pk).error
+
+
+@pytest.mark.django_db
+def test_the_relay_publishes_jobs_the_broker_never_got(eager):
+    job = enqueue(key="relay")  # the on-commit publish never ran in this test transaction
+    assert Job.objects.get(pk=job.pk).published_at is None
+    assert runner.jobs_publish_pending() == 1
+    assert Job.objects.get(pk=job.pk).status == S.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_retry_and_cancel(eager):
+    dead = enqueue("test.fail")
+    run_job_task(dead.pk)
+    dead.refresh_from_db()
+    assert runner.job_retry(dead) and Job.objects.get(pk=dead.pk).status == S.QUEUED
+    waiting = enqueue(key="c")
+    assert runner.job_cancel(waiting)
+    assert run_job_task(waiting.pk) == "not-claimed"
+    assert Job.objects.get(pk=waiting.pk).status == S.CANCELLED
+
+
+@pytest.mark.django_db
+def test_the_jobs_command_enqueues_and_reports(eager, capsys, patient_a, patient_b):
+    call_command("jobs", "enqueue", "test.probe", "--params", '{"key": "cmd"}', "--no-progress")
+    call_command("jobs", "status", "--json")
+    out = capsys.readouterr().out
+    counts = json.loads(out[out.index("{"):])
+    assert counts == {"test.probe": {"queued": 1}}  # on_commit callbacks do not run in this test
+
+
+def test_an_unknown_kind_is_a_clear_error(db):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no job kind 'nope'"):
+        call_command("jobs", "enqueue", "nope")
+
+
+def test_a_task_message_carries_only_the_job_id():
+    from cdss.tasks import run_job_task as task
+
+    assert task.acks_late is True and task.reject_on_worker_lost is True
+    sig = task.s(42)
+    assert sig.args == (42,) and sig.kwargs == {}
+    assert app.conf.task_serializer == "json" and app.conf.accept_content == ["json"]
+    assert app.conf.worker_prefetch_multiplier == 1

@@ -1,0 +1,188 @@
+"""The job platform against real processes: Redis, PostgreSQL, Celery workers and beat.
+
+Each test gets a Redis server of its own on a free port (stopping it disturbs nothing else),
+real ``celery worker`` and ``celery beat`` processes on the test database, and proves a
+guarantee of cdss.jobs: every job done, exactly once, through crashes and broker outages.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection, transaction
+
+from cdss.celery import app
+from cdss.jobs import runner
+from cdss.models import Job
+from tests.integration.workers import (
+    WORKER_ARGS,
+    CeleryProcess,
+    RedisServer,
+    database_url,
+    free_port,
+    process_env,
+    wait_until,
+)
+from tests.jobsapp.models import ProbeResult
+
+pytestmark = [
+    pytest.mark.skipif(connection.vendor != "postgresql",
+                       reason="workers share the test database: needs PostgreSQL (CI sets DATABASE_URL)"),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+    pytest.mark.django_db(transaction=True),
+]
+S = Job.Status
+OUT = Path(__file__).resolve().parents[2] / "test-output" / "workers"
+
+
+class Platform:
+    def __init__(self, redis: RedisServer, env: dict[str, str], name: str) -> None:
+        self.redis = redis
+        self.env = env
+        self.name = name
+        self.processes: list[CeleryProcess] = []
+
+    def worker(self, n: int = 1) -> CeleryProcess:
+        proc = CeleryProcess([*WORKER_ARGS, "-n", f"{self.name}-{n}@%h"], self.env, OUT / f"{self.name}-worker{n}.log")
+        self.processes.append(proc.start())
+        return proc
+
+    def beat(self) -> CeleryProcess:
+        schedule = OUT / f"{self.name}-beat-schedule"
+        proc = CeleryProcess(["beat", "-s", str(schedule), "--loglevel", "WARNING"], self.env,
+                             OUT / f"{self.name}-beat.log")
+        self.processes.append(proc.start())
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+
+
+@pytest.fixture
+def platform(request, settings, tmp_path) -> Iterator[Platform]:
+    redis = RedisServer(free_port(), tmp_path)
+    redis.start()
+    saved = (app.conf.broker_url, app.conf.broker_read_url, app.conf.broker_write_url, app.conf.task_always_eager)
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    app.conf.broker_url = app.conf.broker_read_url = app.conf.broker_write_url = redis.url
+    app.conf.task_always_eager = False
+    _reset_pools()
+    env = process_env(database=database_url(connection.settings_dict), broker=redis.url)
+    plat = Platform(redis, env, request.node.name[:40])
+    try:
+        yield plat
+    finally:
+        plat.stop()
+        redis.stop()
+        (app.conf.broker_url, app.conf.broker_read_url, app.conf.broker_write_url,
+         app.conf.task_always_eager) = saved
+        _reset_pools()
+
+
+def _reset_pools() -> None:
+    """Make the app connect to the broker URL it has now."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
+def enqueue(kind: str, keys: list[str], **params: object) -> list[int]:
+    with transaction.atomic():
+        return [runner.job_enqueue(kind=kind, params={"key": key, **params}).pk for key in keys]
+
+
+def statuses() -> dict[str, int]:
+    from django.db.models import Count
+
+    return dict(Job.objects.values_list("status").annotate(n=Count("pk")))
+
+
+def all_done(n: int) -> bool:
+    return Job.objects.filter(status=S.SUCCEEDED).count() == n
+
+
+def test_200_jobs_all_succeed_and_each_result_is_written_once(platform):
+    platform.worker()
+    keys = [f"k{i}" for i in range(200)]
+    enqueue("test.probe", keys)
+    wait_until(lambda: all_done(200), timeout=90, what="200 jobs to succeed")
+    assert ProbeResult.objects.count() == 200
+    assert set(ProbeResult.objects.values_list("key", flat=True)) == set(keys)
+    assert set(Job.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(platform):
+    platform.beat()
+    first = platform.worker(1)
+    keys = [f"s{i}" for i in range(30)]
+    enqueue("test.slow", keys, seconds=0.4)
+    wait_until(lambda: Job.objects.filter(status=S.SUCCEEDED).count() >= 4
+               and Job.objects.filter(status=S.RUNNING).exists(), timeout=60, what="the batch to be under way")
+    first.kill9()
+    interrupted = set(Job.objects.filter(status=S.RUNNING).values_list("pk", flat=True))
+    assert interrupted  # the kill landed mid-job
+    platform.worker(2)
+    # lease 3 s + reaper every 1 s: well within a minute
+    wait_until(lambda: all_done(30), timeout=90, what=f"all jobs to succeed after the kill; now {statuses()}")
+    assert ProbeResult.objects.count() == 30
+    assert {r for r in ProbeResult.objects.values_list("key", flat=True)} == set(keys)
+    assert all(a >= 2 for a in Job.objects.filter(pk__in=interrupted).values_list("attempts", flat=True))
+
+
+def test_jobs_created_while_redis_is_down_run_when_it_returns(platform):
+    platform.beat()
+    platform.worker()
+    enqueue("test.probe", ["before"])
+    wait_until(lambda: all_done(1), timeout=60, what="the first job")
+    platform.redis.stop()
+    keys = [f"d{i}" for i in range(20)]
+    started = time.monotonic()
+    ids = []
+    for half in (keys[:10], keys[10:]):  # jobs made across an outage long enough for the worker
+        ids += enqueue("test.probe", half)  # and beat to fall into their reconnect loops
+        time.sleep(6)
+    enqueue_seconds = time.monotonic() - started - 12
+    assert enqueue_seconds < 2  # a failed publish does not hang the caller
+    assert Job.objects.filter(pk__in=ids, status=S.QUEUED, published_at__isnull=True).count() == 20
+    platform.redis.start()  # same port, empty: every message sent before is gone
+    wait_until(lambda: all_done(21), timeout=120, what=f"the jobs made during the outage; now {statuses()}")
+    assert ProbeResult.objects.filter(key__in=keys).count() == 20
+
+
+def test_a_job_that_always_raises_ends_dead_with_its_error(platform):
+    platform.beat()
+    platform.worker()
+    (job_id,) = enqueue("test.fail", ["f"])
+    wait_until(lambda: Job.objects.filter(pk=job_id, status=S.DEAD).exists(), timeout=60,
+               what=f"the failing job to be dead; now {statuses()}")
+    job = Job.objects.get(pk=job_id)
+    assert job.attempts == 3
+    assert "the test job failed on purpose" in job.error
+
+
+def test_running_a_jobs_task_twice_by_hand_does_not_duplicate_its_result(platform):
+    from cdss.tasks import run_job_task
+
+    (job_id,) = enqueue("test.probe", ["hand"])
+    assert run_job_task(job_id) == "succeeded"
+    assert run_job_task(job_id) == "not-claimed"
+    platform.worker()  # the published message reaches a real worker too: it claims nothing
+    run_job_task.apply_async(args=[job_id], queue="risk")
+    wait_until(lambda: _worker_saw_nothing_to_do(job_id), timeout=30, what="the worker to drain its queue")
+    assert ProbeResult.objects.filter(key="hand").count() == 1
+    assert Job.objects.get(pk=job_id).attempts == 1
+
+
+def _worker_saw_nothing_to_do(job_id: int) -> bool:
+    """The message was taken from the queue and acknowledged (kombu's Redis transport keeps
+    delivered, unacknowledged messages in the "unacked" hash)."""
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    return client.llen("risk") == 0 and client.hlen("unacked") == 0

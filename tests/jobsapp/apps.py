@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class JobsappConfig(AppConfig):
+    name = "tests.jobsapp"
+    label = "jobsapp"
+
+    def ready(self) -> None:
+        from . import kinds  # noqa: F401 - registers the test job kinds
