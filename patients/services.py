@@ -10,12 +10,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from cdss.audit import audit_record
 
 from .fhir.importer import UnitResult, import_unit
 from .fhir.parse import Unit, discover_files, unit_from_bytes, units_from_files
-from .models import ENTERED_IN_ERROR, ClinicalFact, Site
+from .models import ENTERED_IN_ERROR, ClinicalFact, GenomicResult, Observation, Site
 
 
 @dataclass
@@ -107,5 +108,9 @@ def clinical_fact_mark_entered_in_error(*, fact: ClinicalFact, user: Any, reques
     """Clinical facts are never deleted; a mistaken one is marked entered-in-error."""
     fact.status = ENTERED_IN_ERROR
     fact.save(update_fields=["status", "updated_at"])
+    if isinstance(fact, Observation):
+        # A panel's components and a genomic result read from it share its fate.
+        Observation.objects.filter(parent=fact).update(status=ENTERED_IN_ERROR, updated_at=timezone.now())
+        GenomicResult.objects.filter(observation=fact).update(status=ENTERED_IN_ERROR, updated_at=timezone.now())
     audit_record(user=user, action="update", target=f"{type(fact).__name__}:entered-in-error",
                  patient=fact.patient, request=request, detail=reason)

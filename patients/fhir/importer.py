@@ -10,12 +10,13 @@ whose content did not change.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from cdss.audit import audit_record_many
@@ -194,6 +195,7 @@ class _Writer:
 
     def write_patients(self) -> None:
         rows = self.rows("Patient")
+        _lock_patients(self.site.pk, sorted(r.fhir_id for r in rows))
         items = []
         for row in rows:
             values = self.values(row)
@@ -286,7 +288,8 @@ class _Writer:
         items: Iterable[tuple[tuple[Any, ...], dict[str, Any], Row]],
     ) -> dict[tuple[Any, ...], int]:
         """Insert new rows, update changed ones, leave unchanged ones alone; return key -> pk."""
-        items = list(items)
+        # One order for every writer, so that two imports sharing rows cannot deadlock.
+        items = sorted(items, key=lambda item: tuple(str(part) for part in item[0]))
         counts = self.result.counts.setdefault(label, Counter())
         if not items:
             return {}
@@ -335,3 +338,17 @@ class _Writer:
             )
         return pks
 
+
+
+def _lock_patients(site_id: int, fhir_ids: list[str]) -> None:
+    """Serialise concurrent imports of the same patients (PostgreSQL advisory locks, released at
+    commit). ``ON CONFLICT`` covers one unique key only; a patient has two (``fhir_id`` and MRN),
+    so without this two imports of one new patient could race on the MRN. SQLite serialises
+    writers by itself."""
+    if connection.vendor != "postgresql" or not fhir_ids:
+        return
+    keys = sorted({int.from_bytes(hashlib.blake2b(f"patient:{site_id}:{fid}".encode(), digest_size=8).digest(),
+                                  "big", signed=True) for fid in fhir_ids})
+    with connection.cursor() as cursor:
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])

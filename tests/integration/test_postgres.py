@@ -24,11 +24,16 @@ def test_two_concurrent_imports_of_one_bundle_give_one_set_of_rows():
     data = orjson.dumps(valid_bundle())
     barrier = threading.Barrier(4)
     results = []
+    errors: list[dict[str, str]] = []
 
     def work() -> None:
         try:
             barrier.wait()
-            results.append(fhir_import_bundle(data, site=site).ok)
+            summary = fhir_import_bundle(data, site=site)
+            results.append(summary.ok)
+            errors.extend(summary.as_dict()["errors"])
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append({"message": repr(exc)})
         finally:
             connections.close_all()
 
@@ -37,7 +42,7 @@ def test_two_concurrent_imports_of_one_bundle_give_one_set_of_rows():
         t.start()
     for t in threads:
         t.join()
-    assert results == [True] * 4
+    assert results == [True] * 4, errors
     assert m.Patient.objects.count() == 1
     assert m.Observation.objects.filter(parent__isnull=True).count() == 2
     assert m.Observation.objects.filter(parent__isnull=False).count() == 2

@@ -50,3 +50,17 @@ def test_a_fact_marked_entered_in_error_leaves_the_active_record_but_is_not_dele
     assert m.Condition.objects.filter(pk=condition.pk, status=m.ENTERED_IN_ERROR).exists()
     assert m.Condition.objects.current().count() == 0
     assert AuditEvent.objects.filter(patient=patient, action="update").count() == 2
+
+
+@pytest.mark.django_db
+def test_marking_a_panel_in_error_marks_its_components_too(site_a, clinician_a):
+    import orjson
+
+    from patients.services import fhir_import_bundle
+    from tests.patients.fhir_samples import valid_bundle
+
+    assert fhir_import_bundle(orjson.dumps(valid_bundle()), site=site_a).ok
+    panel = m.Observation.objects.get(code="85354-9")
+    clinical_fact_mark_entered_in_error(fact=panel, user=clinician_a)
+    assert set(m.Observation.objects.filter(parent=panel).values_list("status", flat=True)) == {m.ENTERED_IN_ERROR}
+    assert "8480-6" not in patient_record(panel.patient).trends
