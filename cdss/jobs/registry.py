@@ -76,3 +76,14 @@ def get_kind(name: str) -> JobKind:
 
 def all_kinds() -> list[JobKind]:
     return sorted(_KINDS.values(), key=lambda k: k.name)
+
+
+_RESIDENT: dict[str, Any] = {}
+
+
+def load_once(name: str, loader: Callable[[], Any]) -> Any:
+    """A model (or other heavy resource) loaded on first use and kept for the life of the worker
+    process. Prefork children load their own copy after the fork, never the parent's."""
+    if name not in _RESIDENT:
+        _RESIDENT[name] = loader()
+    return _RESIDENT[name]

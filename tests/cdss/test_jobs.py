@@ -205,3 +205,17 @@ def test_a_task_message_carries_only_the_job_id():
     assert sig.args == (42,) and sig.kwargs == {}
     assert app.conf.task_serializer == "json" and app.conf.accept_content == ["json"]
     assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_a_resident_model_loads_once_per_process():
+    from cdss.jobs.registry import load_once
+
+    calls = []
+
+    def loader():
+        calls.append(1)
+        return object()
+
+    first = load_once("test-model", loader)
+    assert load_once("test-model", loader) is first
+    assert calls == [1]
