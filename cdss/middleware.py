@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import resolve
 from django.urls.exceptions import Resolver404
@@ -14,6 +15,23 @@ from django.urls.exceptions import Resolver404
 # they are let through here and refused by DRF's IsAuthenticated default instead.
 PUBLIC_URL_NAMES = frozenset({"login", "health", "health-workers"})
 API_PREFIX = "/api/"
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's session middleware, except that background polls (job progress panels, marked
+    with the header ``X-Background-Poll: 1``) do not push the idle expiry forward: a page left
+    open with a polling panel still logs out after the idle timeout."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        session = getattr(request, "session", None)
+        if (
+            session is not None
+            and request.headers.get("X-Background-Poll") == "1"
+            and not session.modified
+            and not session.is_empty()
+        ):
+            return response
+        return super().process_response(request, response)
 
 
 class LoginRequiredMiddleware:

@@ -14,5 +14,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("patients.api_urls")),
+    path("", include("cdss.urls_jobs")),
     path("", include("patients.urls")),
 ]

@@ -13,6 +13,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from cdss.audit import audit_record
+from cdss.selectors import job_kind_list_per_patient
 
 from .selectors import TrendPoint, patient_get_for_user, patient_list_for_user, patient_record
 
@@ -74,5 +75,6 @@ def patient_detail(request: HttpRequest, external_id: uuid.UUID) -> HttpResponse
         "record": record,
         "age": patient.age_on(timezone.localdate()),
         "trend_charts": trend_charts(record.trends),
+        "job_kinds": job_kind_list_per_patient(),  # the "Run" form of the Analyses panel; none: no form
     }
     return render(request, "patients/patient_detail.html", context)

@@ -160,3 +160,18 @@ def test_an_idle_session_is_logged_out(client_a, patient_a):
 def test_health_is_public_and_says_nothing_about_patients(db):
     response = Client().get("/health")
     assert response.status_code == 200 and response.json() == {"status": "ok", "database": True}
+
+
+@pytest.mark.django_db
+def test_a_background_poll_does_not_keep_an_idle_session_alive(client_a, patient_a):
+    from django.contrib.sessions.models import Session
+
+    client_a.get("/")
+    old = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    Session.objects.update(expire_date=old)
+    response = client_a.get(f"/patients/{patient_a.external_id}/jobs/", HTTP_X_BACKGROUND_POLL="1",
+                            HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert Session.objects.get().expire_date == old  # not pushed forward
+    client_a.get("/")  # a real request does push it
+    assert Session.objects.get().expire_date != old

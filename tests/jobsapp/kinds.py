@@ -38,3 +38,10 @@ def slow(job: Job, ctx: Any) -> dict[str, Any]:
 def fail(job: Job, ctx: Any) -> None:
     """Raises every time."""
     raise RuntimeError("the test job failed on purpose")
+
+
+@job_kind("test.patient_probe", queue="risk", writer=_write, per_patient=True)
+def patient_probe(job: Job, ctx: Any) -> dict[str, Any]:
+    """Records that it ran for one patient (a clinician may ask for it on the patient page)."""
+    ctx.progress(50, "halfway")
+    return {"key": f"patient-{job.patient_id}-{job.pk}"}
