@@ -173,6 +173,10 @@ CELERY_TASK_TIME_LIMIT = 30 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers keep their database connection across tasks (Celery's Django fixup otherwise closes it
+# after every task, which costs a new PostgreSQL backend per job); CONN_MAX_AGE and health checks
+# still recycle it.
+CELERY_DB_REUSE_MAX: int = env.int("CELERY_DB_REUSE_MAX", default=1000)
 # Redis re-delivers an unacknowledged message after this long; the reaper re-queues a dead
 # worker's job far sooner (after its lease), and the conditional claim makes re-delivery harmless.
 # A publish while the broker is down fails within ~50 ms instead of retrying for seconds inside

@@ -219,3 +219,20 @@ def test_a_resident_model_loads_once_per_process():
     first = load_once("test-model", loader)
     assert load_once("test-model", loader) is first
     assert calls == [1]
+
+
+@pytest.mark.django_db
+def test_the_jobs_of_one_transaction_are_published_together_after_commit(eager, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+        for key in ("b1", "b2", "b3"):
+            runner.job_enqueue(kind="test.probe", params={"key": key})
+        try:
+            with transaction.atomic():  # a savepoint rolled back: its job never existed
+                runner.job_enqueue(kind="test.probe", params={"key": "gone"})
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        runner.job_enqueue(kind="test.probe", params={"key": "b4"})
+    assert len(callbacks) == 1
+    assert set(ProbeResult.objects.values_list("key", flat=True)) == {"b1", "b2", "b3", "b4"}
+    assert set(Job.objects.values_list("status", flat=True)) == {S.SUCCEEDED}
