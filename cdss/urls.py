@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/risk/", include("risk.api_urls")),
     path("api/", include("patients.api_urls")),
     path("", include("cdss.urls_jobs")),
     path("", include("patients.urls")),
