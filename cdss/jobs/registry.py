@@ -31,8 +31,11 @@ class JobKind:
     max_attempts: int | None = None  # None: settings.CDSS_JOB_MAX_ATTEMPTS
     time_limit: int | None = None  # seconds; None: settings.CELERY_TASK_TIME_LIMIT
     description: str = ""
-    # Population kinds ("jobs enqueue KIND --patients all") build one job per patient.
+    # Kinds that work on one patient (the patient page's "run" button lists them).
     per_patient: bool = False
+    # Population runs ("jobs enqueue KIND --patients all") give each job this many patients
+    # (params["patient_ids"]); 1 means one job per patient.
+    batch_size: int = 1
 
 
 _KINDS: dict[str, JobKind] = {}

@@ -20,6 +20,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from cdss.audit import audit_record_many
+from cdss.jobs.triggers import record_changed
 
 from .. import models as m
 from .mapping import MappedUnit, Ref, Row, content_hash, map_unit
@@ -102,6 +103,9 @@ def import_unit(unit: Unit, *, site: m.Site, user: Any = None, request: Any = No
             if result.patient_ids:
                 audit_record_many(user=user, action="import", target="fhir-import", request=request,
                                   patient_ids=result.patient_ids)
+                if any(c["created"] or c["updated"] for c in result.counts.values()):
+                    # Analyses of the changed record (risk scores...) are queued in this transaction.
+                    record_changed(result.patient_ids, user=user, reason="fhir-import")
     except _Abort:
         result.ok = False
     except IntegrityError as exc:

@@ -40,11 +40,7 @@ def _load() -> None:
     import importlib
 
     for module in _MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module}":
-                raise
+        importlib.import_module(f"{__name__}.{module}")  # each module registers its calculators
 
 
 __all__ = ["Calculator", "CalculatorInputError", "Result", "UnknownCalculator", "all_calculators", "calculate",

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.utils import timezone
 from tqdm import tqdm
 
 from cdss.jobs import runner
@@ -91,21 +92,29 @@ class Command(BaseCommand):
                 raise CommandError(f"{len(set(keys)) - found} of the patient ids are unknown")
         total = patients.count()
         created = 0
+        requested_at = timezone.now().isoformat()  # a new request: not the same work as an earlier run
         bar = tqdm(total=total, unit="patient", disable=options["no_progress"], file=self.stderr._out)
         batch: list[Patient] = []
+        chunk = max(spec.batch_size, 1)
 
         def flush() -> None:
             nonlocal created
             with transaction.atomic():
-                for patient in batch:
-                    job = runner.job_enqueue(kind=spec.name, patient=patient, params=params)
-                    created += int(job.attempts == 0 and job.status == Job.Status.QUEUED)
+                if chunk > 1:  # one job per batch of patients (ids only)
+                    job = runner.job_enqueue(kind=spec.name, params={**params, "patient_ids": [p.pk for p in batch]},
+                                             inputs={"requested_at": requested_at})
+                    created += int(job.status == Job.Status.QUEUED and job.attempts == 0)
+                else:
+                    for patient in batch:
+                        job = runner.job_enqueue(kind=spec.name, patient=patient, params=params,
+                                                 inputs={"requested_at": requested_at})
+                        created += int(job.attempts == 0 and job.status == Job.Status.QUEUED)
             bar.update(len(batch))
             batch.clear()
 
         for patient in patients.iterator(chunk_size=500):
             batch.append(patient)
-            if len(batch) >= 500:
+            if len(batch) >= chunk if chunk > 1 else len(batch) >= 500:
                 flush()
         if batch:
             flush()

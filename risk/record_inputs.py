@@ -1,0 +1,267 @@
+"""From a patient's record to calculator inputs (pure Python, no Django).
+
+``RecordSnapshot`` is a plain copy of what the calculators may use; ``inputs_for`` maps it to one
+calculator's inputs, each with its value, unit, date and source row, and lists what is missing.
+Nothing is guessed: a laboratory value or a smoking status that is not in the record within its
+look-back window is missing. A diagnosis or a medication, by contrast, is a fact of the problem
+list and medication list: when none matches, the input is False and says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .calculators import Calculator
+from .calculators.base import convert
+
+LOINC = "http://loinc.org"
+
+
+@dataclass(frozen=True)
+class ObservationValue:
+    code: str
+    value: float | None
+    unit: str
+    at: dt.datetime
+    source_id: int
+    value_code: str = ""
+
+
+@dataclass(frozen=True)
+class CodedFact:
+    system: str
+    code: str
+    display: str
+    source_id: int
+
+
+@dataclass
+class RecordSnapshot:
+    patient_id: int
+    birth_date: dt.date | None
+    sex: str
+    race: str | None
+    # latest value per LOINC code (already limited to the longest look-back window)
+    observations: dict[str, ObservationValue] = field(default_factory=dict)
+    conditions: list[CodedFact] = field(default_factory=list)
+    medications: list[CodedFact] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class QuantitySource:
+    codes: tuple[str, ...]
+    dimension: str
+    lookback_days: int
+
+
+# LOINC codes per input; look-back windows: chronic-risk labs 2 years (lipids), 1 year for
+# BP, BMI, kidney and liver labs; acute vital signs 24 hours.
+QUANTITY_SOURCES: dict[str, QuantitySource] = {
+    "total_cholesterol": QuantitySource(("2093-3",), "cholesterol", 730),
+    "hdl_cholesterol": QuantitySource(("2085-9",), "cholesterol", 730),
+    "systolic_bp": QuantitySource(("8480-6",), "pressure", 365),
+    "diastolic_bp": QuantitySource(("8462-4",), "pressure", 365),
+    "bmi": QuantitySource(("39156-5",), "bmi", 365),
+    "waist": QuantitySource(("8280-0", "56086-2", "56115-9"), "length", 365),
+    "egfr": QuantitySource(("98979-8", "62238-1", "33914-3", "48642-3", "48643-1"), "egfr", 365),
+    "creatinine": QuantitySource(("2160-0", "38483-4"), "creatinine", 90),
+    "bilirubin": QuantitySource(("1975-2", "42719-5"), "bilirubin", 90),
+    "inr": QuantitySource(("6301-6", "34714-6"), "ratio", 90),
+    "sodium": QuantitySource(("2951-2", "2947-0"), "sodium", 90),
+    "albumin": QuantitySource(("1751-7", "61151-7"), "albumin", 90),
+    "bun": QuantitySource(("3094-0", "6299-2"), "bun", 90),
+}
+ACUTE_SOURCES: dict[str, QuantitySource] = {
+    "respiratory_rate": QuantitySource(("9279-1",), "rate", 1),
+    "heart_rate": QuantitySource(("8867-4",), "rate", 1),
+    "temperature": QuantitySource(("8310-5", "8331-1"), "temperature", 1),
+    "spo2": QuantitySource(("59408-5", "2708-6"), "percent", 1),
+}
+ALL_SOURCES = {**QUANTITY_SOURCES, **ACUTE_SOURCES}
+SMOKING_STATUS = "72166-2"
+# Tobacco smoking status answers (SNOMED CT and LOINC answer codes) meaning "smokes now".
+CURRENT_SMOKER = frozenset({"449868002", "428041000124106", "77176002", "65568007", "428071000124103",
+                            "LA18976-3", "LA18977-1", "LA18981-3", "LA18982-1"})
+NON_SMOKER = frozenset({"266919005", "8517006", "LA18978-9", "LA15920-4"})
+
+
+def observation_codes() -> set[str]:
+    codes = {code for source in ALL_SOURCES.values() for code in source.codes}
+    return codes | {SMOKING_STATUS}
+
+
+def max_lookback_days() -> int:
+    return max(s.lookback_days for s in ALL_SOURCES.values()) + 365  # smoking status: 3 years
+
+
+# Condition value sets: SNOMED CT codes and ICD-10-CM prefixes. The decision-support value sets
+# will replace these lists; they are data, kept small and explicit here.
+CONDITION_SETS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    "diabetes": (frozenset({"44054006", "46635009", "73211009", "190330002", "313436004", "368581000119106"}),
+                 ("E10", "E11", "E13")),
+    "hypertension": (frozenset({"38341003", "59621000", "1201005", "10725009"}), ("I10", "I11", "I12", "I13", "I15")),
+    "congestive_heart_failure": (frozenset({"84114007", "42343007", "88805009", "85232009", "703272007"}), ("I50",)),
+    "stroke_tia_thromboembolism": (frozenset({"230690007", "266257000", "422504002", "432504007", "275526006"}),
+                                   ("I63", "I64", "G45", "I74", "Z86.73")),
+    "vascular_disease": (frozenset({"22298006", "399211009", "401303003", "401314000", "399957001", "53741008",
+                                    "414545008"}), ("I21", "I22", "I25.2", "I70", "I73.9")),
+    "atrial_fibrillation": (frozenset({"49436004", "282825002", "426749004", "440059007"}), ("I48",)),
+    "chronic_liver_disease": (frozenset({"19943007", "235856003", "197321007", "266468003"}),
+                              ("K70", "K71", "K72", "K73", "K74", "K76")),
+    "pneumonia": (frozenset({"233604007", "385093006", "233607000", "53084003"}), ("J12", "J13", "J14", "J15",
+                                                                                 "J16", "J17", "J18")),
+}
+# Medication value sets by ingredient name in the RxNorm display (SCD names start with it).
+MEDICATION_SETS: dict[str, tuple[str, ...]] = {
+    "statin": ("atorvastatin", "simvastatin", "rosuvastatin", "pravastatin", "lovastatin", "fluvastatin",
+               "pitavastatin"),
+    "bp_treated": ("lisinopril", "enalapril", "ramipril", "captopril", "benazepril", "quinapril", "perindopril",
+                   "losartan", "valsartan", "irbesartan", "candesartan", "olmesartan", "telmisartan", "amlodipine",
+                   "nifedipine", "felodipine", "diltiazem", "verapamil", "hydrochlorothiazide", "chlorthalidone",
+                   "indapamide", "metoprolol", "atenolol", "bisoprolol", "carvedilol", "propranolol", "nebivolol",
+                   "spironolactone", "eplerenone", "hydralazine", "clonidine", "doxazosin", "furosemide"),
+}
+
+
+def _condition_match(facts: Iterable[CodedFact], key: str) -> CodedFact | None:
+    snomed, icd_prefixes = CONDITION_SETS[key]
+    for fact in facts:
+        if fact.code in snomed or (fact.system.endswith("icd-10-cm") and fact.code.startswith(icd_prefixes)):
+            return fact
+    return None
+
+
+def _medication_match(facts: Iterable[CodedFact], key: str) -> CodedFact | None:
+    names = MEDICATION_SETS[key]
+    for fact in facts:
+        display = fact.display.lower()
+        if any(name in display for name in names):
+            return fact
+    return None
+
+
+@dataclass
+class InputValue:
+    value: Any
+    unit: str = ""
+    at: str | None = None
+    source: str = ""  # e.g. "Observation:123", "Condition:9", "Patient", "no matching active condition"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": self.value}
+        if self.unit:
+            out["unit"] = self.unit
+        if self.at:
+            out["at"] = self.at
+        out["source"] = self.source
+        return out
+
+
+@dataclass
+class MappedInputs:
+    values: dict[str, InputValue]
+    missing: list[str]
+    problems: dict[str, str]
+
+    def raw(self) -> dict[str, Any]:
+        """The calculator's inputs: quantities as "value unit" strings (the calculator converts)."""
+        out: dict[str, Any] = {}
+        for name, item in self.values.items():
+            out[name] = f"{item.value} {item.unit}" if item.unit else item.value
+        return out
+
+
+def applicable(calculator: str, snapshot: RecordSnapshot, as_of: dt.datetime) -> bool:
+    """Whether a calculator applies to this patient at all (its clinical context)."""
+    if calculator in ("cha2ds2_vasc", "has_bled"):
+        return _condition_match(snapshot.conditions, "atrial_fibrillation") is not None
+    if calculator in ("meld_na", "meld_3"):
+        return _condition_match(snapshot.conditions, "chronic_liver_disease") is not None
+    if calculator == "curb65":
+        return _condition_match(snapshot.conditions, "pneumonia") is not None
+    if calculator in ("qsofa", "news2"):
+        # acute scores: only with vital signs from the last 24 hours
+        return _fresh(snapshot, "respiratory_rate", as_of) is not None
+    # Wells needs the clinician's judgement ("PE most likely"): never derived from the record.
+    return calculator != "wells_pe"
+
+
+def _fresh(snapshot: RecordSnapshot, name: str, as_of: dt.datetime) -> ObservationValue | None:
+    source = ALL_SOURCES[name]
+    window = dt.timedelta(days=source.lookback_days)
+    best: ObservationValue | None = None
+    for code in source.codes:
+        obs = snapshot.observations.get(code)
+        if obs is None or obs.value is None or obs.at > as_of or as_of - obs.at > window:
+            continue
+        if best is None or obs.at > best.at:
+            best = obs
+    return best
+
+
+def _age(snapshot: RecordSnapshot, as_of: dt.datetime) -> int | None:
+    born = snapshot.birth_date
+    if born is None:
+        return None
+    day = as_of.date()
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+def inputs_for(calculator: Calculator, snapshot: RecordSnapshot, as_of: dt.datetime) -> MappedInputs:
+    values: dict[str, InputValue] = {}
+    missing: list[str] = []
+    problems: dict[str, str] = {}
+    for param in calculator.params:
+        name = param.name
+        item = _input_value(name, snapshot, as_of)
+        if item is None:
+            if param.required:
+                missing.append(name)
+            continue
+        if param.kind == "quantity" and item.unit:
+            try:
+                convert(f"{item.value} {item.unit}", param.dimension)
+            except ValueError as exc:
+                problems[name] = f"recorded unit cannot be used: {exc}"
+                continue
+        values[name] = item
+    return MappedInputs(values=values, missing=missing, problems=problems)
+
+
+def _input_value(name: str, snapshot: RecordSnapshot, as_of: dt.datetime) -> InputValue | None:
+    if name == "age":
+        age = _age(snapshot, as_of)
+        return None if age is None else InputValue(age, "a", None, "Patient.birthDate")
+    if name == "sex":
+        return InputValue(snapshot.sex, source="Patient.gender") if snapshot.sex in ("female", "male") else None
+    if name == "race":
+        return InputValue(snapshot.race, source="Patient.extension us-core-race") if snapshot.race else None
+    if name in ALL_SOURCES:
+        obs = _fresh(snapshot, name, as_of)
+        if obs is None:
+            return None
+        return InputValue(round(obs.value, 6) if obs.value is not None else None, obs.unit, obs.at.isoformat(),
+                          f"Observation:{obs.source_id}")
+    if name == "smoker":
+        obs = snapshot.observations.get(SMOKING_STATUS)
+        if obs is None or obs.at > as_of or as_of - obs.at > dt.timedelta(days=3 * 365):
+            return None
+        if obs.value_code in CURRENT_SMOKER:
+            return InputValue(True, at=obs.at.isoformat(), source=f"Observation:{obs.source_id}")
+        if obs.value_code in NON_SMOKER:
+            return InputValue(False, at=obs.at.isoformat(), source=f"Observation:{obs.source_id}")
+        return None  # an answer we cannot read is missing, not guessed
+    if name in CONDITION_SETS:
+        fact = _condition_match(snapshot.conditions, name)
+        if fact is None:
+            return InputValue(False, source="no matching active condition")
+        return InputValue(True, source=f"Condition:{fact.source_id}")
+    if name in MEDICATION_SETS:
+        med = _medication_match(snapshot.medications, name)
+        if med is None:
+            return InputValue(False, source="no matching active medication")
+        return InputValue(True, source=f"MedicationRequest:{med.source_id}")
+    return None  # questionnaire items (FINDRISC lifestyle, Wells judgement...) are not in the record
