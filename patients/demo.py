@@ -34,6 +34,16 @@ CVX = "http://hl7.org/fhir/sid/cvx"
 HGNC = "http://www.genenames.org/geneId"
 NPI = "http://hl7.org/fhir/sid/us-npi"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+# Tobacco smoking status (LOINC 72166-2) answers, SNOMED CT.
+SMOKING_STATUS = {
+    "never": ("266919005", "Never smoked tobacco (finding)"),
+    "former": ("8517006", "Ex-smoker (finding)"),
+    "current": ("449868002", "Smokes tobacco daily (finding)"),
+}
+# US Core race (OMB categories, CDC race codes), drawn from the patient's id so that adding it
+# leaves every other generated value unchanged.
+RACES = (("2106-3", "White", 60), ("2054-5", "Black or African American", 15), ("2028-9", "Asian", 10),
+         ("2131-1", "Other Race", 15))
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -418,6 +428,7 @@ class _PatientBuilder:
             "telecom": [{"system": "phone", "value": f"555-01{rng.randint(0, 99):02d}", "use": "home"}],
             "gender": self.sex,
             "birthDate": birth.isoformat(),
+            "extension": [_race_extension(self.patient_id)],
             "managingOrganization": _ref(self.site.organization_id, self.site.name),
         })
         self.plan_encounters()
@@ -937,6 +948,10 @@ class _PatientBuilder:
         ])
         for key in ("hr", "height", "weight", "bmi"):
             self.observation(enc, "vital-signs", VITALS[key], valueQuantity=self.quantity(v[key], VITALS[key][2]))
+        code, display = SMOKING_STATUS[self.smoking]
+        smoking = self.observation(enc, "social-history", ("72166-2", "Tobacco smoking status", ""),
+                                   valueCodeableConcept=_concept(SNOMED, code, display))
+        smoking["category"][0]["coding"][0]["display"] = "Social History"
 
     def add_lab(self, enc: _Enc, key: str, value: float) -> None:
         self.observation(enc, "laboratory", LABS[key], valueQuantity=self.quantity(value, LABS[key][2]))
@@ -1252,3 +1267,14 @@ def _join(items: list[str]) -> str:
 def bundle_counts(bundle: dict[str, Any]) -> Counter[str]:
     """Resources per type in a bundle (for tests and the command's summary)."""
     return Counter(e["resource"]["resourceType"] for e in bundle["entry"])
+
+
+def _race_extension(patient_id: str) -> dict[str, Any]:
+    rng = random.Random(f"race:{patient_id}")  # noqa: S311 - made-up data, not secrets
+    code, display, _ = rng.choices(RACES, weights=[w for _, _, w in RACES])[0]
+    return {
+        "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+        "extension": [{"url": "ombCategory", "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238",
+                                                             "code": code, "display": display}},
+                      {"url": "text", "valueString": display}],
+    }
