@@ -17,21 +17,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def recreate_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+from bench.common import recreate_database  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +29,12 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/cdss_bench")
     parser.add_argument("--observations", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/15",
+                        help="Where the jobs an import queues are published (as in production; purged after)")
     args = parser.parse_args()
+    # With a broker, the risk jobs an import queues wait for workers, as in production; without
+    # one they would run inside the import and be counted in its time.
+    os.environ["CELERY_BROKER_URL"] = args.broker_url
 
     recreate_database(args.database_url)
     os.environ["DATABASE_URL"] = args.database_url
@@ -61,6 +56,8 @@ def main() -> None:
     if not folder.is_dir():
         sys.exit(f"{folder} is missing; set CDSS_DATA_DIR")
     site = site_get_default()
+
+    from cdss.celery import app
 
     print(f"database: PostgreSQL {connection.cursor().connection.info.server_version}, data: {folder}")
     for label in ("first import", "second import (no changes)"):
@@ -109,6 +106,12 @@ def main() -> None:
     print(f"patient page: {total_obs} observations, {queries} SQL queries per view, server time median "
           f"{statistics.median(times):.1f} ms, p95 {sorted(times)[int(0.95 * len(times)) - 1]:.1f} ms "
           f"({args.repeat} requests)")
+    from cdss.models import Job
+
+    with app.connection_for_write() as conn:
+        purged = sum(app.amqp.queues[q].bind(conn.default_channel).purge() or 0 for q in ("risk",)
+                     if q in app.amqp.queues)
+    print(f"jobs queued by the imports: {Job.objects.count()} (their messages purged: {purged})")
 
 
 if __name__ == "__main__":

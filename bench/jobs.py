@@ -45,11 +45,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import recreate_database  # noqa: E402
 from tests.integration.workers import CeleryProcess, RedisServer, free_port, wait_until  # noqa: E402
 
 KIND = "test.probe"
@@ -57,15 +57,6 @@ GOAL_P95_MS = 50.0
 GOAL_JOBS_PER_S = 300.0
 
 
-def recreate_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def pct(values: list[float], p: float) -> float:
