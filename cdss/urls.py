@@ -16,5 +16,6 @@ urlpatterns = [
     path("api/risk/", include("risk.api_urls")),
     path("api/", include("patients.api_urls")),
     path("", include("cdss.urls_jobs")),
+    path("", include("risk.urls")),
     path("", include("patients.urls")),
 ]

@@ -24,6 +24,9 @@ from .selectors import job_kind_list_per_patient, job_list_for_patient
 PANEL_JOBS = 10
 POLL_SECONDS = 2
 ERROR_LINE_CHARS = 200
+# Panels elsewhere on the patient page that show a kind's results reload on these events. The job
+# panel sends one (HX-Trigger) with the render that first sees a job of that kind succeed.
+RESULT_EVENTS = {"risk": "risk-updated"}
 
 
 @dataclass(frozen=True)
@@ -43,15 +46,33 @@ def error_first_line(text: str) -> str:
     return ""
 
 
-def _panel(request: HttpRequest, patient: Patient) -> HttpResponse:
+def _panel(request: HttpRequest, patient: Patient, *, waiting: set[str]) -> HttpResponse:
+    """``waiting``: external ids of the jobs the caller saw unfinished (the previous render's, or the
+    one just enqueued); those that have succeeded since send their kind's result event."""
     jobs = job_list_for_patient(patient=patient, limit=PANEL_JOBS)
     rows = [
         JobRow(job=job, error_line=error_first_line(job.error) if job.status == Job.Status.DEAD else "") for job in jobs
     ]
     # A failed job waits out its back-off and runs again, so it keeps the panel polling too.
-    polling = any(not job.is_finished for job in jobs)
-    context = {"patient": patient, "rows": rows, "polling": polling, "poll_seconds": POLL_SECONDS}
-    return render(request, "cdss/_job_panel.html", context)
+    unfinished = [str(job.external_id) for job in jobs if not job.is_finished]
+    context = {
+        "patient": patient,
+        "rows": rows,
+        "polling": bool(unfinished),
+        "poll_seconds": POLL_SECONDS,
+        "waiting": ",".join(unfinished),
+    }
+    response = render(request, "cdss/_job_panel.html", context)
+    events = sorted(
+        {
+            RESULT_EVENTS[job.kind]
+            for job in jobs
+            if job.kind in RESULT_EVENTS and job.status == Job.Status.SUCCEEDED and str(job.external_id) in waiting
+        }
+    )
+    if events:
+        response["HX-Trigger"] = ", ".join(events)
+    return response
 
 
 # The fragment writes no audit row: it shows the state of jobs, no clinical data, and it is polled
@@ -64,7 +85,7 @@ def patient_jobs(request: HttpRequest, external_id: uuid.UUID) -> HttpResponse:
     patient = patient_get_for_user(request.user, external_id)
     if request.method == "POST":
         return _patient_job_enqueue(request, patient)
-    return _panel(request, patient)
+    return _panel(request, patient, waiting=set(request.GET.get("waiting", "").split(",")[:PANEL_JOBS]))
 
 
 def _patient_job_enqueue(request: HttpRequest, patient: Patient) -> HttpResponse:
@@ -80,8 +101,9 @@ def _patient_job_enqueue(request: HttpRequest, patient: Patient) -> HttpResponse
     with transaction.atomic():
         # The time makes each click a new job: the idempotency key hashes the inputs, and a
         # clinician who asks again wants a fresh run, not the old job back.
-        runner.job_enqueue(
+        job = runner.job_enqueue(
             kind=kind, patient=patient, user=request.user, inputs={"requested_at": timezone.now().isoformat()}
         )
         audit_record(user=request.user, action="create", target=f"job:{kind}", patient=patient, request=request)
-    return _panel(request, patient)
+    # With no broker the job has already run (at commit), so this render may be the one that sees it succeed.
+    return _panel(request, patient, waiting={str(job.external_id)})

@@ -122,7 +122,7 @@ def test_context_scores_run_only_in_their_context(site_a):
 
 @pytest.mark.django_db
 def test_a_rerun_with_the_same_record_writes_nothing_new_and_a_change_appends(site_a):
-    patient, obs = goff_patient(site_a)
+    patient, _ = goff_patient(site_a)
     first = risk_compute_for_patients([patient.pk], as_of=AS_OF)
     count = RiskAssessment.objects.count()
     assert risk_compute_for_patients([patient.pk], as_of=AS_OF).written == 0
@@ -170,11 +170,9 @@ def test_the_synthea_population_is_scored(site_a):
     from patients.services import fhir_import_paths
 
     assert fhir_import_paths([require_data("fhir/synthea-r4")], site=site_a).ok
-    from patients.models import Patient
-
     from django.db.models import Max
 
-    from patients.models import Observation
+    from patients.models import Observation, Patient
 
     ids = list(Patient.objects.values_list("pk", flat=True))
     # Synthea's records end years ago: assess them as of their last observation.
