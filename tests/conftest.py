@@ -27,6 +27,19 @@ def require_data(relative: str) -> Path:
 
 
 @pytest.fixture
+def eager(settings):
+    """Jobs run in-process after commit, as with no broker configured (the embedded default; a
+    live server's thread reads the same settings and Celery app)."""
+    from cdss.celery import app
+
+    before = app.conf.task_always_eager
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+@pytest.fixture
 def site_a(db):
     return SiteFactory(code="site-a", name="Site A Hospital")
 

@@ -8,66 +8,21 @@ embedded default, no broker), so the panel sees the job through to the end.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from cdss.celery import app
 from cdss.models import Job
 from patients import models as m
+from tests.browser.conftest import PASSWORD, SCREENSHOT_DIR
 from tests.factories import PatientFactory, SiteFactory, clinician_of
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "test-output" / "browser"
-PASSWORD = "a-long-test-password-42"
-
-
-@pytest.fixture
-def eager(settings):
-    """Jobs run in-process after commit, as with no broker configured (the live server's thread
-    reads the same settings and Celery app)."""
-    before = app.conf.task_always_eager
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
-@pytest.fixture
-def browser_page() -> Iterator[Page]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
 
 
 @pytest.fixture

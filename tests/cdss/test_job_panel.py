@@ -12,7 +12,6 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from cdss.celery import app
 from cdss.models import AuditEvent, Job
 from cdss.selectors import job_kind_list_per_patient, job_list_for_patient
 from cdss.views_jobs import PANEL_JOBS, error_first_line
@@ -28,14 +27,6 @@ PANEL_QUERIES = 7
 POLLING = 'hx-trigger="every 2s"'
 
 
-@pytest.fixture
-def eager(settings):
-    """Jobs run in-process after commit, as with no broker configured."""
-    before = app.conf.task_always_eager
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
 
 
 def panel_url(patient: m.Patient) -> str:

@@ -19,14 +19,6 @@ from tests.jobsapp.models import ProbeResult
 S = Job.Status
 
 
-@pytest.fixture
-def eager(settings):
-    """Jobs run in-process after commit, as with no broker configured."""
-    before = app.conf.task_always_eager
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
 
 
 def enqueue(kind: str = "test.probe", **params):

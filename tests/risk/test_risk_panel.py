@@ -14,7 +14,6 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from cdss.celery import app
 from cdss.models import AuditEvent, Job
 from patients import models as m
 from risk.calculators import cardiovascular, prevent
@@ -73,16 +72,6 @@ def make_assessment(
 def chart_data(content: str) -> dict:
     match = re.search(r'<script id="risk-chart-data" type="application/json">(.*?)</script>', content, re.S)
     return json.loads(match.group(1)) if match else {}
-
-
-@pytest.fixture
-def eager(settings):
-    """Jobs run in-process after commit, as with no broker configured."""
-    before = app.conf.task_always_eager
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
 
 
 # --- The fragment -----------------------------------------------------------------------------
