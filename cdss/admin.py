@@ -120,3 +120,6 @@ class JobAdmin(ReadOnlyAdmin):
         done = sum(job_cancel(job) for job in queryset)
         self.message_user(request, f"{done} job(s) cancelled; {queryset.count() - done} had already started or "
                                    "finished.", messages.SUCCESS if done else messages.WARNING)
+
+
+from . import admin_models  # noqa: E402,F401

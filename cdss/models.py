@@ -1,4 +1,4 @@
-"""Base pieces every app uses: the audit log (jobs and the model registry come later)."""
+"""Base pieces every app uses: the audit log, jobs, and the model registry."""
 
 from __future__ import annotations
 
@@ -118,3 +118,55 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class ModelVersion(models.Model):
+    """One trained model file with what it was trained on and how well it did: the registry.
+
+    Rows are never edited after registration except ``active``: at most one version per name is
+    active (a partial unique constraint), and that is the one predictions use. ``metrics`` holds
+    one object per split (``train``, ``validation``, ``test``), each with ``n``, ``prevalence``,
+    ``auc`` and ``auc_ci95``, ``brier``, ``calibration_slope`` and ``calibration_intercept``,
+    plus whatever the trainer adds (``candidates``, ``cv``). ``calibration`` holds the binned
+    predicted-vs-observed points per split for the plot. ``file_path`` is relative to
+    ``settings.CDSS_MODEL_DIR``; ``file_sha256`` is checked before the file is loaded.
+    """
+
+    class Kind(models.TextChoices):
+        RISK = "risk", "Risk"
+        IMAGING = "imaging", "Imaging"
+        NLP = "nlp", "NLP"
+
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=64, help_text='What the model predicts, e.g. "heart_disease".')
+    version = models.CharField(max_length=32, help_text="Date and sequence number: 2026.11.25-1.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    architecture = models.CharField(max_length=64)
+    dataset = models.TextField(help_text="Data set name, file and its sha256.")
+    split = models.TextField(help_text="How the rows were split between training, validation and test.")
+    features = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    calibration = models.JSONField(default=dict, blank=True)
+    file_path = models.CharField(max_length=255)
+    file_sha256 = models.CharField(max_length=64)
+    trained_at = models.DateTimeField()
+    training_seconds = models.FloatField(null=True, blank=True)
+    active = models.BooleanField(default=False)
+    notes = models.TextField(blank=True)
+    registered_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-trained_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="modelversion_name_version_unique"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(active=True), name="modelversion_one_active_per_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}{' (active)' if self.active else ''}"
+
+    def split_metrics(self, split: str = "test") -> dict[str, object]:
+        figures = self.metrics.get(split) if isinstance(self.metrics, dict) else None
+        return figures if isinstance(figures, dict) else {}

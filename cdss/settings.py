@@ -210,6 +210,8 @@ CDSS_JOB_REPUBLISH_SECONDS: int = env.int("CDSS_JOB_REPUBLISH_SECONDS", default=
 
 # Project settings.
 CDSS_DATA_DIR = env.path("CDSS_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data"))
+# Trained model files; the registry (cdss.ModelVersion) stores paths relative to this folder.
+CDSS_MODEL_DIR = env.path("CDSS_MODEL_DIR", default=str(VAR_DIR / "models"))
 CDSS_DEFAULT_SITE_CODE: str = env.str("CDSS_DEFAULT_SITE_CODE", default="main")
 # Read the client address from X-Forwarded-For (only behind a trusted proxy).
 CDSS_TRUST_X_FORWARDED_FOR: bool = env.bool("DJANGO_TRUST_X_FORWARDED_FOR", default=False)

@@ -15,7 +15,7 @@ from django.db.models import Model
 from django.urls import reverse
 from django.utils import timezone
 
-from cdss.models import AuditEvent, Job
+from cdss.models import AuditEvent, Job, ModelVersion
 from patients import models as m
 from tests.factories import (
     AllergyFactory,
@@ -69,6 +69,10 @@ def record(patient_a: m.Patient) -> dict[type[Model], Any]:
         Job: Job.objects.create(kind="demo-kind", queue="default", patient=patient_a, idempotency_key="demo-kind:1",
                                 available_at=timezone.now(), status=Job.Status.DEAD, attempts=3,
                                 error="Traceback ...\nValueError: Alpha went wrong"),
+        ModelVersion: ModelVersion.objects.create(name="heart_disease", version="2026.11.25-1", kind="risk",
+                                                  architecture="logistic", dataset="-", split="-",
+                                                  file_path="heart_disease/x.pt", file_sha256="0" * 64,
+                                                  trained_at=timezone.now()),
     }
 
 
