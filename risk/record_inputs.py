@@ -74,13 +74,16 @@ QUANTITY_SOURCES: dict[str, QuantitySource] = {
     "albumin": QuantitySource(("1751-7", "61151-7"), "albumin", 90),
     "bun": QuantitySource(("3094-0", "6299-2"), "bun", 90),
 }
+MODEL_SOURCES: dict[str, QuantitySource] = {
+    "fasting_glucose": QuantitySource(("1558-6",), "glucose", 365),
+}
 ACUTE_SOURCES: dict[str, QuantitySource] = {
     "respiratory_rate": QuantitySource(("9279-1",), "rate", 1),
     "heart_rate": QuantitySource(("8867-4",), "rate", 1),
     "temperature": QuantitySource(("8310-5", "8331-1"), "temperature", 1),
     "spo2": QuantitySource(("59408-5", "2708-6"), "percent", 1),
 }
-ALL_SOURCES = {**QUANTITY_SOURCES, **ACUTE_SOURCES}
+ALL_SOURCES = {**QUANTITY_SOURCES, **MODEL_SOURCES, **ACUTE_SOURCES}
 SMOKING_STATUS = "72166-2"
 # Tobacco smoking status answers (SNOMED CT and LOINC answer codes) meaning "smokes now".
 CURRENT_SMOKER = frozenset({"449868002", "428041000124106", "77176002", "65568007", "428071000124103",
@@ -265,3 +268,37 @@ def _input_value(name: str, snapshot: RecordSnapshot, as_of: dt.datetime) -> Inp
             return InputValue(False, source="no matching active medication")
         return InputValue(True, source=f"MedicationRequest:{med.source_id}")
     return None  # questionnaire items (FINDRISC lifestyle, Wells judgement...) are not in the record
+
+
+def heart_disease_features(snapshot: RecordSnapshot, as_of: dt.datetime, names: Iterable[str]) -> MappedInputs:
+    """The Cleveland heart-disease model's inputs that a record holds: age, sex, resting systolic
+    pressure (``trestbps``), total cholesterol (``chol``) and fasting glucose > 120 mg/dL (``fbs``).
+    Chest-pain type, resting ECG, exercise-test and fluoroscopy/scintigraphy results have no coded
+    source in the record and are listed as missing."""
+    values: dict[str, InputValue] = {}
+    age = _age(snapshot, as_of)
+    if age is not None:
+        values["age"] = InputValue(age, "a", None, "Patient.birthDate")
+    if snapshot.sex in ("female", "male"):
+        values["sex"] = InputValue(1 if snapshot.sex == "male" else 0, source="Patient.gender")
+    for name, source_name, dimension in (("trestbps", "systolic_bp", "pressure"),
+                                         ("chol", "total_cholesterol", "cholesterol")):
+        obs = _fresh(snapshot, source_name, as_of)
+        if obs is not None and obs.value is not None:
+            try:
+                number = convert(f"{obs.value} {obs.unit}", dimension)
+            except ValueError:
+                continue
+            unit = "mm[Hg]" if dimension == "pressure" else "mg/dL"
+            values[name] = InputValue(round(number, 3), unit, obs.at.isoformat(), f"Observation:{obs.source_id}")
+    glucose = _fresh(snapshot, "fasting_glucose", as_of)
+    if glucose is not None and glucose.value is not None:
+        try:
+            mg_dl = convert(f"{glucose.value} {glucose.unit}", "glucose")
+        except ValueError:
+            mg_dl = None
+        if mg_dl is not None:
+            values["fbs"] = InputValue(int(mg_dl > 120), at=glucose.at.isoformat(),
+                                       source=f"Observation:{glucose.source_id}")
+    missing = [name for name in names if name not in values]
+    return MappedInputs(values=values, missing=missing, problems={})

@@ -27,6 +27,7 @@ from .record_inputs import (
     ObservationValue,
     RecordSnapshot,
     applicable,
+    heart_disease_features,
     inputs_for,
     max_lookback_days,
     observation_codes,
@@ -128,6 +129,50 @@ def assessments_for(snapshot: RecordSnapshot, *, as_of: dt.datetime, job_id: int
     return rows
 
 
+MODEL_CALCULATOR = "heart_disease_model"
+
+
+def _model_rows(snapshots: dict[int, RecordSnapshot], *, as_of: dt.datetime, job_id: int | None) -> list[dict[str, Any]]:
+    """The trained heart-disease model, where a version is active: computed only for records that
+    hold every input; otherwise a row listing what is missing (nothing is imputed)."""
+    from cdss.model_registry import model_version_active
+
+    from .predict import HEART_DISEASE, heart_disease_predict
+
+    mv = model_version_active(HEART_DISEASE)
+    if mv is None or not snapshots:
+        return []
+    from .models_ml.heart_disease import INPUT_NAMES
+
+    citation = (f"{mv.dataset}. Model {mv.name} {mv.version} ({mv.architecture}), trained on the UCI Cleveland "
+                "data (a referral population: 46% prevalence); figures in the model registry.")
+    rows = []
+    for snapshot in snapshots.values():
+        mapped = heart_disease_features(snapshot, as_of, INPUT_NAMES)
+        inputs = {name: item.as_dict() for name, item in mapped.values.items()}
+        row: dict[str, Any] = dict(
+            patient_id=snapshot.patient_id, calculator=MODEL_CALCULATOR, calculator_version=mv.version, status="",
+            value=None, unit="", category="", contributions={}, inputs=inputs, missing=mapped.missing,
+            problems={}, details={"model_external_id": str(mv.external_id)}, citation=citation, as_of=as_of,
+            job_id=job_id,
+        )
+        if mapped.missing:
+            row["status"] = RiskAssessment.Status.MISSING_INPUTS
+        else:
+            answer = heart_disease_predict({name: item.value for name, item in mapped.values.items()})
+            row["status"] = answer["status"]
+            row["problems"] = answer.get("problems") or {}
+            if answer["status"] == "computed":
+                row.update(value=round(100 * float(answer["probability"]), 1), unit="%",
+                           contributions=answer.get("contributions") or {},
+                           details={**row["details"], "method": answer.get("method", "")})
+        row["inputs_hash"] = hashlib.sha256(orjson.dumps(
+            {"inputs": inputs, "missing": mapped.missing, "model": mv.version}, option=orjson.OPT_SORT_KEYS,
+        )).hexdigest()
+        rows.append(row)
+    return rows
+
+
 def risk_compute_for_patients(
     patient_ids: Iterable[int], *, as_of: dt.datetime | None = None, job_id: int | None = None
 ) -> BatchSummary:
@@ -136,6 +181,7 @@ def risk_compute_for_patients(
     ids = sorted(set(patient_ids))
     snapshots = snapshots_load(ids, as_of=as_of)
     rows = [row for snap in snapshots.values() for row in assessments_for(snap, as_of=as_of, job_id=job_id)]
+    rows += _model_rows(snapshots, as_of=as_of, job_id=job_id)
     written = _write(rows)
     statuses = [row["status"] for row in rows]
     return BatchSummary(

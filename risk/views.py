@@ -77,6 +77,9 @@ SOURCE_KINDS: dict[str, str] = {
 }
 
 
+# Trained models shown beside the calculators (risk.services.MODEL_CALCULATOR).
+MODEL_TITLES = {"heart_disease_model": "Coronary disease probability, trained model (UCI Cleveland; referral population)"}
+
 def label(name: str) -> str:
     return LABELS.get(name, name.replace("_", " "))
 
@@ -221,7 +224,7 @@ def risk_panel_context(patient: Any) -> dict[str, Any]:
         cards.append(
             AssessmentCard(
                 assessment=row,
-                title=calculator.title if calculator else row.calculator,
+                title=calculator.title if calculator else MODEL_TITLES.get(row.calculator, row.calculator),
                 value=result_text(row.value, row.unit) if computed and row.value is not None else "",
                 level=CATEGORY_LEVEL.get(row.category, ""),
                 gauge=gauge_for(row) if computed else None,

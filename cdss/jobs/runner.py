@@ -141,7 +141,9 @@ def jobs_publish(job_ids: list[int]) -> int:
     except Exception as exc:  # noqa: BLE001 - any broker failure: keep the jobs for the relay
         unsent = [pk for pk, _, _ in rows[sent:]]
         Job.objects.filter(pk__in=unsent, status=S.QUEUED).update(published_at=None)
-        log.warning("%s job(s) not published (%s); the relay will publish them", len(unsent), type(exc).__name__)
+        # Broker errors name hosts and channels, never patient data.
+        log.warning("%s job(s) not published (%s: %s); the relay will publish them", len(unsent),
+                    type(exc).__name__, str(exc)[:200])
     return sent
 
 

@@ -85,7 +85,11 @@ def platform(request, settings, tmp_path) -> Iterator[Platform]:
 
 
 def _reset_pools() -> None:
-    """Make the app connect to the broker URL it has now."""
+    """Make the app connect to the broker URL it has now. kombu keeps producer pools in a global
+    registry keyed by connection: clear it too, or a later test would get a closed pool back."""
+    from kombu import pools
+
+    pools.reset()
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
