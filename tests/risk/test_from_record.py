@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import pytest
 from django.db import transaction
@@ -195,7 +196,7 @@ def test_the_trained_model_runs_only_with_all_its_inputs_and_lists_the_missing_o
 
     settings.CDSS_MODEL_DIR = tmp_path
     require_data("risk/cleveland/processed.cleveland.data")
-    call_command("train_risk_model", "heart_disease", "--cv-repeats", "1", stdout=open(tmp_path / "log", "w"))
+    call_command("train_risk_model", "heart_disease", "--cv-repeats", "1", stdout=io.StringIO())
     patient, obs = goff_patient(site_a)
     ObservationFactory(patient=patient, code="1558-6", value_quantity=130, value_unit="mg/dL",
                        effective_at=AS_OF - dt.timedelta(days=3))
@@ -218,7 +219,7 @@ def test_a_record_with_every_model_input_gets_the_models_probability(site_a, tmp
 
     settings.CDSS_MODEL_DIR = tmp_path
     require_data("risk/cleveland/processed.cleveland.data")
-    call_command("train_risk_model", "heart_disease", "--cv-repeats", "1", stdout=open(tmp_path / "log", "w"))
+    call_command("train_risk_model", "heart_disease", "--cv-repeats", "1", stdout=io.StringIO())
     # The first Cleveland row (63-year-old man, typical angina ...); the record cannot hold the
     # exercise-test inputs yet, so they are supplied here as the mapping would.
     row = dict(age=63, sex=1, cp=1, trestbps=145, chol=233, fbs=1, restecg=2, thalach=150, exang=0, oldpeak=2.3,
