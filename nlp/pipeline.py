@@ -1,0 +1,259 @@
+"""The clinical text pipeline: sentences, sections and ConText (negation, history, experiencer).
+
+Pure Python on spaCy + medspaCy (no Django), so a worker, a management command and a benchmark
+call the same code. One pipeline is built per process (``get_pipeline``): medspaCy's components
+are not safe under spaCy's ``n_process`` (they do not pickle), so each worker process loads its own
+copy after the fork.
+
+No model is downloaded: the base is a blank English spaCy pipeline with medspaCy's tokenizer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from cdss.jobs.registry import load_once
+
+# PyRuSH (medspaCy's default sentence splitter) logs every sentence it sees at DEBUG through
+# loguru, whose default handler writes to stderr: note text (patient data) would end up in the
+# worker's logs. Silence it as soon as this module is imported, before any pipeline exists, and
+# also the stdlib loggers of the same names in case a release moves back to ``logging``.
+try:
+    from loguru import logger as _loguru_logger
+
+    _loguru_logger.disable("PyRuSH")
+except ImportError:  # pragma: no cover - loguru comes with PyRuSH
+    pass
+for _name in ("PyRuSH", "PyRuSH.RuSH", "PyRuSH.PyRuSHSentencizer", "medspacy"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+PIPELINE_VERSION = "context-1"
+
+Sentencizer = Literal["rule", "pyrush"]
+Experiencer = Literal["patient", "family", "other"]
+
+# Section categories (medspaCy's default section rules) that say something about every finding
+# under them: a condition under "Family history" is a relative's; under "Past medical/surgical
+# history" it is historical.
+FAMILY_SECTIONS = frozenset({"family_history"})
+# The physicians who labelled the NegEx set call what is under "Social history" (smoking,
+# alcohol) historical too. medspaCy files radiology's "CLINICAL HISTORY:" and "HISTORY:" (the
+# indication for the exam) under past_medical_history as well, so the title must also say
+# past/medical/surgical/social.
+HISTORICAL_SECTIONS = frozenset({"past_medical_history", "past_surgical_history", "social_history"})
+HISTORICAL_TITLE = re.compile(r"\b(past|pmh|pmhx|psh|mhx|medical|surgical|social)\b|history of chronic", re.IGNORECASE)
+
+
+# Longer notes are cut to a window around the target (see classify_context).
+MAX_TEXT_CHARS = 100_000
+WINDOW_BEFORE = 50_000
+WINDOW_AFTER = 10_000
+
+
+class Cue(TypedDict):
+    category: str
+    text: str
+    start: int
+    end: int
+
+
+class ContextResult(TypedDict):
+    negated: bool
+    historical: bool
+    hypothetical: bool
+    uncertain: bool
+    experiencer: Experiencer
+    family_relation: str | None
+    section: str | None
+    cues: list[Cue]
+
+
+class SpanError(ValueError):
+    """The target span does not locate any text in the note."""
+
+
+def build_pipeline(*, extra_rules: bool = True, sentencizer: Sentencizer = "rule", sections: bool = True) -> Any:
+    """A fresh pipeline. ``extra_rules=False, sentencizer="pyrush", sections=False`` is plain
+    medspaCy (its ``medspacy.load()`` defaults), the baseline the benchmark compares against."""
+    import medspacy
+
+    project_config = {"rules": None}  # the defaults are re-added, edited, by _project_rules
+    if sentencizer == "pyrush":
+        nlp = medspacy.load()  # tokenizer, PyRuSH, target matcher, ConText with default rules
+        nlp.remove_pipe("medspacy_target_matcher")  # targets are marked by the caller
+        if extra_rules:
+            nlp.replace_pipe("medspacy_context", "medspacy_context", config=project_config)
+    else:
+        # spaCy's punctuation sentencizer is about 5x faster than PyRuSH here and differs from
+        # it on one dev sentence per part (one more false positive; bench/nlp_eval.py prints both).
+        nlp = medspacy.load(medspacy_enable=["medspacy_tokenizer"])
+        nlp.add_pipe("sentencizer")
+        nlp.add_pipe("medspacy_context", config=project_config if extra_rules else {})
+    if sections:
+        nlp.add_pipe("medspacy_sectionizer", before="medspacy_context")
+        nlp.add_pipe("cdss_section_sentences", after="medspacy_sectionizer")
+    if extra_rules:
+        nlp.get_pipe("medspacy_context").add(_project_rules(nlp))
+    # Read by classify_context: the project ignores cues inside the target's own words.
+    nlp.meta["cdss_project_rules"] = extra_rules
+    return nlp
+
+
+def _project_rules(nlp: Any) -> list[Any]:
+    """medspaCy's default rules less ``REMOVED_DEFAULTS``, plus ``EXTRA_RULES``; every multi-word
+    cue also matches across runs of spaces (reports keep their column layout: "history  of")."""
+    from medspacy.context import ConTextRule
+
+    from nlp import context_rules
+
+    with _default_rules_path().open(encoding="utf-8") as fh:
+        defaults = json.load(fh)["context_rules"]
+    specs = [r for r in defaults if r["literal"] not in context_rules.REMOVED_DEFAULTS] + context_rules.rules()
+    out = []
+    for spec in specs:
+        spec = dict(spec)
+        exact = spec.pop("exact", False)
+        pattern = spec.get("pattern")
+        if pattern is None:
+            words = [{"LOWER": t.lower_} for t in nlp.make_doc(spec["literal"]) if not t.is_space]
+            pattern = words if len(words) > 1 else None  # one word: medspaCy's phrase matcher
+        if isinstance(pattern, list) and len(pattern) > 1 and not exact:
+            spaced: list[dict[str, Any]] = []
+            for token in pattern:
+                if spaced:
+                    spaced.append({"IS_SPACE": True, "OP": "*"})
+                spaced.append(token)
+            pattern = spaced
+        spec["pattern"] = pattern
+        out.append(ConTextRule(**spec))
+    return out
+
+
+def _default_rules_path() -> Path:
+    from medspacy.context import ConText
+
+    return Path(inspect.getfile(ConText)).resolve().parents[2] / "resources" / "en" / "context_rules.json"
+
+
+@Language.component("cdss_section_sentences")
+def section_sentences(doc: Doc) -> Doc:
+    """A section title starts a sentence, and so does its body: ConText's scope is the sentence,
+    and without this "*** Measurements Not Obtainable *** REFERRING DIAGNOSIS: chest pain"
+    negates the chest pain."""
+    for section in getattr(doc._, "sections", None) or []:
+        for index in (section.title_start, section.title_end):
+            if index is not None and 0 < index < len(doc):
+                doc[index].is_sent_start = True
+    return doc
+
+
+def get_pipeline() -> Any:
+    """The project's pipeline, built once per process."""
+    return load_once(f"nlp.pipeline:{PIPELINE_VERSION}", build_pipeline)
+
+
+def _relation(cue_text: str) -> str:
+    """'Mother's' -> 'mother', 'paternal grandfather' -> 'paternal grandfather'."""
+    text = re.sub(r"['\u2019]s?$", "", cue_text.strip().lower())
+    text = re.sub(r"\s+", " ", text)
+    return text
+
+
+def classify_context(text: str, start: int, end: int, *, nlp: Any = None) -> ContextResult:
+    """The context of the condition at ``text[start:end]`` (character offsets).
+
+    Raises ``SpanError`` when the span is out of range or covers no token (empty or blank).
+    ``nlp`` defaults to the project's pipeline; the benchmark passes the baseline.
+    """
+    if not isinstance(text, str):
+        raise TypeError("text must be a str")
+    if not (0 <= start < end <= len(text)):
+        raise SpanError(f"span {start}:{end} is out of range for a text of {len(text)} characters")
+    if not text[start:end].strip():
+        raise SpanError(f"span {start}:{end} covers only whitespace")
+    nlp = nlp if nlp is not None else get_pipeline()
+    offset = 0
+    if len(text) > MAX_TEXT_CHARS:
+        # ConText looks no further than the sentence and the sectioniser no further than the
+        # last header, so a window around the target gives the same answer as the whole note
+        # at a bounded cost (spaCy also refuses texts over nlp.max_length, 1,000,000 chars).
+        offset = max(0, start - WINDOW_BEFORE)
+        if offset > 0:  # begin at a line start, so a header is not cut in half
+            newline = text.find("\n", offset, start)
+            offset = newline + 1 if newline >= 0 else offset
+        stop = min(len(text), end + WINDOW_AFTER)
+        text, start, end = text[offset:stop], start - offset, end - offset
+    doc = nlp.make_doc(text)
+    target = doc.char_span(start, end, label="TARGET", alignment_mode="expand")
+    if target is None or len(target) == 0:
+        raise SpanError(f"span {start}:{end} covers no token")
+    doc.ents = [target]
+    with warnings.catch_warnings():
+        # The sectioniser's rules are all phrases, so its token matcher is empty and spaCy
+        # warns (W036) on every note.
+        warnings.filterwarnings("ignore", message=r"\[W036\]")
+        for _name, component in nlp.pipeline:
+            doc = component(doc)
+    target = doc.ents[0]
+
+    section: str | None = None
+    historical_section = False
+    for candidate in getattr(doc._, "sections", None) or []:
+        body_start = candidate.body_start if candidate.body_start is not None else candidate.title_start
+        if body_start <= target.start < candidate.body_end:
+            section = candidate.category or None
+            title = doc[candidate.title_start : candidate.title_end].text if candidate.title_end else ""
+            historical_section = section in HISTORICAL_SECTIONS and bool(HISTORICAL_TITLE.search(title))
+
+    project_rules = bool(nlp.meta.get("cdss_project_rules"))
+    cues: list[Cue] = []
+    categories: set[str] = set()
+    relation: str | None = None
+    for modifier in target._.modifiers:
+        m_start, m_end = modifier.modifier_span
+        if project_rules and m_start < target.end and target.start < m_end:
+            # A cue inside the condition's own words ("pharynx is pink without exudates",
+            # "no acute disease" as a whole finding) is part of its name, not its context.
+            continue
+        span = doc[m_start:m_end]
+        category = modifier.category.upper()
+        categories.add(category)
+        cues.append(
+            {"category": category, "text": span.text, "start": span.start_char + offset, "end": span.end_char + offset}
+        )
+        if category == "FAMILY" and relation is None:
+            relation = _relation(span.text)
+    cues.sort(key=lambda c: (c["start"], c["end"]))
+
+    family = "FAMILY" in categories or section in FAMILY_SECTIONS
+    other = "OTHER_EXPERIENCER" in categories
+    experiencer: Experiencer = "family" if family else "other" if other else "patient"
+    if relation in {"family", "fam", "families", "family history", "fh", "fhx"}:
+        relation = None  # "family history of ..." says it is a relative's, not which
+    return {
+        "negated": "NEGATED_EXISTENCE" in categories,
+        "historical": "HISTORICAL" in categories or historical_section,
+        "hypothetical": "HYPOTHETICAL" in categories,
+        "uncertain": "POSSIBLE_EXISTENCE" in categories,
+        "experiencer": experiencer,
+        "family_relation": relation if experiencer == "family" else None,
+        "section": section,
+        "cues": cues,
+    }
+
+
+def sentences(text: str, *, nlp: Any = None) -> Iterable[tuple[int, int]]:
+    """Character spans of the sentences the pipeline sees (for tests and the benchmark)."""
+    nlp = nlp if nlp is not None else get_pipeline()
+    doc = nlp(text)
+    return [(s.start_char, s.end_char) for s in doc.sents]
