@@ -178,15 +178,18 @@ def test_running_a_jobs_task_twice_by_hand_does_not_duplicate_its_result(platfor
     assert run_job_task(job_id) == "not-claimed"
     platform.worker()  # the published message reaches a real worker too: it claims nothing
     run_job_task.apply_async(args=[job_id], queue="risk")
-    wait_until(lambda: _worker_saw_nothing_to_do(job_id), timeout=30, what="the worker to drain its queue")
+    wait_until(lambda: _worker_saw_nothing_to_do(platform.redis.url), timeout=30,
+               what="the worker to drain its queue")
     assert ProbeResult.objects.filter(key="hand").count() == 1
     assert Job.objects.get(pk=job_id).attempts == 1
 
 
-def _worker_saw_nothing_to_do(job_id: int) -> bool:
+def _worker_saw_nothing_to_do(broker_url: str) -> bool:
     """The message was taken from the queue and acknowledged (kombu's Redis transport keeps
     delivered, unacknowledged messages in the "unacked" hash)."""
     import redis
 
-    client = redis.Redis.from_url(app.conf.broker_url)
+    # The test's own Redis (app.conf.broker_url would answer CELERY_BROKER_URL from the
+    # environment: Celery reads that variable first).
+    client = redis.Redis.from_url(broker_url)
     return client.llen("risk") == 0 and client.hlen("unacked") == 0
