@@ -1,0 +1,466 @@
+"""Note -> structured facts: concepts from a lexicon, with their section, ConText and codes.
+
+Pure Python on ``nlp.pipeline`` (no Django), so a worker, a management command and a benchmark
+call the same code::
+
+    extract(text) -> {"pipeline_version": str, "sections": [Section], "facts": [Fact]}
+
+A fact is one concept mentioned in the note::
+
+    {"kind", "concept_id", "preferred", "text", "start", "end", "section", "codes",
+     "negated", "historical", "hypothetical", "uncertain", "experiencer", "family_relation",
+     "stage": "lexicon+context"}
+
+with ``text == note[start:end]``. Medication facts also carry ``"medication": {"dose", "unit",
+"route", "frequency", "as_needed", "status"}`` (status ``current``, ``stopped`` or
+``allergy``); a substance named as an allergy (Allergies section, "allergic to", or any
+``allergen`` concept) carries ``"allergy": {"substance", "reaction", "no_known_allergies"}``.
+"NKDA" / "no known drug allergies" is a fact of its own with ``no_known_allergies`` true.
+
+Concepts are matched by medspaCy's TargetMatcher (one rule per synonym and abbreviation) and
+ConText runs once over the whole document with every target, not once per mention.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypedDict
+
+from cdss.jobs.registry import load_once
+from nlp import pipeline as _pipeline
+from nlp.pipeline import FAMILY_SECTIONS, HISTORICAL_SECTIONS, HISTORICAL_TITLE, _relation, build_pipeline
+
+# Bump when the extraction rules below change; the lexicon's own hash is part of the version.
+RULES_VERSION = "extract-1"
+LEXICON_PATH = Path(__file__).with_name("lexicon.json")
+KINDS = frozenset({"problem", "symptom", "finding", "procedure", "medication", "allergen"})
+CODE_SYSTEMS = frozenset(
+    {
+        "http://snomed.info/sct",
+        "http://hl7.org/fhir/sid/icd-10-cm",
+        "http://www.nlm.nih.gov/research/umls/rxnorm",
+    }
+)
+NO_KNOWN_ALLERGIES = "no-known-drug-allergies"
+STAGE = "lexicon+context"
+
+# Abbreviations this short are matched with their exact case ("MI", "CP", "PE", "SOB": "sob",
+# "pe" and "cp" are other words); longer ones ("NKDA", "AFib") in any case.
+EXACT_CASE_MAX_CHARS = 3
+
+# spaCy refuses texts over nlp.max_length (1,000,000 chars) and ConText's cost grows with the
+# document, so a long note is processed in chunks cut at line ends. ConText looks no further than
+# the sentence; a section running across a cut is carried into the next chunk.
+CHUNK_CHARS = 100_000
+
+# Markup is blanked with spaces of the same length, so offsets stay those of the original note.
+_MARKUP = re.compile(r"<[^<>\n]{0,500}>|&(?:[a-zA-Z]{2,8}|#\d{1,6});")
+
+
+class Section(TypedDict):
+    category: str | None
+    title: str
+    start: int
+    end: int
+
+
+Concept = Mapping[str, Any]
+
+
+class LexiconError(ValueError):
+    """The lexicon is not a list of well-formed concepts."""
+
+
+# --- lexicon and version --------------------------------------------------------------------
+
+
+def load_lexicon(path: Path = LEXICON_PATH) -> list[dict[str, Any]]:
+    """The concepts of a lexicon file (``{"concepts": [...]}``), validated."""
+    with path.open(encoding="utf-8") as fh:
+        data = json.load(fh)
+    return validate_lexicon(data)
+
+
+def validate_lexicon(data: Any) -> list[dict[str, Any]]:
+    """``data`` (a list of concepts or ``{"concepts": [...]}``) as a list; LexiconError if bad."""
+    concepts = data.get("concepts") if isinstance(data, Mapping) else data
+    if not isinstance(concepts, Sequence) or isinstance(concepts, str):
+        raise LexiconError("a lexicon is a list of concepts or {'concepts': [...]}")
+    seen: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for index, concept in enumerate(concepts):
+        where = f"concept {index}"
+        if not isinstance(concept, Mapping):
+            raise LexiconError(f"{where}: not an object")
+        cid = concept.get("id")
+        if not isinstance(cid, str) or not cid:
+            raise LexiconError(f"{where}: id must be a non-empty string")
+        if cid in seen:
+            raise LexiconError(f"{where}: duplicate id {cid!r}")
+        seen.add(cid)
+        if concept.get("kind") not in KINDS:
+            raise LexiconError(f"{cid}: kind must be one of {sorted(KINDS)}")
+        if not isinstance(concept.get("preferred"), str):
+            raise LexiconError(f"{cid}: preferred must be a string")
+        for key in ("synonyms", "abbreviations"):
+            values = concept.get(key, [])
+            if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+                raise LexiconError(f"{cid}: {key} must be a list of non-empty strings")
+        for code in concept.get("codes", []):
+            if not isinstance(code, Mapping) or code.get("system") not in CODE_SYSTEMS or not code.get("code"):
+                raise LexiconError(f"{cid}: each code needs a known system and a code")
+        out.append(dict(concept))
+    return out
+
+
+def lexicon_hash(concepts: Sequence[Concept]) -> str:
+    """A digest of the lexicon's content (not its layout: re-indenting the file changes nothing)."""
+    canonical = json.dumps(list(concepts), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def pipeline_version(concepts: Sequence[Concept]) -> str:
+    return f"{RULES_VERSION}+{_pipeline.PIPELINE_VERSION}+lexicon-{lexicon_hash(concepts)}"
+
+
+DEFAULT_LEXICON: list[dict[str, Any]] = load_lexicon()
+PIPELINE_VERSION = pipeline_version(DEFAULT_LEXICON)
+
+
+# --- the spaCy pipeline ---------------------------------------------------------------------
+
+
+def _target_rules(nlp: Any, concepts: Sequence[Concept]) -> list[Any]:
+    from medspacy.target_matcher import TargetRule
+
+    rules = []
+    for concept in concepts:
+        phrases = [(s, False) for s in concept.get("synonyms", [])]
+        phrases += [(a, len(a.strip()) <= EXACT_CASE_MAX_CHARS) for a in concept.get("abbreviations", [])]
+        for phrase, exact in phrases:
+            pattern: list[dict[str, Any]] = []
+            for token in nlp.make_doc(phrase):
+                if token.is_space:
+                    continue
+                if pattern:  # "chest  pain", "chest\npain": runs of whitespace between words
+                    pattern.append({"IS_SPACE": True, "OP": "*"})
+                pattern.append({"ORTH": token.text} if exact else {"LOWER": token.lower_})
+            rules.append(
+                TargetRule(
+                    literal=phrase,
+                    category=str(concept["kind"]).upper(),
+                    pattern=pattern,
+                    metadata={"concept_id": concept["id"]},
+                )
+            )
+    return rules
+
+
+def build_extraction_pipeline(concepts: Sequence[Concept]) -> Any:
+    """The project's context pipeline (``nlp.pipeline.build_pipeline``) with a target matcher
+    in front of ConText, so ConText sees every mention of the note in one pass."""
+    nlp = build_pipeline()
+    matcher = nlp.add_pipe("medspacy_target_matcher", before="medspacy_sectionizer")
+    matcher.add(_target_rules(nlp, concepts))
+    return nlp
+
+
+_CUSTOM: dict[str, Any] = {}
+
+
+def _get_pipeline(concepts: Sequence[Concept], version: str) -> Any:
+    """One pipeline per process and lexicon version; a few custom lexicons are kept too."""
+    if concepts is DEFAULT_LEXICON:
+        return load_once(f"nlp.extract:{version}", lambda: build_extraction_pipeline(concepts))
+    if version not in _CUSTOM:
+        if len(_CUSTOM) >= 4:
+            _CUSTOM.pop(next(iter(_CUSTOM)))
+        _CUSTOM[version] = build_extraction_pipeline(concepts)
+    return _CUSTOM[version]
+
+
+# --- medications and allergies: every pattern in one place ----------------------------------
+
+_UNITS = (
+    r"mg|mcg|µg|micrograms?|milligrams?|grams?|gm|g|units?|iu|u|ml|meq|puffs?|tabs?|tablets?|caps?|capsules?|drops?|%"
+)
+MED_DOSE = re.compile(rf"(?<![\w.])(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>{_UNITS})(?![\w])", re.IGNORECASE)
+_UNIT_NAMES = {
+    "µg": "mcg",
+    "microgram": "mcg",
+    "micrograms": "mcg",
+    "milligram": "mg",
+    "milligrams": "mg",
+    "gram": "g",
+    "grams": "g",
+    "gm": "g",
+    "unit": "units",
+    "u": "units",
+    "iu": "units",
+    "meq": "mEq",
+    "ml": "mL",
+    "puff": "puffs",
+    "tab": "tablets",
+    "tabs": "tablets",
+    "tablet": "tablets",
+    "cap": "capsules",
+    "caps": "capsules",
+    "capsule": "capsules",
+    "drop": "drops",
+}
+MED_ROUTES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\b(?:p\.o\.|po|by mouth|orally|oral)(?![\w])", re.IGNORECASE), "oral"),
+    (re.compile(r"\b(?:iv|intravenous(?:ly)?)\b", re.IGNORECASE), "intravenous"),
+    (re.compile(r"\b(?:IM|intramuscular(?:ly)?)\b"), "intramuscular"),
+    (re.compile(r"\b(?:sc|sq|subq|subcut|subcutaneous(?:ly)?)\b", re.IGNORECASE), "subcutaneous"),
+    (re.compile(r"\b(?:SL|sublingual(?:ly)?)\b"), "sublingual"),
+    (re.compile(r"\b(?:inhaled|inhalation|inh|via inhaler|nebuli[sz]ed|neb)\b", re.IGNORECASE), "inhalation"),
+    (re.compile(r"\b(?:topical(?:ly)?)\b", re.IGNORECASE), "topical"),
+    (re.compile(r"\b(?:PR|per rectum|rectal(?:ly)?)\b"), "rectal"),
+    (re.compile(r"\b(?:transdermal(?:ly)?)\b", re.IGNORECASE), "transdermal"),
+]
+MED_FREQUENCIES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\b(?:bid|b\.i\.d\.?|twice (?:a|per) day|twice daily)(?![\w])", re.IGNORECASE), "twice daily"),
+    (
+        re.compile(r"\b(?:tid|t\.i\.d\.?|three times (?:a|per) day|three times daily)(?![\w])", re.IGNORECASE),
+        "three times daily",
+    ),
+    (
+        re.compile(r"\b(?:qid|q\.i\.d\.?|four times (?:a|per) day|four times daily)(?![\w])", re.IGNORECASE),
+        "four times daily",
+    ),
+    (re.compile(r"\b(?:qhs|q\.h\.s\.?|at bedtime|nightly|every night)(?![\w])", re.IGNORECASE), "at bedtime"),
+    (re.compile(r"\b(?:qam|every morning|in the morning)(?![\w])", re.IGNORECASE), "every morning"),
+    (re.compile(r"\b(?:weekly|once (?:a|per) week|every week)\b", re.IGNORECASE), "weekly"),
+    (
+        re.compile(
+            r"\b(?:daily|qd|q\.d\.?|once (?:a|per) day|once daily|every day|per day|a day)(?![\w])", re.IGNORECASE
+        ),
+        "daily",
+    ),
+]
+# "q6h", "q 6 hours", "every 6 hours", "q4-6h"
+MED_EVERY_HOURS = re.compile(r"\b(?:q\s*|every\s+)(\d+(?:\s*-\s*\d+)?)\s*(?:h|hr|hrs|hours?)\b", re.IGNORECASE)
+MED_AS_NEEDED = re.compile(r"\b(?:prn|p\.r\.n\.?|as needed)(?![\w])", re.IGNORECASE)
+# Cues that a drug was stopped, before or after its name in the same clause.
+MED_STOPPED = re.compile(
+    r"\b(?:discontinued|discontinue|stopped|stop|d/c'?d|d/c|dc'd|held|hold|holding|ceased)(?![\w])", re.IGNORECASE
+)
+ALLERGY_CUE = re.compile(r"\b(?:allergic|allergy|allergies|intolerant|intolerance)\b(?:\s*(?:to|:))?", re.IGNORECASE)
+ALLERGY_SECTIONS = frozenset({"allergies", "allergy"})
+REACTIONS = re.compile(
+    r"\b(?:anaphylaxis|anaphylactic(?: shock| reaction)?|hives|urticaria|rash(?:es)?|"
+    r"(?:throat |lip |facial |tongue )?swelling|angioedema|nausea|vomiting|itching|itch|pruritus|"
+    r"shortness of breath|wheezing|diarrhea|gi upset|upset stomach|dizziness|cough)\b",
+    re.IGNORECASE,
+)
+# How far around a mention its dose, status or reaction is looked for (characters, same line).
+AFTER_CHARS = 80
+BEFORE_CHARS = 60
+
+
+def parse_medication(after: str) -> dict[str, Any]:
+    """Dose, unit, route, frequency and as-needed from the text just after a drug's name."""
+    dose = MED_DOSE.search(after)
+    unit = None
+    if dose:
+        raw_unit = dose.group("unit")
+        unit = _UNIT_NAMES.get(raw_unit.lower(), raw_unit.lower() if raw_unit != "%" else "%")
+    route = next((name for pattern, name in MED_ROUTES if pattern.search(after)), None)
+    frequency = None
+    every = MED_EVERY_HOURS.search(after)
+    if every:
+        hours = re.sub(r"\s+", "", every.group(1))
+        frequency = f"every {hours} hours"
+    else:
+        frequency = next((name for pattern, name in MED_FREQUENCIES if pattern.search(after)), None)
+    return {
+        "dose": float(dose.group("value")) if dose else None,
+        "unit": unit,
+        "route": route,
+        "frequency": frequency,
+        "as_needed": bool(MED_AS_NEEDED.search(after)),
+    }
+
+
+# --- extraction -----------------------------------------------------------------------------
+
+
+def _mask_markup(text: str) -> str:
+    return _MARKUP.sub(lambda m: " " * len(m.group(0)), text)
+
+
+def _chunks(text: str) -> list[tuple[int, int]]:
+    """(start, end) of pieces of at most CHUNK_CHARS, cut after a newline where there is one."""
+    out = []
+    pos = 0
+    while pos < len(text):
+        stop = min(len(text), pos + CHUNK_CHARS)
+        if stop < len(text):
+            cut = text.rfind("\n", pos + CHUNK_CHARS // 2, stop)
+            if cut < 0:
+                cut = max(text.rfind(" ", pos + CHUNK_CHARS // 2, stop), text.rfind("\t", pos + CHUNK_CHARS // 2, stop))
+            stop = cut + 1 if cut >= 0 else stop
+        out.append((pos, stop))
+        pos = stop
+    return out
+
+
+class _Mention(TypedDict):
+    concept: Concept
+    start: int
+    end: int
+    sent_start: int
+    cues: list[tuple[str, str]]  # (category, cue text)
+
+
+def extract(text: str, *, lexicon: Sequence[Concept] | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The sections and facts of a note (see the module docstring).
+
+    ``lexicon`` defaults to ``nlp/lexicon.json``; another one (a list of concepts, e.g. edited in
+    the admin) gives another ``pipeline_version``. Raises TypeError for a non-str note and
+    LexiconError for a malformed lexicon.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"extract() needs the note as str, not {type(text).__name__} (decode bytes as UTF-8 first)")
+    concepts: Sequence[Concept] = DEFAULT_LEXICON if lexicon is None else validate_lexicon(lexicon)
+    version = PIPELINE_VERSION if lexicon is None else pipeline_version(concepts)
+    if not text.strip():
+        return {"pipeline_version": version, "sections": [], "facts": []}
+    by_id = {c["id"]: c for c in concepts}
+    nlp = _get_pipeline(concepts, version)
+    masked = _mask_markup(text)
+    pieces = _chunks(masked)
+
+    sections: list[Section] = []
+    historical_flags: list[bool] = []
+    mentions: list[_Mention] = []
+    project_rules = bool(nlp.meta.get("cdss_project_rules"))
+    with warnings.catch_warnings():
+        # W036: the sectioniser's token matcher is empty (all its rules are phrases).
+        warnings.filterwarnings("ignore", message=r"\[W036\]")
+        docs = nlp.pipe(masked[a:b] for a, b in pieces)
+        for (offset, chunk_end), doc in zip(pieces, docs, strict=True):
+            for sec in getattr(doc._, "sections", None) or []:
+                body_end = doc[sec.body_end - 1].idx + len(doc[sec.body_end - 1]) if sec.body_end else 0
+                end = offset + body_end if sec.body_end < len(doc) else chunk_end
+                start = offset + (doc[sec.title_start].idx if sec.title_start < len(doc) else 0)
+                if sec.category is None and sections and sec.title_start == 0:
+                    # Text before the chunk's first header continues the previous chunk's section.
+                    sections[-1]["end"] = end
+                    continue
+                title = doc[sec.title_start : sec.title_end].text if sec.title_end else ""
+                sections.append({"category": sec.category or None, "title": title, "start": start, "end": end})
+                historical_flags.append(sec.category in HISTORICAL_SECTIONS and bool(HISTORICAL_TITLE.search(title)))
+            for ent in doc.ents:
+                rule = ent._.target_rule
+                concept = by_id.get((rule.metadata or {}).get("concept_id")) if rule is not None else None
+                if concept is None:
+                    continue
+                cues = []
+                for modifier in ent._.modifiers:
+                    m_start, m_end = modifier.modifier_span
+                    if project_rules and m_start < ent.end and ent.start < m_end:
+                        continue  # a cue inside the mention's own words ("no known allergies")
+                    cues.append((modifier.category.upper(), doc[m_start:m_end].text))
+                mentions.append(
+                    {
+                        "concept": concept,
+                        "start": offset + ent.start_char,
+                        "end": offset + ent.end_char,
+                        "sent_start": offset + ent.sent.start_char,
+                        "cues": cues,
+                    }
+                )
+    return {
+        "pipeline_version": version,
+        "sections": sections,
+        "facts": _facts(text, mentions, sections, historical_flags),
+    }
+
+
+def _section_index(starts: list[int], sections: list[Section], position: int) -> int | None:
+    """The section holding ``position`` (sections are in note order and do not overlap)."""
+    index = bisect.bisect_right(starts, position) - 1
+    return index if index >= 0 and position < sections[index]["end"] else None
+
+
+def _facts(
+    text: str, mentions: list[_Mention], sections: list[Section], historical_flags: list[bool]
+) -> list[dict[str, Any]]:
+    substances = [i for i, m in enumerate(mentions) if m["concept"]["kind"] in {"medication", "allergen"}]
+    facts: list[dict[str, Any]] = []
+    reaction_spans: list[tuple[int, int]] = []
+    starts = [section["start"] for section in sections]
+    for mention in mentions:
+        concept, start, end = mention["concept"], mention["start"], mention["end"]
+        section_index = _section_index(starts, sections, start)
+        section = sections[section_index]["category"] if section_index is not None else None
+        historical_section = historical_flags[section_index] if section_index is not None else False
+        categories = {category for category, _ in mention["cues"]}
+        relation = next((_relation(cue) for category, cue in mention["cues"] if category == "FAMILY"), None)
+        if relation in {"family", "fam", "families", "family history", "fh", "fhx"}:
+            relation = None  # "family history of ..." says it is a relative's, not which
+        family = "FAMILY" in categories or section in FAMILY_SECTIONS
+        experiencer = "family" if family else "other" if "OTHER_EXPERIENCER" in categories else "patient"
+        fact: dict[str, Any] = {
+            "kind": concept["kind"],
+            "concept_id": concept["id"],
+            "preferred": concept["preferred"],
+            "text": text[start:end],
+            "start": start,
+            "end": end,
+            "section": section,
+            "codes": [dict(code) for code in concept.get("codes", [])],
+            "negated": "NEGATED_EXISTENCE" in categories,
+            "historical": "HISTORICAL" in categories or historical_section,
+            "hypothetical": "HYPOTHETICAL" in categories,
+            "uncertain": "POSSIBLE_EXISTENCE" in categories,
+            "experiencer": experiencer,
+            "family_relation": relation if experiencer == "family" else None,
+            "stage": STAGE,
+        }
+        if concept["kind"] in {"medication", "allergen"}:
+            line_start = text.rfind("\n", 0, start) + 1
+            line_end = text.find("\n", end)
+            line_end = len(text) if line_end < 0 else line_end
+            following = [mentions[i]["start"] for i in substances if mentions[i]["start"] >= end]
+            stop = min([line_end, end + AFTER_CHARS, *following[:1]])
+            after = text[end:stop]
+            before = text[max(line_start, mention["sent_start"], start - BEFORE_CHARS) : start]
+            allergy_context = (
+                concept["kind"] == "allergen" or section in ALLERGY_SECTIONS or bool(ALLERGY_CUE.search(before))
+            )
+            if allergy_context:
+                no_known = concept["id"] == NO_KNOWN_ALLERGIES
+                reaction = None if no_known else REACTIONS.search(after)
+                if reaction:
+                    reaction_spans.append((end + reaction.start(), end + reaction.end()))
+                fact["allergy"] = {
+                    "substance": None if no_known else concept["preferred"],
+                    "reaction": reaction.group(0).lower() if reaction else None,
+                    "no_known_allergies": no_known,
+                }
+            if concept["kind"] == "medication":
+                medication = parse_medication(after.split(";")[0])
+                if allergy_context:
+                    status = "allergy"
+                elif MED_STOPPED.search(before) or MED_STOPPED.search(after[:40]):
+                    status = "stopped"
+                else:
+                    status = "current"
+                fact["medication"] = {**medication, "status": status}
+        facts.append(fact)
+    # "penicillin (nausea)": the nausea is the allergy's reaction, not a symptom of the patient's.
+    return [
+        f
+        for f in facts
+        if f["kind"] not in {"symptom", "finding"}
+        or not any(a <= f["start"] and f["end"] <= b for a, b in reaction_spans)
+    ]

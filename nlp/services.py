@@ -1,0 +1,76 @@
+"""Extracting the facts of a patient's notes and storing them (append-only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+
+from patients.models import ENTERED_IN_ERROR, ClinicalNote
+
+from .models import NoteExtraction, NoteFact
+
+FACT_FIELDS = ("kind", "concept_id", "preferred", "codes", "text", "start", "end", "section", "negated", "historical",
+               "hypothetical", "uncertain", "experiencer", "family_relation", "stage")
+
+
+def notes_to_extract(patient_ids: Iterable[int], *, version: str) -> list[tuple[int, int]]:
+    """(note id, patient id) of the notes that have no extraction by this pipeline version."""
+    done = NoteExtraction.objects.filter(pipeline_version=version).values("note_id")
+    return list(
+        ClinicalNote.objects.filter(patient_id__in=list(patient_ids))
+        .exclude(status=ENTERED_IN_ERROR)
+        .exclude(pk__in=done)
+        .order_by("pk")
+        .values_list("pk", "patient_id")
+    )
+
+
+def notes_extract(note_ids: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Run the pipeline over the notes (no writes): one result per note, with its ids."""
+    from .extract import extract
+
+    texts = dict(ClinicalNote.objects.filter(pk__in=[n for n, _ in note_ids]).values_list("pk", "text"))
+    results = []
+    for note_id, patient_id in note_ids:
+        result = extract(texts.get(note_id) or "")
+        results.append({"note_id": note_id, "patient_id": patient_id, **result})
+    return results
+
+
+@transaction.atomic
+def extractions_write(results: list[dict[str, Any]], *, job_id: int | None = None) -> int:
+    """Store the extractions and their facts; an extraction that exists already is left alone."""
+    written = 0
+    for result in results:
+        extraction, created = NoteExtraction.objects.get_or_create(
+            note_id=result["note_id"], pipeline_version=result["pipeline_version"],
+            defaults={"patient_id": result["patient_id"], "sections": result.get("sections", []),
+                      "fact_count": len(result["facts"]), "job_id": job_id},
+        )
+        if not created:
+            continue
+        NoteFact.objects.bulk_create([
+            NoteFact(extraction=extraction, patient_id=result["patient_id"],
+                     details={k: v for k, v in fact.items() if k not in FACT_FIELDS},
+                     **{k: _field(k, fact.get(k)) for k in FACT_FIELDS})
+            for fact in result["facts"]
+        ])
+        written += 1
+    return written
+
+
+_DEFAULTS: dict[str, Any] = {"codes": [], "negated": False, "historical": False, "hypothetical": False,
+                             "uncertain": False, "experiencer": "patient"}
+_WIDTHS = {"text": 500, "preferred": 300, "concept_id": 100, "section": 100, "family_relation": 64, "stage": 64,
+           "kind": 32, "experiencer": 16}
+
+
+def _field(name: str, value: Any) -> Any:
+    """A fact's value as its column holds it (None -> the column's empty value)."""
+    if value is None:
+        return _DEFAULTS.get(name, "")
+    if name in _WIDTHS:
+        return str(value)[: _WIDTHS[name]]
+    return value
