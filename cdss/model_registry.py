@@ -9,7 +9,6 @@ registry stores their path relative to it, so the folder can move between machin
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
+from cdss.hashing import file_sha256
 
 from .audit import audit_record
 from .models import AuditEvent, ModelVersion
@@ -38,14 +39,6 @@ class ModelFileTampered(ModelFileError):
 
 def model_dir() -> Path:
     return Path(settings.CDSS_MODEL_DIR)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _checked_relative(file_path: str) -> str:

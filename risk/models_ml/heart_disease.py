@@ -43,6 +43,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cdss.hashing import file_sha256
+
 from .attribution import integrated_gradients
 from .metrics import auc, binary_metrics, brier_score, calibration_bins, log_loss
 from .splits import Split, repeated_stratified_kfold, stratified_split
@@ -122,14 +124,6 @@ class InputProblems(ValueError):
         parts = [f"missing: {', '.join(missing)}"] if missing else []
         parts += [f"{name}: {problem}" for name, problem in problems.items()]
         super().__init__("; ".join(parts))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
