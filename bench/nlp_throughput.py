@@ -1,0 +1,267 @@
+#!/usr/bin/env python
+"""Throughput: notes per second on the MTSamples notes, the project's rule path beside two baselines.
+
+    .venv/bin/python bench/nlp_throughput.py [--data-dir DIR] [--limit N] [--warmup K]
+
+Reads CDSS_DATA_DIR/nlp/mtsamples.csv (``--data-dir``, else the CDSS_DATA_DIR environment
+variable, else ../shared/data next to the project; text column ``transcription``) and times, in
+ONE process (this one; no worker pool, no spaCy ``n_process``), over the same notes in file order:
+
+  A. medspaCy's default pipeline (``medspacy.load()``: PyRuSH sentences, target matcher, ConText
+     with its default rules);
+  B. medspaCy with spaCy's rule-based ``sentencizer`` instead of PyRuSH, target matcher, ConText;
+  P. the project's rule path, ``nlp.extract.extract(text)`` (markup masking, sections, concepts,
+     ConText with the project's rules, medications, allergies).
+
+Both baselines get the same target rules as the project (``nlp.extract._target_rules`` over
+nlp/lexicon.json), so all three look for the same concepts. Each pipeline is built and warmed up
+on the first ``--warmup`` notes before timing. Empty notes are skipped (and counted). PyRuSH's
+loguru logger is disabled (it logs note text). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Before medspaCy / PyRuSH are imported: PyRuSH logs every sentence (patient text) at DEBUG
+# through loguru's default stderr handler. nlp.pipeline does the same on import.
+try:
+    from loguru import logger as _loguru_logger
+
+    _loguru_logger.disable("PyRuSH")
+except ImportError:  # pragma: no cover - loguru comes with PyRuSH
+    pass
+for _name in ("PyRuSH", "PyRuSH.RuSH", "PyRuSH.PyRuSHSentencizer", "medspacy"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+TEXT_COLUMN = "transcription"
+
+# The issue's goals (issue 5, "Measures").
+GOAL_RULE_PATH = "rule path at least as fast as the faster baseline"
+GOAL_TRANSFORMER_CPU = 20.0  # notes/s, whole pipeline with the transformer stage, on CPU
+GOAL_TRANSFORMER_GPU = 200.0  # notes/s, same, on a GPU
+ISSUE_BASELINE_A = 13.0  # notes/s the issue quotes for medspaCy's defaults
+ISSUE_BASELINE_B = 100.0  # notes/s the issue quotes for medspaCy with spaCy's sentencizer
+
+
+@dataclass
+class Notes:
+    texts: list[str]  # non-empty notes, in file order
+    rows: int  # rows in the file
+    empty: int  # rows whose text is empty or blank (skipped)
+
+
+@dataclass
+class Timing:
+    name: str
+    n: int
+    chars: int
+    seconds: float
+    per_note_ms: list[float]
+    found: int  # concept mentions (baselines: doc.ents; project: facts)
+    build_s: float
+    warmup_s: float
+
+    @property
+    def notes_per_s(self) -> float:
+        return self.n / self.seconds if self.seconds else 0.0
+
+    @property
+    def chars_per_s(self) -> float:
+        return self.chars / self.seconds if self.seconds else 0.0
+
+    @property
+    def mean_ms(self) -> float:
+        return statistics.fmean(self.per_note_ms) if self.per_note_ms else 0.0
+
+    @property
+    def p95_ms(self) -> float:
+        if not self.per_note_ms:
+            return 0.0
+        ordered = sorted(self.per_note_ms)
+        return ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("CDSS_DATA_DIR") or ROOT.parent / "shared" / "data")
+
+
+def load_notes(path: Path) -> Notes:
+    csv.field_size_limit(sys.maxsize)
+    texts: list[str] = []
+    rows = empty = 0
+    with path.open(encoding="utf-8", newline="") as fh:
+        for rec in csv.DictReader(fh):
+            rows += 1
+            text = rec.get(TEXT_COLUMN) or ""
+            if not text.strip():
+                empty += 1
+                continue
+            texts.append(text)
+    return Notes(texts=texts, rows=rows, empty=empty)
+
+
+# --- the three pipelines: each a builder returning ``process(text) -> mentions found`` ------
+
+
+def _baseline(sentencizer: str) -> Callable[[str], int]:
+    import medspacy
+
+    from nlp.extract import DEFAULT_LEXICON, _target_rules
+
+    if sentencizer == "pyrush":
+        nlp = medspacy.load()  # medspaCy tokenizer, PyRuSH, target matcher, ConText (default rules)
+    else:
+        nlp = medspacy.load(medspacy_enable=["medspacy_tokenizer"])
+        nlp.add_pipe("sentencizer")
+        nlp.add_pipe("medspacy_target_matcher")
+        nlp.add_pipe("medspacy_context")
+    nlp.get_pipe("medspacy_target_matcher").add(_target_rules(nlp, DEFAULT_LEXICON))
+
+    def process(text: str) -> int:
+        return len(nlp(text).ents)
+
+    process.pipe_names = list(nlp.pipe_names)  # type: ignore[attr-defined]
+    return process
+
+
+def _project() -> Callable[[str], int]:
+    from nlp.extract import DEFAULT_LEXICON, PIPELINE_VERSION, _get_pipeline, extract
+
+    _get_pipeline(DEFAULT_LEXICON, PIPELINE_VERSION)  # build now (extract() builds it lazily)
+
+    def process(text: str) -> int:
+        return len(extract(text)["facts"])
+
+    return process
+
+
+PIPELINES: dict[str, Callable[[], Callable[[str], int]]] = {
+    "A medspaCy default (PyRuSH)": lambda: _baseline("pyrush"),
+    "B medspaCy + spaCy sentencizer": lambda: _baseline("rule"),
+    "P project rule path extract()": _project,
+}
+
+
+def run(name: str, build: Callable[[], Callable[[str], int]], texts: Sequence[str], warmup: Sequence[str]) -> Timing:
+    t0 = time.perf_counter()
+    process = build()
+    build_s = time.perf_counter() - t0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\[W036\]")
+        t0 = time.perf_counter()
+        for text in warmup:
+            process(text)
+        warmup_s = time.perf_counter() - t0
+        per_note: list[float] = []
+        found = 0
+        start = time.perf_counter()
+        for text in texts:
+            t = time.perf_counter()
+            found += process(text)
+            per_note.append((time.perf_counter() - t) * 1000.0)
+        seconds = time.perf_counter() - start
+    timing = Timing(
+        name=name,
+        n=len(texts),
+        chars=sum(len(t) for t in texts),
+        seconds=seconds,
+        per_note_ms=per_note,
+        found=found,
+        build_s=build_s,
+        warmup_s=warmup_s,
+    )
+    pipes = getattr(process, "pipe_names", None)
+    suffix = f"  pipes={pipes}" if pipes else ""
+    print(f"  done: {name}: {timing.notes_per_s:.1f} notes/s in {seconds:.1f} s{suffix}", flush=True)
+    return timing
+
+
+def _versions() -> str:
+    out = [f"Python {platform.python_version()}"]
+    for module in ("spacy", "medspacy", "PyRuSH"):
+        try:
+            mod = __import__(module)
+            out.append(f"{module} {getattr(mod, '__version__', '?')}")
+        except ImportError:
+            out.append(f"{module} absent")
+    return ", ".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="time the first N non-empty notes (default: all)")
+    parser.add_argument("--warmup", type=int, default=5, help="notes each pipeline sees before timing (default 5)")
+    args = parser.parse_args(argv)
+    path = (args.data_dir or default_data_dir()) / "nlp" / "mtsamples.csv"
+    notes = load_notes(path)
+    texts = notes.texts[: args.limit] if args.limit is not None else notes.texts
+    warmup = notes.texts[: max(0, args.warmup)]
+    chars = sum(len(t) for t in texts)
+    print(
+        f"{path}: {notes.rows} notes; empty (skipped, not timed): {notes.empty}; "
+        f"timed: {len(texts)} notes in file order, {chars:,} chars (mean {chars / max(1, len(texts)):.0f})"
+    )
+    print(
+        f"one process (pid {os.getpid()}), sequential, one note per call; "
+        f"{os.cpu_count()} CPUs visible; {platform.processor() or platform.machine()}; {_versions()}"
+    )
+    print(f"warm-up: first {len(warmup)} notes through each pipeline before timing (also part of the timed set)")
+    results = [run(name, build, texts, warmup) for name, build in PIPELINES.items()]
+
+    print()
+    header = (
+        f"{'pipeline':<32} {'notes/s':>8} {'chars/s':>10} {'mean ms':>8} {'p95 ms':>8} {'mentions':>9} {'build s':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.name:<32} {r.notes_per_s:>8.1f} {r.chars_per_s:>10,.0f} {r.mean_ms:>8.1f} {r.p95_ms:>8.1f}"
+            f" {r.found:>9} {r.build_s:>8.1f}"
+        )
+    a, b, p = results
+    print("(mentions: baselines count target-matcher entities; the project counts facts after its own filtering)")
+
+    print()
+    ratio_a = p.notes_per_s / a.notes_per_s if a.notes_per_s else float("nan")
+    ratio_b = p.notes_per_s / b.notes_per_s if b.notes_per_s else float("nan")
+    print(f"ratio project / baseline A (PyRuSH):      {ratio_a:.2f}x")
+    print(f"ratio project / baseline B (sentencizer): {ratio_b:.2f}x")
+    print(f"issue's reference figures: baseline A about {ISSUE_BASELINE_A:.0f} notes/s, B about {ISSUE_BASELINE_B:.0f}")
+
+    print()
+    print("goals (issue 5):")
+    faster = max(a, b, key=lambda r: r.notes_per_s)
+    met = "MET" if p.notes_per_s >= faster.notes_per_s else "NOT MET"
+    print(
+        f"  {GOAL_RULE_PATH}: project {p.notes_per_s:.1f} vs {faster.name.split()[0]} "
+        f"{faster.notes_per_s:.1f} notes/s -> {met} ({p.notes_per_s / faster.notes_per_s:.2f}x)"
+    )
+    print(
+        f"  whole pipeline with the transformer stage >= {GOAL_TRANSFORMER_CPU:.0f} notes/s on CPU: "
+        "not available (the transformer stage is not built yet)"
+    )
+    print(
+        f"  same on a GPU >= {GOAL_TRANSFORMER_GPU:.0f} notes/s: not available (no transformer stage; "
+        "this script runs CPU only)"
+    )
+
+
+if __name__ == "__main__":
+    main()
