@@ -15,6 +15,7 @@ cue inside it does not fire (medspaCy keeps only the longest of overlapping matc
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 # Default rules (by literal) that the project drops, and why.
@@ -253,3 +254,62 @@ EXTRA_RULES: list[dict[str, Any]] = [
 def rules() -> list[dict[str, Any]]:
     """Fresh copies (medspaCy keeps references to the pattern lists it is given)."""
     return copy.deepcopy(EXTRA_RULES)
+
+
+def _alternatives(token: dict[str, Any]) -> list[str] | None:
+    """The words one pattern token accepts ("" for an optional token that is left out), or
+    ``None`` when it is not a plain word test (``LOWER``/``ORTH`` = word or ``IN`` list, ``OP`` ?)."""
+    op = token.get("OP")
+    attrs = {k: v for k, v in token.items() if k != "OP"}
+    if op not in (None, "?") or len(attrs) != 1:
+        return None
+    attr, value = next(iter(attrs.items()))
+    if attr == "LOWER":
+        words = [value] if isinstance(value, str) else value.get("IN") if isinstance(value, dict) else None
+        if not isinstance(words, list) or (isinstance(value, dict) and len(value) != 1):
+            return None
+        words = [w.lower() for w in words]
+    elif attr == "ORTH" and isinstance(value, str) and value.lower() == value:
+        words = [value]  # punctuation: ORTH and LOWER agree
+    else:
+        return None
+    return words + ([""] if op == "?" else [])
+
+
+def expand(spec: dict[str, Any], words_of: Callable[[str], list[str]]) -> list[dict[str, Any]]:
+    """One rule spec as rules that medspaCy's phrase matcher can take (same matches, same
+    category and direction): a token pattern of plain words, ``IN`` lists and optional tokens
+    becomes one literal per combination of words. A word the tokenizer would split (``n't``,
+    ``co-worker``) only ever matched a single token, so a combination with one stays a token
+    pattern of plain words (no ``IN``). A pattern with any other test is kept as it is.
+    ``words_of`` gives the lower-cased tokens of a text (no space tokens)."""
+    pattern = spec.get("pattern")
+    if pattern is None:
+        return [dict(spec)]
+    options = [_alternatives(token) for token in pattern]
+    if any(o is None for o in options):
+        return [dict(spec)]
+    # Each combination keeps the positions of its words in the pattern: the pipeline joins the
+    # words of a multi-word cue with "any run of spaces", so a cue whose first (last) optional
+    # token is left out also took in the spaces before (after) it; ``spaces_before`` /
+    # ``spaces_after`` tell the pipeline to keep doing so.
+    combos: list[list[tuple[int, str]]] = [[]]
+    for index, alternatives in enumerate(options):
+        assert alternatives is not None
+        combos = [[*c, (index, w)] if w else c for c in combos for w in alternatives]
+    spaced = len(pattern) > 1 and not spec.get("exact", False)
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for combo in combos:
+        words = [w for _, w in combo]
+        before = spaced and bool(combo) and combo[0][0] > 0
+        after = spaced and bool(combo) and combo[-1][0] < len(pattern) - 1
+        if not words or (tuple(words), before, after) in seen:
+            continue
+        seen.add((tuple(words), before, after))
+        rule = {k: v for k, v in spec.items() if k != "pattern"}
+        rule["spaces_before"], rule["spaces_after"] = before, after
+        rule["literal"] = " ".join(words)
+        rule["pattern"] = None if words_of(rule["literal"]) == words else [{"LOWER": w} for w in words]
+        out.append(rule)
+    return out

@@ -103,15 +103,21 @@ def build_pipeline(*, extra_rules: bool = True, sentencizer: Sentencizer = "rule
         nlp.add_pipe("medspacy_sectionizer", before="medspacy_context")
         nlp.add_pipe("cdss_section_sentences", after="medspacy_sectionizer")
     if extra_rules:
-        nlp.get_pipe("medspacy_context").add(_project_rules(nlp))
+        context = nlp.get_pipe("medspacy_context")
+        context.add(_project_rules(nlp))
+        # medspaCy has no hook for this: its ConText calls its (name-mangled) matcher directly.
+        context._ConText__matcher = _SpaceTolerantMatcher(context._ConText__matcher)
     # Read by classify_context: the project ignores cues inside the target's own words.
     nlp.meta["cdss_project_rules"] = extra_rules
     return nlp
 
 
 def _project_rules(nlp: Any) -> list[Any]:
-    """medspaCy's default rules less ``REMOVED_DEFAULTS``, plus ``EXTRA_RULES``; every multi-word
-    cue also matches across runs of spaces (reports keep their column layout: "history  of")."""
+    """medspaCy's default rules less ``REMOVED_DEFAULTS``, plus ``EXTRA_RULES``, with token
+    patterns of words and ``IN`` lists expanded into literals (``context_rules.expand``): medspaCy
+    matches literals with spaCy's PhraseMatcher, which costs far less per token than the Matcher.
+    Every multi-word cue also matches across runs of spaces (reports keep their column layout:
+    "history  of"): ``_SpaceTolerantMatcher`` matches on the note without its space tokens."""
     from medspacy.context import ConTextRule
 
     from nlp import context_rules
@@ -119,24 +125,70 @@ def _project_rules(nlp: Any) -> list[Any]:
     with _default_rules_path().open(encoding="utf-8") as fh:
         defaults = json.load(fh)["context_rules"]
     specs = [r for r in defaults if r["literal"] not in context_rules.REMOVED_DEFAULTS] + context_rules.rules()
+
+    def words_of(text: str) -> list[str]:
+        return [t.lower_ for t in nlp.make_doc(text) if not t.is_space]
+
     out = []
+    seen: set[tuple[Any, ...]] = set()
     for spec in specs:
-        spec = dict(spec)
-        exact = spec.pop("exact", False)
-        pattern = spec.get("pattern")
-        if pattern is None:
-            words = [{"LOWER": t.lower_} for t in nlp.make_doc(spec["literal"]) if not t.is_space]
-            pattern = words if len(words) > 1 else None  # one word: medspaCy's phrase matcher
-        if isinstance(pattern, list) and len(pattern) > 1 and not exact:
-            spaced: list[dict[str, Any]] = []
-            for token in pattern:
-                if spaced:
-                    spaced.append({"IS_SPACE": True, "OP": "*"})
-                spaced.append(token)
-            pattern = spaced
-        spec["pattern"] = pattern
-        out.append(ConTextRule(**spec))
+        for rule in context_rules.expand(spec, words_of):
+            exact = rule.pop("exact", False)
+            before, after = rule.pop("spaces_before", False), rule.pop("spaces_after", False)
+            if rule.get("pattern") is None:
+                words = words_of(rule["literal"])
+                key: tuple[Any, ...] = (tuple(words), rule["category"], rule["direction"], exact, before, after)
+                if key in seen:  # the same cue twice (a default and a project rule) matches once
+                    continue
+                seen.add(key)
+            context_rule = ConTextRule(**rule)
+            # Read by _SpaceTolerantMatcher.
+            context_rule.cdss_exact = exact  # type: ignore[attr-defined]
+            context_rule.cdss_spaces = (before, after)  # type: ignore[attr-defined]
+            out.append(context_rule)
     return out
+
+
+class _SpaceTolerantMatcher:
+    """ConText's matcher run on the note without its space tokens (runs of spaces, newlines),
+    matches mapped back to the note's tokens: a multi-word cue matches whatever whitespace
+    separates its words, as the token patterns with ``{"IS_SPACE": true, "OP": "*"}`` between
+    words did, but through the PhraseMatcher. Matches of exact rules (``cdss_exact``) that
+    spanned space tokens are dropped; a rule's ``cdss_spaces`` (before, after) also takes in the
+    space tokens just before / after its match (see ``context_rules.expand``: a left-out optional
+    first / last word left its "any run of spaces" there). Overlapping matches are then pruned
+    (longest wins) on the note's own tokens, as medspaCy does."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        inner._prune = False  # pruned below, on the note's token offsets
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __call__(self, doc: Doc) -> list[tuple[int, int, int]]:
+        from medspacy.common.util import prune_overlapping_matches
+
+        keep = [t.i for t in doc if not t.is_space]
+        if len(keep) == len(doc):
+            return list(prune_overlapping_matches(list(self._inner(doc))))
+        compact = Doc(doc.vocab, words=[doc[i].text for i in keep])
+        rule_map = self._inner.rule_map
+        matches = []
+        for match_id, start, end in self._inner(compact):
+            first, stop = keep[start], keep[end - 1] + 1
+            rule = rule_map[doc.vocab.strings[match_id]]
+            if stop - first != end - start and getattr(rule, "cdss_exact", False):
+                continue
+            before, after = getattr(rule, "cdss_spaces", (False, False))
+            if before:
+                while first > 0 and doc[first - 1].is_space:
+                    first -= 1
+            if after:
+                while stop < len(doc) and doc[stop].is_space:
+                    stop += 1
+            matches.append((match_id, first, stop))
+        return list(prune_overlapping_matches(matches))
 
 
 def _default_rules_path() -> Path:
