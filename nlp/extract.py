@@ -34,7 +34,7 @@ from typing import Any, TypedDict
 
 from cdss.jobs.registry import load_once
 from nlp import pipeline as _pipeline
-from nlp.pipeline import FAMILY_SECTIONS, HISTORICAL_SECTIONS, HISTORICAL_TITLE, _relation, build_pipeline
+from nlp.pipeline import HISTORICAL_SECTIONS, HISTORICAL_TITLE, _relation, build_pipeline, context_flags
 
 # Bump when the extraction rules below change; the lexicon's own hash is part of the version.
 RULES_VERSION = "extract-1"
@@ -405,10 +405,7 @@ def _facts(
         historical_section = historical_flags[section_index] if section_index is not None else False
         categories = {category for category, _ in mention["cues"]}
         relation = next((_relation(cue) for category, cue in mention["cues"] if category == "FAMILY"), None)
-        if relation in {"family", "fam", "families", "family history", "fh", "fhx"}:
-            relation = None  # "family history of ..." says it is a relative's, not which
-        family = "FAMILY" in categories or section in FAMILY_SECTIONS
-        experiencer = "family" if family else "other" if "OTHER_EXPERIENCER" in categories else "patient"
+        flags = context_flags(categories, relation, section, historical_section)
         fact: dict[str, Any] = {
             "kind": concept["kind"],
             "concept_id": concept["id"],
@@ -418,12 +415,7 @@ def _facts(
             "end": end,
             "section": section,
             "codes": [dict(code) for code in concept.get("codes", [])],
-            "negated": "NEGATED_EXISTENCE" in categories,
-            "historical": "HISTORICAL" in categories or historical_section,
-            "hypothetical": "HYPOTHETICAL" in categories,
-            "uncertain": "POSSIBLE_EXISTENCE" in categories,
-            "experiencer": experiencer,
-            "family_relation": relation if experiencer == "family" else None,
+            **flags,
             "stage": STAGE,
         }
         if concept["kind"] in {"medication", "allergen"}:

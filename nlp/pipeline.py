@@ -67,13 +67,16 @@ class Cue(TypedDict):
     end: int
 
 
-class ContextResult(TypedDict):
+class ContextFlags(TypedDict):
     negated: bool
     historical: bool
     hypothetical: bool
     uncertain: bool
     experiencer: Experiencer
     family_relation: str | None
+
+
+class ContextResult(ContextFlags):
     section: str | None
     cues: list[Cue]
 
@@ -287,6 +290,15 @@ def classify_context(text: str, start: int, end: int, *, nlp: Any = None) -> Con
             relation = _relation(span.text)
     cues.sort(key=lambda c: (c["start"], c["end"]))
 
+    flags = context_flags(categories, relation, section, historical_section)
+    return ContextResult(**flags, section=section, cues=cues)
+
+
+def context_flags(
+    categories: set[str], relation: str | None, section: str | None, historical_section: bool
+) -> ContextFlags:
+    """A mention's context from its ConText cue categories, the first family cue's relation and
+    its section (one rule for classify_context and for whole-note extraction)."""
     family = "FAMILY" in categories or section in FAMILY_SECTIONS
     other = "OTHER_EXPERIENCER" in categories
     experiencer: Experiencer = "family" if family else "other" if other else "patient"
@@ -299,8 +311,6 @@ def classify_context(text: str, start: int, end: int, *, nlp: Any = None) -> Con
         "uncertain": "POSSIBLE_EXISTENCE" in categories,
         "experiencer": experiencer,
         "family_relation": relation if experiencer == "family" else None,
-        "section": section,
-        "cues": cues,
     }
 
 

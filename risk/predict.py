@@ -36,7 +36,7 @@ def heart_disease_model(mv: ModelVersion) -> HeartDiseaseModel:
     return model
 
 
-def heart_disease_predict(features: Mapping[str, Any]) -> dict[str, Any]:
+def heart_disease_predict(features: Mapping[str, Any], *, mv: ModelVersion | None = None) -> dict[str, Any]:
     """Probability of angiographic coronary disease (``num > 0``) with per-input contributions.
 
     ``features`` holds the 13 Cleveland inputs in their documented codes and units (see
@@ -45,7 +45,7 @@ def heart_disease_predict(features: Mapping[str, Any]) -> dict[str, Any]:
     Raises ``ModelNotAvailable`` when no version is active, and ``cdss.model_registry.ModelFileError``
     when the active version's file is missing or was altered.
     """
-    mv = model_version_active(HEART_DISEASE)
+    mv = mv or model_version_active(HEART_DISEASE)  # a batch passes the version it looked up once
     if mv is None:
         raise ModelNotAvailable(f"no active {HEART_DISEASE} model: run `manage.py train_risk_model {HEART_DISEASE}`")
     model = heart_disease_model(mv)

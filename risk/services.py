@@ -159,7 +159,7 @@ def _model_rows(snapshots: dict[int, RecordSnapshot], *, as_of: dt.datetime, job
         if mapped.missing:
             row["status"] = RiskAssessment.Status.MISSING_INPUTS
         else:
-            answer = heart_disease_predict({name: item.value for name, item in mapped.values.items()})
+            answer = heart_disease_predict({name: item.value for name, item in mapped.values.items()}, mv=mv)
             row["status"] = answer["status"]
             row["problems"] = answer.get("problems") or {}
             if answer["status"] == "computed":

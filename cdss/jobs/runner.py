@@ -12,7 +12,6 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -392,10 +391,3 @@ def _run_in_process(job_id: int) -> str:
         if not Job.objects.filter(pk=job_id, status=S.FAILED).update(status=S.QUEUED, available_at=timezone.now()):
             return outcome
 
-
-def enqueue_many(kind: str, patients: Iterable[Any], *, user: Any = None) -> list[Job]:
-    jobs = []
-    with transaction.atomic():
-        for patient in patients:
-            jobs.append(job_enqueue(kind=kind, patient=patient, user=user))
-    return jobs

@@ -644,10 +644,6 @@ MAPPERS: dict[str, tuple[str, Mapper]] = {
 }
 
 
-def _as_mapper(func: Mapper) -> Mapper:
-    return func
-
-
 def _medication_mapper(medications: dict[tuple[str, str], dict[str, Any]]) -> Mapper:
     def mapper(res: dict[str, Any], resolver: Resolver, row: Row) -> None:
         map_medication_request(res, resolver, row, medications=medications)
@@ -674,6 +670,8 @@ def map_unit(unit: Unit) -> MappedUnit:
         if isinstance(ident, dict)
     }
     seen: set[tuple[str, str]] = set()
+    model: str
+    mapper: Mapper
     for entry in unit.entries:
         res = entry.resource
         rtype = res["resourceType"]
@@ -690,7 +688,7 @@ def map_unit(unit: Unit) -> MappedUnit:
             if f"urn:uuid:{res.get('id')}" in documented or entry.full_url in documented:
                 out.skipped["DiagnosticReport (same note as a DocumentReference)"] += 1
                 continue
-            model, mapper = "ClinicalNote", _as_mapper(map_diagnostic_report_note)
+            model, mapper = "ClinicalNote", map_diagnostic_report_note
         elif rtype == "MedicationRequest":
             model = "MedicationRequest"
             mapper = _medication_mapper(medications)

@@ -96,6 +96,7 @@ class Command(BaseCommand):
         bar = tqdm(total=total, unit="patient", disable=options["no_progress"], file=self.stderr._out)
         batch: list[Patient] = []
         chunk = max(spec.batch_size, 1)
+        per_transaction = chunk if chunk > 1 else 500  # patients per job, or jobs per transaction
 
         def flush() -> None:
             nonlocal created
@@ -114,7 +115,7 @@ class Command(BaseCommand):
 
         for patient in patients.iterator(chunk_size=500):
             batch.append(patient)
-            if len(batch) >= chunk if chunk > 1 else len(batch) >= 500:
+            if len(batch) >= per_transaction:
                 flush()
         if batch:
             flush()
