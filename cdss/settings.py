@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "imaging",
     "risk",
     "nlp",
+    "decision",
 ]
 
 MIDDLEWARE = [

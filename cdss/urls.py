@@ -14,8 +14,12 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/risk/", include("risk.api_urls")),
+    path("api/imaging/", include("imaging.api_urls")),
     path("api/", include("patients.api_urls")),
     path("", include("cdss.urls_jobs")),
     path("", include("risk.urls")),
+    path("", include("imaging.urls")),
+    path("", include("nlp.urls")),
+    path("", include("decision.urls")),
     path("", include("patients.urls")),
 ]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DecisionConfig(AppConfig):
+    verbose_name = "Decision support"
+    name = "decision"

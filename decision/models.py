@@ -1,0 +1,1 @@
+"""Models of decision support: value sets, versioned rules, recommendations."""
