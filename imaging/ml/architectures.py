@@ -1,0 +1,122 @@
+"""The CNN architectures, from torchvision, adapted to one grey channel and small inputs.
+
+No pretrained weights are downloaded (``weights=None`` everywhere). ``CDSS_IMAGING_WEIGHTS`` may
+name a local file (a state dict, e.g. ImageNet weights saved earlier) to initialise from; tensors
+whose shapes differ after the adaptation (first convolution, classifier) keep their fresh values.
+
+- ``resnet18``: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016. For small
+  inputs (the MedMNIST 28x28 setting, Yang et al., Sci Data 2023) the 7x7/2 stem becomes a 3x3/1
+  convolution; ``resnet18`` keeps the max pool (the residual stages run at 14, 7, 4, 2 pixels:
+  cheap enough to train on a CPU in minutes), ``resnet18_full`` drops it as the MedMNIST code does
+  (stages at 28, 14, 7, 4; about four times the compute).
+- ``densenet121``: Huang et al., "Densely Connected Convolutional Networks", CVPR 2017; the same
+  small-input stem (3x3/1 convolution, no pool).
+- ``inception_v3``: Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016; no
+  auxiliary head; its stride-2 stem and pools need at least 75x75, so inputs are upsampled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    default_input_size: int
+    min_input_size: int
+    build: Callable[[int], nn.Module]
+    cam_layer: Callable[[nn.Module], nn.Module]  # the last convolutional block, for Grad-CAM
+
+
+def _small_stem(channels: int) -> nn.Conv2d:
+    return nn.Conv2d(1, channels, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+def _resnet18(num_labels: int, *, maxpool: bool) -> nn.Module:
+    model = tvm.resnet18(weights=None, num_classes=num_labels)
+    model.conv1 = _small_stem(64)
+    if not maxpool:
+        model.maxpool = nn.Identity()  # type: ignore[assignment]
+    return model
+
+
+def _densenet121(num_labels: int) -> nn.Module:
+    model = tvm.densenet121(weights=None, num_classes=num_labels)
+    model.features.conv0 = _small_stem(64)
+    model.features.pool0 = nn.Identity()
+    return model
+
+
+class _InceptionV3(nn.Module):
+    """torchvision's Inception-V3 with one input channel and no auxiliary head; returns logits only."""
+
+    def __init__(self, num_labels: int) -> None:
+        super().__init__()
+        net = tvm.inception_v3(weights=None, aux_logits=False, init_weights=True, num_classes=num_labels,
+                               transform_input=False)
+        conv = net.Conv2d_1a_3x3.conv
+        net.Conv2d_1a_3x3.conv = nn.Conv2d(1, conv.out_channels, kernel_size=3, stride=2, bias=False)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out.logits if hasattr(out, "logits") else out
+
+
+def _child(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "resnet18": Architecture("resnet18", 28, 8, lambda n: _resnet18(n, maxpool=True),
+                             lambda m: _child(m, "layer4")),
+    "resnet18_full": Architecture("resnet18_full", 28, 8, lambda n: _resnet18(n, maxpool=False),
+                                  lambda m: _child(m, "layer4")),
+    "densenet121": Architecture("densenet121", 28, 16, _densenet121, lambda m: _child(m, "features")),
+    "inception_v3": Architecture("inception_v3", 75, 75, _InceptionV3, lambda m: _child(m, "net.Mixed_7c")),
+}
+
+
+class ArchitectureError(ValueError):
+    pass
+
+
+def architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ArchitectureError(f"unknown architecture {name!r}; one of {', '.join(ARCHITECTURES)}") from None
+
+
+def build_model(name: str, num_labels: int, *, init_weights: str | os.PathLike[str] | None = None) -> nn.Module:
+    """A fresh network; ``init_weights`` (default: the CDSS_IMAGING_WEIGHTS environment variable) is
+    a local state-dict file whose matching tensors initialise it."""
+    model = architecture(name).build(num_labels)
+    path = init_weights if init_weights is not None else os.environ.get("CDSS_IMAGING_WEIGHTS") or None
+    if path:
+        load_matching(model, Path(path))
+    return model
+
+
+def load_matching(model: nn.Module, path: Path) -> int:
+    """Copies the tensors of ``path`` whose names and shapes match; returns how many."""
+    if not path.is_file():
+        raise ArchitectureError(f"initial weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ArchitectureError(f"no tensor of {path} fits this architecture")
+    own.update(matched)
+    model.load_state_dict(own)
+    return len(matched)

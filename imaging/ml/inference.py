@@ -1,0 +1,228 @@
+"""Batched inference with Grad-CAM heat maps, one loaded model per process and registry name.
+
+The active registry version of a name is loaded once per process (its file's sha256 checked by
+the registry first) and cached; a later call that finds another active version loads that one and
+closes the old one's Grad-CAM hooks. Images are preprocessed on a worker thread one batch ahead,
+so decoding and resizing stay off the network's critical path; on CUDA the forward pass runs
+under bf16 autocast. Only ``get_loaded_model`` touches Django (the model registry).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .architectures import architecture
+from .data import DATASETS
+from .gradcam import GradCAM
+from .modelfile import build_members, load_model_file, preprocess
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    probabilities: dict[str, float]  # label -> probability
+    positive: dict[str, bool]  # label -> probability >= that label's threshold
+    heatmaps: dict[str, np.ndarray]  # label -> Grad-CAM float32 HxW in [0, 1], the input image's size
+
+
+class NoActiveModel(LookupError):
+    """No version of a registry name is active."""
+
+
+class LoadedImagingModel:
+    def __init__(self, *, name: str, version: str, model_version_id: int, metrics: dict[str, Any],
+                 config: dict[str, Any], state_dicts: Sequence[dict[str, torch.Tensor]],
+                 device: str | torch.device | None = None) -> None:
+        self.name = name
+        self.version = version
+        self.model_version_id = model_version_id
+        self.metrics = metrics
+        self.config = config
+        self.architecture: str = config["architecture"]
+        self.labels: list[str] = list(config["labels"])
+        self.thresholds: dict[str, float] = {k: float(v) for k, v in config["thresholds"].items()}
+        self.input_size: int = int(config["input_size"])
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.members = [m.to(self.device) for m in build_members(config, state_dicts)]
+        if self.device.type == "cuda":
+            self.members = [m.to(memory_format=torch.channels_last) for m in self.members]
+        arch = architecture(self.architecture)
+        self._cams = [GradCAM(arch.cam_layer(m)) for m in self.members]  # one per member, for life
+        self._lock = threading.Lock()  # one prediction at a time per loaded model
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imaging-preprocess")
+
+    @classmethod
+    def from_file(cls, path: Path, *, name: str = "", version: str = "", model_version_id: int = 0,
+                  metrics: dict[str, Any] | None = None, device: str | None = None) -> LoadedImagingModel:
+        config, state_dicts = load_model_file(path)
+        return cls(name=name, version=version, model_version_id=model_version_id, metrics=metrics or {},
+                   config=config, state_dicts=state_dicts, device=device)
+
+    def close(self) -> None:
+        for cam in self._cams:
+            cam.close()
+        self._cams = []
+        self._pool.shutdown(wait=False)
+
+    def preprocess(self, images: Sequence[np.ndarray], *, offset: int = 0) -> torch.Tensor:
+        return preprocess(images, self.config, offset=offset)
+
+    def _autocast(self) -> Any:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Bare forward pass of a preprocessed batch: mean member probability (N, L)."""
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            return torch.stack([torch.sigmoid(m(x).float()) for m in self.members]).mean(dim=0)
+
+    def forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities N x L, heat maps N x L x h x w at the CAM layer's resolution, in [0, 1])."""
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        probs, maps = [], []
+        with self._autocast():
+            for member, cam in zip(self.members, self._cams, strict=True):
+                logits, heat = cam(partial(member, x))
+                probs.append(torch.sigmoid(logits.float()))
+                maps.append(heat)
+        heat = torch.stack(maps).mean(dim=0)
+        peak = heat.amax(dim=(2, 3), keepdim=True)
+        heat = torch.where(peak > 0, heat / peak.clamp_min(1e-12), heat)
+        return torch.stack(probs).mean(dim=0), heat
+
+    def predict(self, images: Sequence[np.ndarray], *, cam: bool = True, batch_size: int = 64) -> list[ImagePrediction]:
+        """``images``: float32 2-D arrays in [0, 1] of any size (resized to ``input_size`` inside)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        images = list(images)
+        starts = list(range(0, len(images), batch_size))
+        out: list[ImagePrediction] = []
+        with self._lock:
+            pending: Future[torch.Tensor] | None = None
+            for n, start in enumerate(starts):
+                if pending is None:
+                    pending = self._pool.submit(self.preprocess, images[start:start + batch_size], offset=start)
+                x = pending.result()
+                nxt = starts[n + 1] if n + 1 < len(starts) else None
+                pending = (self._pool.submit(self.preprocess, images[nxt:nxt + batch_size], offset=nxt)
+                           if nxt is not None else None)
+                batch = images[start:start + batch_size]
+                if cam:
+                    probs_t, heat_t = self.forward_with_cam(x)
+                    out.extend(self._results(probs_t, heat_t, batch))
+                else:
+                    out.extend(self._results(self.forward(x), None, batch))
+        return out
+
+    def _results(self, probs_t: torch.Tensor, heat_t: torch.Tensor | None,
+                 batch: Sequence[np.ndarray]) -> list[ImagePrediction]:
+        probs = probs_t.float().cpu().numpy()
+        results = []
+        for i, image in enumerate(batch):
+            p = {label: float(probs[i, k]) for k, label in enumerate(self.labels)}
+            positive = {label: p[label] >= self.thresholds[label] for label in self.labels}
+            heatmaps: dict[str, np.ndarray] = {}
+            if heat_t is not None:
+                h, w = image.shape
+                up = F.interpolate(heat_t[i:i + 1].float(), size=(h, w), mode="bilinear", align_corners=False)
+                maps = up.clamp(0.0, 1.0)[0].cpu().numpy().astype(np.float32)
+                heatmaps = {label: maps[k] for k, label in enumerate(self.labels)}
+            results.append(ImagePrediction(p, positive, heatmaps))
+        return results
+
+
+_CACHE: dict[str, LoadedImagingModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_loaded_model(name: str) -> LoadedImagingModel | None:
+    """Active registry version of ``name``, loaded once per process and cached; reloaded when the
+    active version changes; None if none is active. A file whose sha256 differs from the
+    registered one raises ``cdss.model_registry.ModelFileTampered``."""
+    from cdss.model_registry import model_file_verify, model_version_active
+
+    mv = model_version_active(name)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(name)
+        if mv is None:
+            if cached is not None:
+                _CACHE.pop(name).close()
+            return None
+        if cached is not None and cached.model_version_id == mv.pk:
+            return cached
+        path = model_file_verify(mv)
+        loaded = LoadedImagingModel.from_file(path, name=mv.name, version=mv.version, model_version_id=mv.pk,
+                                              metrics=dict(mv.metrics))
+        if cached is not None:
+            cached.close()
+        _CACHE[name] = loaded
+        return loaded
+
+
+def require_loaded_model(name: str) -> LoadedImagingModel:
+    """``get_loaded_model`` or a ``NoActiveModel`` that says how to make one."""
+    loaded = get_loaded_model(name)
+    if loaded is None:
+        dataset = next((d.name for d in DATASETS.values() if d.registry_name == name), None)
+        how = (f"python manage.py train_imaging_model --dataset {dataset}" if dataset
+               else "train and activate a version in the model registry")
+        raise NoActiveModel(f"no active version of the imaging model {name!r}: run {how}")
+    return loaded
+
+
+_CHEST_MODALITIES = {"CR", "DX", "DR"}
+
+
+def model_names_for(modality: str, body_part: str) -> list[str]:
+    """Registry names of the models that apply to an image: chest radiographs (CR/DX/DR, body
+    part CHEST or empty) -> pneumonia; breast ultrasound (US, BREAST) -> breast malignancy."""
+    modality = (modality or "").strip().upper()
+    body = (body_part or "").strip().upper()
+    if modality in _CHEST_MODALITIES and body in ("", "CHEST"):
+        return [DATASETS["pneumoniamnist"].registry_name]
+    if modality == "US" and body == "BREAST":
+        return [DATASETS["breastmnist"].registry_name]
+    return []
+
+
+# Anchors of a perceptually ordered "inferno"-like colour map (black-purple-red-orange-yellow).
+_CMAP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_CMAP_RGB = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
+_COLD = 0.15  # heat below this is fully transparent
+_MAX_ALPHA = 200
+
+
+def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> bytes:
+    """RGBA PNG of the heat map alone (colour map, transparent where cold) sized to the image."""
+    if heatmap.ndim != 2:
+        raise ValueError(f"heat map must be 2-D, got shape {heatmap.shape}")
+    if width < 1 or height < 1:
+        raise ValueError("width and height must be positive")
+    heat = np.clip(np.nan_to_num(heatmap.astype(np.float32)), 0.0, 1.0)
+    if heat.shape != (height, width):
+        heat = np.asarray(Image.fromarray(heat, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        heat = np.clip(heat, 0.0, 1.0)
+    rgba = np.empty((height, width, 4), dtype=np.uint8)
+    for c in range(3):
+        rgba[..., c] = np.interp(heat, _CMAP_POS, _CMAP_RGB[:, c]).astype(np.uint8)
+    rgba[..., 3] = (np.clip((heat - _COLD) / (1.0 - _COLD), 0.0, 1.0) * _MAX_ALPHA).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()

@@ -1,0 +1,100 @@
+"""The imaging model file, the preprocessing it was trained with, and the network in memory.
+
+File: ``torch.save`` of ``{"format", "config", "state_dicts"}``, loaded with ``weights_only=True``
+(tensors and plain containers, nothing executable). ``config`` is JSON-able: architecture, input
+size, labels, thresholds, normalisation, the file label each finding corresponds to. Several state
+dicts make an ensemble whose probability is the members' mean. The registry keeps the file's
+sha256 (checked before loading) and the same config in the ModelVersion row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cdss.hashing import file_sha256
+
+from .architectures import build_model
+
+FORMAT = "cdss.imaging/1"
+
+
+class ModelFormatError(ValueError):
+    pass
+
+
+def save_model_file(path: Path, config: dict[str, Any], state_dicts: Sequence[dict[str, torch.Tensor]]) -> str:
+    """Writes the file and returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "config": config,
+               "state_dicts": [{k: v.detach().cpu().clone() for k, v in sd.items()} for sd in state_dicts]}
+    torch.save(payload, path)
+    return file_sha256(path)
+
+
+def load_model_file(path: Path) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFormatError(f"{path} is not a {FORMAT} model file")
+    config, state_dicts = payload.get("config"), payload.get("state_dicts")
+    if not isinstance(config, dict) or not isinstance(state_dicts, list) or not state_dicts:
+        raise ModelFormatError(f"{path} lacks its config or weights")
+    return config, state_dicts
+
+
+def build_members(config: dict[str, Any], state_dicts: Sequence[dict[str, torch.Tensor]]) -> list[nn.Module]:
+    members = []
+    for sd in state_dicts:
+        net = build_model(config["architecture"], len(config["labels"]), init_weights="")
+        try:
+            net.load_state_dict(sd)
+        except RuntimeError as exc:
+            raise ModelFormatError(f"the weights do not fit {config['architecture']} ({exc})") from None
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        members.append(net)
+    return members
+
+
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 1, H, W) -> (N, 1, size, size), bilinear, antialiased when shrinking."""
+    if x.shape[-2:] == (size, size):
+        return x
+    shrink = x.shape[-1] > size or x.shape[-2] > size
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def normalise(x: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+    norm = config["normalisation"]
+    return (x - float(norm["mean"])) / float(norm["std"])
+
+
+def check_image(image: Any, index: int) -> np.ndarray:
+    """A float32 2-D array in [0, 1], or a ValueError naming the image and the problem."""
+    if not isinstance(image, np.ndarray) or image.ndim != 2 or min(image.shape) < 1:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise ValueError(f"image {index}: expected a 2-D grey array, got {shape}")
+    arr = image.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"image {index}: contains NaN or infinite values")
+    low, high = float(arr.min()), float(arr.max())
+    if low < -1e-3 or high > 1.0 + 1e-3:
+        raise ValueError(f"image {index}: values must lie in [0, 1] (found {low:.3g} to {high:.3g})")
+    return np.clip(arr, 0.0, 1.0)
+
+
+def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: int = 0) -> torch.Tensor:
+    """Float images of any size -> the normalised (N, 1, S, S) batch the network takes."""
+    size = int(config["input_size"])
+    out = torch.empty((len(images), 1, size, size), dtype=torch.float32)
+    for i, image in enumerate(images):
+        t = torch.from_numpy(check_image(image, offset + i))[None, None]
+        out[i] = resize_batch(t, size)[0]
+    return normalise(out, config)
