@@ -38,7 +38,7 @@ def _days_ago(n: float) -> dt.datetime:
 
 
 def _rich_patient(site: m.Site, n: int = 3) -> m.Patient:
-    p = PatientFactory(site=site, birth_date=dt.date(1960, 1, 1), sex="male")
+    p: m.Patient = PatientFactory(site=site, birth_date=dt.date(1960, 1, 1), sex="male")  # type: ignore[assignment]
     for i in range(n):
         ObservationFactory(patient=p, code="18262-6", value_quantity=4.0 + i / 10, value_unit="mmol/L",
                            effective_at=_days_ago(30 * (i + 1)))
@@ -50,8 +50,8 @@ def _rich_patient(site: m.Site, n: int = 3) -> m.Patient:
         RiskAssessment.objects.create(patient=p, calculator="cha2ds2_vasc", calculator_version="1", status="computed",
                                       value=2 + i, unit="points", inputs_hash=f"{p.pk}-{i}", as_of=_days_ago(1),
                                       contributions={"age": 1})
-    obs = ObservationFactory(patient=p, code="69548-6", display="Genetic variant assessment", value_quantity=None,
-                             value_unit="")
+    obs: m.Observation = ObservationFactory(  # type: ignore[assignment]
+        patient=p, code="69548-6", display="Genetic variant assessment", value_quantity=None, value_unit="")
     m.GenomicResult.objects.create(patient=p, observation=obs, fhir_id=f"g-{p.pk}", gene="CYP2C19",
                                    diplotype="*2/*2", phenotype="Poor metabolizer", effective_at=_days_ago(200))
     note = m.ClinicalNote.objects.create(patient=p, fhir_id=f"n-{p.pk}", source_type="typed", text="AF noted",
