@@ -284,20 +284,24 @@ def rule_version_edit(rule: Rule, *, user: Any = None, change_note: str = "", **
 
 def rule_version_activate(version: RuleVersion, *, user: Any = None) -> RuleVersion:
     """Make a tested draft the rule's active version (the previous one is retired)."""
+    version.refresh_from_db()
+    if version.status == RuleVersion.Status.ACTIVE:
+        return version
+    try:
+        rule_version_compile(version)
+    except RuleDefinitionError as exc:
+        raise ActivationRefused(f"{version}: the definition has problems: {exc}") from None
+    # The outcomes are stored even when activation is refused, so the admin shows why.
+    outcomes = rule_version_run_tests(version)
+    failed = [o for o in outcomes if not o["passed"]]
+    if failed:
+        raise ActivationRefused(f"{version}: {len(failed)} test case(s) fail: "
+                                + "; ".join(f"{o['case']}: {o['message']}" for o in failed))
     with transaction.atomic():
         Rule.objects.select_for_update().filter(pk=version.rule_id).first()
         version.refresh_from_db()
-        if version.status == RuleVersion.Status.ACTIVE:
-            return version
-        try:
-            rule_version_compile(version)
-        except RuleDefinitionError as exc:
-            raise ActivationRefused(f"{version}: the definition has problems: {exc}") from None
-        outcomes = rule_version_run_tests(version)
-        failed = [o for o in outcomes if not o["passed"]]
-        if failed:
-            raise ActivationRefused(f"{version}: {len(failed)} test case(s) fail: "
-                                    + "; ".join(f"{o['case']}: {o['message']}" for o in failed))
+        if version.status != RuleVersion.Status.DRAFT:
+            raise ActivationRefused(f"{version} is {version.status}, not a draft")
         now = timezone.now()
         RuleVersion.objects.filter(rule_id=version.rule_id, status=RuleVersion.Status.ACTIVE).update(
             status=RuleVersion.Status.RETIRED, retired_at=now)
