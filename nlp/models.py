@@ -59,3 +59,105 @@ class NoteFact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.preferred or self.text} [{self.start}:{self.end}]"
+
+
+# --- the concept lexicon, as data edited in the admin ----------------------------------------
+
+
+class LexiconConcept(models.Model):
+    """A concept the extractor looks for: its preferred term, kind, the words that name it
+    (``terms``) and its codes. Concepts are deactivated, not deleted: facts keep their id."""
+
+    class Kind(models.TextChoices):
+        # The kinds nlp.extract.KINDS knows.
+        PROBLEM = "problem", "Problem"
+        SYMPTOM = "symptom", "Symptom"
+        FINDING = "finding", "Finding"
+        PROCEDURE = "procedure", "Procedure"
+        MEDICATION = "medication", "Medication"
+        ALLERGEN = "allergen", "Allergen"
+
+    concept_id = models.SlugField(
+        "concept id", max_length=100, unique=True,
+        help_text="Stable identifier (letters, digits, hyphens), stored with every fact found.",
+    )
+    preferred = models.CharField("preferred term", max_length=300)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    active = models.BooleanField(default=True, help_text="Inactive concepts are not looked for.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        # The lexicon's order is the order of creation (the order of nlp/lexicon.json for the seed).
+        ordering = ["pk"]
+        verbose_name = "lexicon concept"
+
+    def __str__(self) -> str:
+        return f"{self.preferred} ({self.concept_id})"
+
+
+class LexiconTerm(models.Model):
+    """A synonym or abbreviation of a concept. Synonyms match in any case; abbreviations of three
+    characters or fewer match only with their exact case ("MI", not "mi")."""
+
+    class Type(models.TextChoices):
+        SYNONYM = "synonym", "Synonym"
+        ABBREVIATION = "abbreviation", "Abbreviation"
+
+    concept = models.ForeignKey(LexiconConcept, on_delete=models.CASCADE, related_name="terms")
+    term_type = models.CharField("type", max_length=16, choices=Type.choices, default=Type.SYNONYM)
+    text = models.CharField(max_length=200)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["concept", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["concept", "term_type", "text"], name="lexiconterm_once_per_concept"),
+        ]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .lexicon_store import term_problem
+
+        problem = term_problem(self.text)
+        if problem:
+            raise ValidationError({"text": problem[0].upper() + problem[1:] + "."})
+
+
+class LexiconCode(models.Model):
+    """A code of a concept in SNOMED CT, ICD-10-CM or RxNorm, so that a note finding can be
+    treated like a coded record entry through the same value sets."""
+
+    class System(models.TextChoices):
+        SNOMED_CT = "http://snomed.info/sct", "SNOMED CT"
+        ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm", "ICD-10-CM"
+        RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm", "RxNorm"
+
+    concept = models.ForeignKey(LexiconConcept, on_delete=models.CASCADE, related_name="codes")
+    system = models.CharField(max_length=100, choices=System.choices)
+    code = models.CharField(max_length=32)
+    display = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["concept", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["concept", "system", "code"], name="lexiconcode_once_per_concept"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_system_display()} {self.code}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .lexicon_store import code_problem
+
+        self.code = (self.code or "").strip()
+        problem = code_problem(self.system, self.code)
+        if problem:
+            raise ValidationError({"code": problem[0].upper() + problem[1:] + "."})

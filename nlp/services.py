@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -27,14 +27,16 @@ def notes_to_extract(patient_ids: Iterable[int], *, version: str) -> list[tuple[
     )
 
 
-def notes_extract(note_ids: list[tuple[int, int]]) -> list[dict[str, Any]]:
-    """Run the pipeline over the notes (no writes): one result per note, with its ids."""
+def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[str, Any]] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Run the pipeline over the notes (no writes): one result per note, with its ids.
+    ``lexicon`` is a list of concepts (``nlp.lexicon_store``); None: ``nlp/lexicon.json``."""
     from .extract import extract
 
     texts = dict(ClinicalNote.objects.filter(pk__in=[n for n, _ in note_ids]).values_list("pk", "text"))
     results = []
     for note_id, patient_id in note_ids:
-        result = extract(texts.get(note_id) or "")
+        result = extract(texts.get(note_id) or "", lexicon=lexicon)
         results.append({"note_id": note_id, "patient_id": patient_id, **result})
     return results
 
