@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from .lexicon_store import term_key, term_owners
-from .models import LexiconCode, LexiconConcept, LexiconTerm, NoteExtraction, NoteFact
+from .models import LexiconCode, LexiconConcept, LexiconTerm, NoteExtraction, NoteFact, NoteFactFeedback
 
 
 class LexiconTermFormSet(forms.BaseInlineFormSet):
@@ -145,4 +145,48 @@ class NoteExtractionAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(NoteFactFeedback)
+class NoteFactFeedbackAdmin(admin.ModelAdmin):
+    """Clinicians' reports of wrong facts, to count errors per concept, kind and pipeline version.
+    Read-only; opening one (it shows the note's words) is audited."""
+
+    list_display = ("created_at", "problem", "concept_id", "kind", "fact_text", "pipeline_version", "created_by")
+    list_filter = ("problem", "kind", "pipeline_version", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("concept_id", "comment")
+    list_select_related = ("fact", "created_by")
+    readonly_fields = ("external_id", "created_at", "created_by", "problem", "comment", "concept_id", "kind",
+                       "pipeline_version", "fact_text", "fact_context", "patient", "fact")
+    fields = readonly_fields
+    date_hierarchy = "created_at"
+
+    @admin.display(description="words in the note")
+    def fact_text(self, obj: NoteFactFeedback) -> str:
+        return obj.fact.text
+
+    @admin.display(description="context as found")
+    def fact_context(self, obj: NoteFactFeedback) -> str:
+        fact = obj.fact
+        flags = [name for name in ("negated", "historical", "hypothetical", "uncertain") if getattr(fact, name)]
+        who = fact.experiencer + (f" ({fact.family_relation})" if fact.family_relation else "")
+        return f"{', '.join(flags) or 'affirmed'}; {who}; section {fact.section or '—'}; stage {fact.stage}"
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        from cdss.audit import audit_record
+
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            audit_record(user=request.user, action="view", target="admin:notefactfeedback", patient=obj.patient,
+                         request=request)
+        return obj
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # given on the note page
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

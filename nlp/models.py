@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -34,6 +35,7 @@ class NoteExtraction(models.Model):
 class NoteFact(models.Model):
     """One finding in a note, with its span, section, context and the stage that produced it."""
 
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     extraction = models.ForeignKey(NoteExtraction, on_delete=models.PROTECT, related_name="facts")
     patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")
     kind = models.CharField(max_length=32)
@@ -59,6 +61,45 @@ class NoteFact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.preferred or self.text} [{self.start}:{self.end}]"
+
+
+class NoteFactFeedback(models.Model):
+    """A clinician's report that a fact found in a note is wrong, and in what way. Kept with the
+    pipeline version and concept so that errors can be counted per version and per concept."""
+
+    class Problem(models.TextChoices):
+        CONCEPT = "concept", "Wrong concept (the words mean something else)"
+        NOT_A_FINDING = "not-a-finding", "Not a finding at all"
+        NEGATION = "negation", "Negation is wrong (present / absent)"
+        EXPERIENCER = "experiencer", "Wrong person (patient / family / other)"
+        HISTORICAL = "historical", "Wrong time (current / historical)"
+        HYPOTHETICAL = "hypothetical", "Hypothetical or uncertain is wrong"
+        SECTION = "section", "Wrong section"
+        CODES = "codes", "Wrong codes"
+        MEDICATION = "medication", "Wrong medication details (dose, route, frequency, status)"
+        ALLERGY = "allergy", "Wrong allergy details (substance, reaction)"
+        SPAN = "span", "Wrong words highlighted"
+        OTHER = "other", "Something else"
+
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    fact = models.ForeignKey(NoteFact, on_delete=models.PROTECT, related_name="feedback")
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")
+    problem = models.CharField(max_length=32, choices=Problem.choices)
+    comment = models.TextField(blank=True, max_length=2000)
+    # Copied from the fact, for the admin's filters and per-version counts.
+    concept_id = models.CharField(max_length=100, blank=True, db_index=True)
+    kind = models.CharField(max_length=32, blank=True)
+    pipeline_version = models.CharField(max_length=64, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "feedback on a note fact"
+        verbose_name_plural = "feedback on note facts"
+
+    def __str__(self) -> str:
+        return f"{self.get_problem_display()}: {self.concept_id or self.kind}"
 
 
 # --- the concept lexicon, as data edited in the admin ----------------------------------------

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from patients.models import ENTERED_IN_ERROR, ClinicalNote
 
-from .models import NoteExtraction, NoteFact
+from .models import NoteExtraction, NoteFact, NoteFactFeedback
 
 FACT_FIELDS = ("kind", "concept_id", "preferred", "codes", "text", "start", "end", "section", "negated", "historical",
                "hypothetical", "uncertain", "experiencer", "family_relation", "stage")
@@ -76,3 +76,23 @@ def _field(name: str, value: Any) -> Any:
     if name in _WIDTHS:
         return str(value)[: _WIDTHS[name]]
     return value
+
+
+@transaction.atomic
+def note_fact_feedback_create(*, user: Any, patient: Any, fact: NoteFact, problem: str, comment: str = "",
+                              request: Any = None) -> NoteFactFeedback:
+    """Store a clinician's report that ``fact`` (of ``patient``) is wrong, with its audit row."""
+    from cdss.audit import audit_record
+
+    if fact.patient_id != patient.pk:
+        raise ValueError("the fact is not about this patient")
+    if problem not in NoteFactFeedback.Problem.values:
+        raise ValueError(f"unknown problem {problem!r} (one of {', '.join(NoteFactFeedback.Problem.values)})")
+    feedback = NoteFactFeedback.objects.create(
+        fact=fact, patient=patient, problem=problem, comment=comment.strip()[:2000],
+        concept_id=fact.concept_id, kind=fact.kind, pipeline_version=fact.extraction.pipeline_version,
+        created_by=user,
+    )
+    audit_record(user=user, action="create", target="note-fact-feedback", patient=patient, request=request,
+                 detail=f"fact {fact.external_id}")
+    return feedback

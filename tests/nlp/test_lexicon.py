@@ -48,6 +48,15 @@ def file_concepts():
     return json.loads(LEXICON_FILE.read_text(encoding="utf-8"))["concepts"]
 
 
+@pytest.fixture(autouse=True)
+def seeded(request):
+    """The migration's seed. Tests on a transactional database (browser, integration) flush
+    every table, seed included, so a later test in the same run puts it back."""
+    if "db" in request.fixturenames or request.node.get_closest_marker("django_db"):
+        request.getfixturevalue("db")
+        lexicon_load(file_concepts())
+
+
 # --- checks of single entries (no database) ----------------------------------------------------
 
 
