@@ -148,7 +148,7 @@ class NoteFindings:
 
 
 FINDING_FIELDS = ("extraction__note__external_id", "extraction__note__written_at", "extraction__pipeline_version",
-                  "extraction__patient_id", "concept_id", "preferred", "kind", "codes", "text", "start", "end",
+                  "patient_id", "concept_id", "preferred", "kind", "codes", "text", "start", "end",
                   "section", "negated", "historical", "hypothetical", "uncertain", "experiencer", "family_relation",
                   "stage", "details")
 
@@ -157,7 +157,8 @@ def note_findings(patient_ids: Iterable[int], *, version: str | None = None) -> 
     """What the current extraction of each note of these patients says (notes marked entered in
     error left out), per patient id; every patient asked for has an entry. One query, whatever
     the number of patients and notes. ``version`` is the current pipeline version (see the module
-    docstring); None: the most recent extraction of each note."""
+    docstring: pass ``nlp.lexicon_store.lexicon_current().version``); None: the most recent
+    extraction of each note."""
     ids = sorted(set(patient_ids))
     out: dict[int, NoteFindings] = {pid: NoteFindings() for pid in ids}
     if not ids:
@@ -165,10 +166,10 @@ def note_findings(patient_ids: Iterable[int], *, version: str | None = None) -> 
     current = (NoteExtraction.objects.filter(note_id=OuterRef("extraction__note_id"))
                .order_by(*_current_first(version)).values("pk")[:1])
     rows = (
-        NoteFact.objects.filter(extraction__patient_id__in=ids)
+        NoteFact.objects.filter(patient_id__in=ids)
         .exclude(extraction__note__status=ENTERED_IN_ERROR)
         .filter(extraction_id=Subquery(current))
-        .order_by("extraction__patient_id", "extraction__note__written_at", "extraction__note_id", "start", "pk")
+        .order_by("patient_id", "extraction__note__written_at", "extraction__note_id", "start", "pk")
         .values_list(*FINDING_FIELDS)
     )
     for row in rows:
@@ -184,7 +185,7 @@ def note_findings(patient_ids: Iterable[int], *, version: str | None = None) -> 
             "uncertain": data["uncertain"], "experiencer": data["experiencer"], "relation": data["family_relation"],
             "stage": data["stage"], "pipeline_version": data["extraction__pipeline_version"],
         }
-        findings = out[data["extraction__patient_id"]]
+        findings = out[data["patient_id"]]
         patient_says = data["experiencer"] == "patient"
         allergy = details.get("allergy")
         if allergy:
