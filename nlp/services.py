@@ -96,3 +96,39 @@ def note_fact_feedback_create(*, user: Any, patient: Any, fact: NoteFact, proble
     audit_record(user=user, action="create", target="note-fact-feedback", patient=patient, request=request,
                  detail=f"fact {fact.external_id}")
     return feedback
+
+
+def note_max_bytes() -> int:
+    """The largest note accepted (setting ``CDSS_NOTE_MAX_BYTES``; 2 MiB by default)."""
+    from django.conf import settings
+
+    from .note_input import DEFAULT_MAX_BYTES
+
+    return int(getattr(settings, "CDSS_NOTE_MAX_BYTES", DEFAULT_MAX_BYTES))
+
+
+@transaction.atomic
+def note_create(*, user: Any, patient: Any, text: str, title: str = "", written_at: Any = None,
+                request: Any = None) -> tuple[ClinicalNote, Any]:
+    """Store a typed or uploaded note (text already through ``nlp.note_input``) and queue its
+    extraction, in one transaction with the audit row: the job exists if and only if the note
+    does. Returns the note and the job."""
+    import uuid
+
+    from django.utils import timezone
+
+    from cdss.audit import audit_record
+    from cdss.jobs.runner import job_enqueue
+
+    from .jobs import NLP_KIND
+
+    author = (user.get_full_name() or user.get_username()) if getattr(user, "is_authenticated", False) else ""
+    note = ClinicalNote.objects.create(
+        patient=patient, fhir_id=f"typed-{uuid.uuid4()}", source_type=ClinicalNote.Source.TYPED, status="current",
+        display=(title or "").strip()[:500] or "Note", text=text, content_type="text/plain",
+        written_at=written_at or timezone.now(), author_display=author[:300],
+    )
+    audit_record(user=user, action="create", target="note", patient=patient, request=request,
+                 detail=f"note {note.external_id}")
+    job = job_enqueue(kind=NLP_KIND, patient=patient, user=user, inputs={"note": str(note.external_id)})
+    return note, job

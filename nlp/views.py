@@ -15,6 +15,7 @@ from django import forms
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from cdss.audit import audit_record
@@ -156,3 +157,47 @@ def note_fact_feedback(request: HttpRequest, external_id: uuid.UUID, note_id: uu
                                               comment=form.cleaned_data["comment"], request=request)
     context = {"patient": patient, "note": note, "fact": fact, "form": form, "saved": saved}
     return render(request, "nlp/_fact_feedback.html", context)
+
+
+class NoteForm(forms.Form):
+    title = forms.CharField(label="Title", required=False, max_length=200)
+    text = forms.CharField(label="Note", required=False, strip=False, widget=forms.Textarea(attrs={"rows": 6}))
+    file = forms.FileField(label="or a file (plain text or RTF)", required=False)
+
+
+@require_POST
+def note_create_page(request: HttpRequest, external_id: uuid.UUID) -> HttpResponse:
+    """The patient page's "Add a note" form: stores the note, queues its reading, and opens the
+    note's page; a refused note goes back to the patient page with the reason."""
+    from django.contrib import messages
+    from django.core.exceptions import PermissionDenied
+    from django.shortcuts import redirect
+
+    from patients.selectors import patient_get_for_user
+
+    from .api import may_add_notes, note_text_from_request
+    from .note_input import NoteInputError
+    from .services import note_create
+
+    patient = patient_get_for_user(request.user, external_id)
+    if not may_add_notes(request.user):
+        raise PermissionDenied("You may not add notes.")
+    form = NoteForm(request.POST, request.FILES)
+    back = redirect(f"{reverse('patient-detail', args=[patient.external_id])}#notes")
+    if not form.is_valid():
+        messages.error(request, "The note was not saved: " + "; ".join(
+            f"{form.fields[name].label}: {' '.join(str(e) for e in errors)}" for name, errors in form.errors.items()))
+        return back
+    upload = form.cleaned_data.get("file")
+    text = form.cleaned_data.get("text") or None
+    try:
+        note_text = note_text_from_request(text=None if upload and not (text or "").strip() else text,
+                                           upload=upload, raw=None)
+    except NoteInputError as exc:
+        messages.error(request, f"The note was not saved: {exc}")
+        return back
+    with transaction.atomic():
+        note, _ = note_create(user=request.user, patient=patient, text=note_text, title=form.cleaned_data["title"],
+                              request=request)
+    messages.success(request, "Note saved. Its facts appear here once it has been read.")
+    return redirect("note-detail", external_id=patient.external_id, note_id=note.external_id)
