@@ -444,3 +444,21 @@ def imaging_register_folder(
         if progress is not None:
             progress(f"{len(paths)} file(s)")
     return summary
+
+
+# --- Feedback on a finding --------------------------------------------------------------------
+
+
+def finding_feedback_record(
+    *, finding: Any, patient: Patient, user: Any, verdict: str, comment: str = "", request: Any = None,
+) -> Any:
+    """A clinician's agreement or disagreement with a finding, audited in the same transaction."""
+    from .models import FindingFeedback
+
+    if verdict not in FindingFeedback.Verdict.values:
+        raise ValueError(f"verdict must be one of {', '.join(FindingFeedback.Verdict.values)}")
+    with transaction.atomic():
+        row = FindingFeedback.objects.create(finding=finding, user=user, verdict=verdict, comment=comment.strip()[:2000])
+        audit_record(user=user, action="create", target="imaging-feedback", patient=patient, request=request,
+                     detail=f"{verdict} on finding {finding.external_id}")
+    return row
