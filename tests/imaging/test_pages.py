@@ -194,3 +194,26 @@ def test_the_panel_polls_while_an_imaging_job_is_unfinished(client_a: Client, pa
 
     Job.objects.update(status=Job.Status.SUCCEEDED, finished_at=timezone.now() + dt.timedelta(seconds=1))
     assert 'data-polling="0"' in client_a.get(panel_url(patient_a)).content.decode()
+
+
+# Session and user, SAVEPOINT, the patient, the image (with its series and study), its findings
+# (with their model versions), their feedback, the audit INSERT, RELEASE, and the session save
+# with its savepoints: whatever the number of findings and feedback rows.
+VIEWER_QUERIES = 12
+
+
+def test_the_viewer_reads_a_fixed_number_of_queries(
+    client_a: Client, patient_a: m.Patient, clinician_a, django_assert_num_queries
+) -> None:
+    [instance] = upload(patient_a)
+    first = finding_for(instance, model_version())
+    with django_assert_num_queries(VIEWER_QUERIES):
+        assert client_a.get(viewer_url(instance)).status_code == 200
+    second = model_version("other")
+    for label in ("a", "b", "c"):
+        finding = finding_for(instance, second, label=label)
+        FindingFeedback.objects.create(finding=finding, user=clinician_a, verdict="agree")
+    FindingFeedback.objects.create(finding=first, user=clinician_a, verdict="disagree")
+    with django_assert_num_queries(VIEWER_QUERIES):
+        content = client_a.get(viewer_url(instance)).content.decode()
+    assert content.count('class="imaging-model"') == 2 and content.count('class="imaging-finding ') == 4
