@@ -44,19 +44,21 @@ SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 def default_override_reasons() -> list[dict[str, str]]:
-    """The reasons a clinician may give for not following a card: the HL7 CDS Hooks
-    specification's suggested override reason codes (CDS Hooks 2.0, 2022, "Override Reasons";
-    system http://terminology.cds-hooks.org/CodeSystem/OverrideReasons)."""
-    system = "http://terminology.cds-hooks.org/CodeSystem/OverrideReasons"
+    """The reasons a clinician may give for not following a card: HL7 CDS Hooks Non-Adherence
+    Reason codes (CDS Hooks 3.0.0-ballot, 2025, CodeSystem non-adherence-reason-codes, from the
+    AHRQ CDSiC override taxonomy; the "clinical selection" value set's categories and sub-codes)."""
+    system = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
     return [
-        {"system": system, "code": "patient-at-risk", "display": "Patient is at risk, benefit outweighs the harm"},
-        {"system": system, "code": "alternative-treatment", "display": "Patient is receiving an alternative treatment"},
-        {"system": system, "code": "patient-refused", "display": "Patient refused"},
-        {"system": system, "code": "contraindicated", "display": "Contraindicated for this patient"},
-        {"system": system, "code": "not-clinically-relevant", "display": "Not clinically relevant"},
-        {"system": system, "code": "already-performed", "display": "Already performed or addressed"},
-        {"system": system, "code": "data-inaccurate", "display": "The record's data is inaccurate"},
-        {"system": system, "code": "other", "display": "Other reason (see comment)"},
+        {"system": system, "code": code, "display": display}
+        for code, display in (
+            ("cds-not-applicable", "Does not apply to this patient"),
+            ("patient-ineligible", "Patient does not meet eligibility for the recommended action"),
+            ("indication-order-exists", "An order for the recommended action already exists"),
+            ("action-completed", "Recommended action was already completed"),
+            ("action-unsuccessful", "Recommended action was previously unsuccessful"),
+            ("cds-suboptimal-context", "Delivered in a context where it cannot be acted on"),
+            ("recipient-disagrees-evidence", "Disagrees with the recommendation's evidence"),
+        )
     ]
 
 
@@ -80,6 +82,11 @@ class ValueSet(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     description = models.TextField(blank=True)
     source = models.TextField(blank=True, help_text="Where the codes come from (VSAC OID, guideline...).")
+    dimension = models.CharField(
+        max_length=32, blank=True,
+        help_text="Observations: the analyte's unit dimension (e.g. cholesterol, egfr, hba1c; see decision.units); "
+                  "values are converted to its canonical unit.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
