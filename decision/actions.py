@@ -1,7 +1,9 @@
 """A clinician's answers to a recommendation: accept, override with a coded reason, snooze.
 
-Each action checks what it is given, locks the recommendation, writes the action (or the snooze)
-and its audit row in one transaction, so a refused action writes nothing. Repeating an action
+Each action checks what it is given (naming the input at fault), locks the recommendation, and
+writes through the core services (``decision.services.recommendation_accept`` /
+``recommendation_override`` / ``snooze_create``) and the audit row in one transaction, so a
+refused action writes nothing. Repeating an action
 already taken (a double click, a resubmitted form) changes nothing and writes nothing: the
 caller gets the recommendation as it is, with ``created`` false.
 
@@ -21,6 +23,7 @@ from django.utils import timezone
 
 from cdss.audit import audit_record
 
+from . import services
 from .models import Recommendation, RecommendationAction, Severity, Snooze
 
 COMMENT_MAX_CHARS = 2000
@@ -39,7 +42,7 @@ SNOOZE_DURATIONS: dict[str, dt.timedelta] = {key: length for key, length, _ in S
 SNOOZE_MAX = max(SNOOZE_DURATIONS.values())
 
 
-class ActionRefused(ValueError):
+class ActionRefused(services.ActionRefused):
     """The action cannot be taken; ``field`` names the input at fault ("" for the state)."""
 
     def __init__(self, message: str, *, field: str = "") -> None:
@@ -80,14 +83,12 @@ def _answer(
     recommendation: Recommendation,
     action: str,
     reason_code: str = "",
-    reason_display: str = "",
     comment: str = "",
     suggestion: str = "",
     request: HttpRequest | None = None,
 ) -> ActionOutcome:
-    target_status = (
-        Recommendation.Status.ACCEPTED if action == RecommendationAction.Action.ACCEPT else Recommendation.Status.OVERRIDDEN
-    )
+    accept = action == RecommendationAction.Action.ACCEPT
+    target_status = Recommendation.Status.ACCEPTED if accept else Recommendation.Status.OVERRIDDEN
     with transaction.atomic():
         locked = _lock(recommendation)
         if locked.status == target_status:
@@ -95,22 +96,15 @@ def _answer(
             return ActionOutcome(recommendation=recommendation, created=False)  # already done: a repeat
         if locked.status != Recommendation.Status.ACTIVE:
             raise ActionRefused(f"This recommendation is already {locked.get_status_display().lower()}.")
-        now = timezone.now()
-        locked.status = target_status
-        locked.status_changed_at = now
-        locked.save(update_fields=["status", "status_changed_at", "updated_at"])
-        row = RecommendationAction.objects.create(
-            recommendation=locked,
-            rule_id=locked.rule_id,
-            rule_version_id=locked.rule_version_id,
-            action=action,
-            reason_code=reason_code,
-            reason_display=reason_display,
-            comment=comment,
-            suggestion=suggestion,
-            source=RecommendationAction.Source.IN_APP,
-            user=user if getattr(user, "is_authenticated", False) else None,
-        )
+        try:
+            if accept:
+                row = services.recommendation_accept(recommendation, user=user, suggestion=suggestion)
+            else:
+                row = services.recommendation_override(
+                    recommendation, user=user, reason_code=reason_code, comment=comment
+                )
+        except services.ActionRefused as error:
+            raise ActionRefused(str(error)) from error
         audit_record(
             user=user,
             action=action,
@@ -119,7 +113,6 @@ def _answer(
             request=request,
             detail=f"{recommendation.rule.slug} {reason_code}".strip(),
         )
-        _refresh(recommendation, locked)
     return ActionOutcome(recommendation=recommendation, created=True, action=row)
 
 
@@ -163,7 +156,6 @@ def recommendation_override(
         recommendation=recommendation,
         action=RecommendationAction.Action.OVERRIDE,
         reason_code=reason_code,
-        reason_display=reasons[reason_code],
         comment=comment,
         request=request,
     )
@@ -199,11 +191,11 @@ def recommendation_snooze(
         )
         if running is not None:
             return ActionOutcome(recommendation=recommendation, created=False, snooze=running)
-        snooze = Snooze.objects.create(
-            patient_id=locked.patient_id,
-            rule_id=locked.rule_id,
+        snooze = services.snooze_create(
+            patient=recommendation.patient,
+            rule=recommendation.rule,
             until=now + SNOOZE_DURATIONS[duration],
-            user=user if getattr(user, "is_authenticated", False) else None,
+            user=user,
             comment=comment,
         )
         audit_record(

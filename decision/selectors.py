@@ -275,14 +275,14 @@ def _rec_totals(recs: QuerySet[Recommendation], now: dt.datetime) -> dict[str, i
     shown = Q(shadow=False)
     active = shown & Q(status=Recommendation.Status.ACTIVE)
     totals = recs.annotate(is_snoozed=_snoozed(now)).aggregate(
-        fired=Count("pk", filter=shown),
-        shadow=Count("pk", filter=Q(shadow=True)),
-        active=Count("pk", filter=active & Q(is_snoozed=False)),
-        snoozed=Count("pk", filter=active & Q(is_snoozed=True)),
-        resolved=Count("pk", filter=shown & Q(status=Recommendation.Status.RESOLVED)),
-        patients=Count("patient_id", filter=shown, distinct=True),
+        n_fired=Count("pk", filter=shown),
+        n_shadow=Count("pk", filter=Q(shadow=True)),
+        n_active=Count("pk", filter=active & Q(is_snoozed=False)),
+        n_snoozed=Count("pk", filter=active & Q(is_snoozed=True)),
+        n_resolved=Count("pk", filter=shown & Q(status=Recommendation.Status.RESOLVED)),
+        n_patients=Count("patient_id", filter=shown, distinct=True),
     )
-    return {key: int(value or 0) for key, value in totals.items()}
+    return {key.removeprefix("n_"): int(value or 0) for key, value in totals.items()}
 
 
 @dataclass
