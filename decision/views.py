@@ -297,7 +297,7 @@ def recommendation_accept_view(request: HttpRequest, external_id: uuid.UUID) -> 
                                         request=request)
     except ActionRefused as error:
         return _refused(request, recommendation, error, open_form="")
-    return _card_response(request, _answered_card(outcome, "Accepted."))
+    return _card_response(request, _answered_card(outcome))
 
 
 @require_POST
@@ -316,7 +316,7 @@ def recommendation_override_view(request: HttpRequest, external_id: uuid.UUID) -
         )
     except ActionRefused as error:
         return _refused(request, recommendation, error, open_form="override", override_form=form)
-    return _card_response(request, _answered_card(outcome, "Overridden."))
+    return _card_response(request, _answered_card(outcome))
 
 
 @require_POST
@@ -335,9 +335,10 @@ def recommendation_snooze_view(request: HttpRequest, external_id: uuid.UUID) -> 
     return _card_response(request, card)
 
 
-def _answered_card(outcome: ActionOutcome, notice: str) -> Card:
+def _answered_card(outcome: ActionOutcome) -> Card:
     r = outcome.recommendation
-    return card_for(r, r.patient, notice=notice if outcome.created else f"Already {r.get_status_display().lower()}.")
+    notice = "Your answer is recorded." if outcome.created else f"Already {r.get_status_display().lower()}."
+    return card_for(r, r.patient, notice=notice)
 
 
 # --------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_accepting_records_the_action_changes_the_status_and_audits(client_a: Cl
     assert response.status_code == 200
     content = response.content.decode()
     assert f'id="rec-{warning_rec.external_id}"' in content and 'data-status="accepted"' in content
-    assert "Accepted." in content
+    assert "Your answer is recorded." in content and "Accepted 20" in content
     assert "hx-post" not in content  # an answered card has no forms left
     warning_rec.refresh_from_db()
     assert warning_rec.status == Recommendation.Status.ACCEPTED
