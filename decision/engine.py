@@ -592,12 +592,29 @@ def render(template: str, values: dict[str, Found]) -> str:
     return _PLACEHOLDER.sub(sub, template)
 
 
-def evaluate(rules: Iterable[CompiledRule], facts: Facts) -> list[Result]:
-    """Each rule, fired or not, with its trace."""
+def _check(cond: Condition, facts: Facts) -> bool:
+    return _holds(cond, _resolve(cond, facts))[0]
+
+
+def _fast(group: Group, facts: Facts) -> bool:
+    """Whether a group holds, stopping at the first condition that decides it (no trace)."""
+    if group.logic == "all":
+        return all(_fast(i, facts) if isinstance(i, Group) else _check(i, facts) for i in group.items)
+    return any(_fast(i, facts) if isinstance(i, Group) else _check(i, facts) for i in group.items)
+
+
+def evaluate(rules: Iterable[CompiledRule], facts: Facts, *, trace_all: bool = True) -> list[Result]:
+    """Each rule, fired or not, with its trace. ``trace_all=False`` traces only the rules that
+    fire (a rule that does not fire gets an empty trace): population runs store no trace for
+    them, and stopping at the first failing condition is several times faster."""
     results = []
     for rule in rules:
         trace: list[dict[str, Any]] = []
         values: dict[str, Found] = {}
+        if not trace_all and not _fast(rule.root, facts):
+            results.append(Result(rule=rule.slug, version=rule.version, version_id=rule.version_id, fired=False,
+                                   severity=rule.severity, summary="", detail="", trace=[], shadow=rule.shadow))
+            continue
         fired = _evaluate_group(rule.root, facts, 0, trace, values)
         summary = detail = ""
         if fired:
@@ -621,7 +638,29 @@ def evaluate(rules: Iterable[CompiledRule], facts: Facts) -> list[Result]:
 
 
 def fired_only(rules: Sequence[CompiledRule], facts: Facts) -> list[Result]:
-    return [r for r in evaluate(rules, facts) if r.fired]
+    return [r for r in evaluate(rules, facts, trace_all=False) if r.fired]
+
+
+def needs(rules: Iterable[CompiledRule]) -> tuple[set[str], int]:
+    """What the rules read: the risk calculators they name, and their longest look-back (days)."""
+    calculators: set[str] = set()
+    longest = DEFAULT_OBSERVATION_LOOKBACK
+
+    def walk(items: Iterable[Condition | Group]) -> None:
+        nonlocal longest
+        for item in items:
+            if isinstance(item, Group):
+                walk(item.items)
+                continue
+            if item.kind == "risk":
+                calculators.add(item.arg)
+            if item.kind == "observation" and item.lookback_days:
+                longest = max(longest, item.lookback_days)
+
+    for rule in rules:
+        walk(rule.root.items)
+        walk(rule.show)
+    return calculators, longest
 
 
 def dimension_name(value: str) -> str:

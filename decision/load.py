@@ -41,7 +41,7 @@ from patients.selectors import ACTIVE_MEDICATION_STATUSES
 from risk.models import RiskAssessment
 
 from .facts import CodedFact, Facts, GenomicFact, ImagingFinding, NoteFinding, ObservationFact, RiskFact, dose_mg
-from .units import UnitError, canonical_unit, to_canonical
+from .units import ALL_DIMENSIONS, UnitError, canonical_unit, dimension_of, normalise_unit
 from .valuesets import Members, ValueSetIndex, canonical_system
 
 DEFAULT_LOOKBACK_DAYS = 3 * 365
@@ -62,6 +62,7 @@ class FactPlan:
 
     value_sets: ValueSetIndex = field(default_factory=dict)
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    risk_calculators: set[str] | None = None  # None: every calculator and model
 
     def __post_init__(self) -> None:
         self.dimensions: dict[str, str] = {}
@@ -165,7 +166,7 @@ def load_facts_bulk(
     _observations(out, ids, as_of, plan)
     _coded(out, ids, as_of)
     _genomics(out, ids, as_of)
-    _risks(out, ids, as_of)
+    _risks(out, ids, as_of, plan)
     _notes(out, ids, as_of)
     for pk, findings in IMAGING_PROVIDER(ids, as_of).items():
         if pk in out:
@@ -186,30 +187,33 @@ def _observations(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, pla
         .values_list("patient_id", "code", "value_quantity", "value_unit", "effective_at", "pk", "value_code",
                      "value_display", "value_string")
     )
-    converted: dict[tuple[str, str], Any] = {}  # (unit, dimension) -> converter result or error
-    for patient_id, code, value, unit, at, pk, value_code, value_display, value_string in rows.iterator(
-        chunk_size=10000
-    ):
+    # one converter per (recorded unit, analyte): the table lookups happen once, not per row
+    converters: dict[tuple[str, str], tuple[Callable[[float], float], str] | None] = {}
+    # one fetch (no server-side cursor): a batch's rows fit in memory and a cursor costs more
+    for patient_id, code, value, unit, at, pk, value_code, value_display, value_string in rows:
         if at is None:
             continue
         dimension = dimensions.get(code, "")
         if value is not None and dimension:
             key = (unit, dimension)
-            ok = converted.get(key)
-            if ok is None:
-                try:
-                    to_canonical(1.0, unit, dimension)
-                    ok = converted[key] = True
-                except UnitError:
-                    ok = converted[key] = False
-            if ok:
-                value = to_canonical(value, unit, dimension)
-                unit = canonical_unit(dimension)
+            if key not in converters:
+                converters[key] = _converter(unit, dimension)
+            converter = converters[key]
+            if converter is not None:
+                value = converter[0](value)
+                unit = converter[1]
             # else: kept as recorded; the engine reports the unit it cannot compare
         out[patient_id].observations.setdefault(code, []).append(ObservationFact(
-            code=code, value=value, unit=unit, at=at, source=f"Observation:{pk}",
-            text=value_display or value_string or value_code, value_code=value_code,
+            code, value, unit, at, f"Observation:{pk}", value_display or value_string or value_code, value_code,
         ))
+
+
+def _converter(unit: str, dimension: str) -> tuple[Callable[[float], float], str] | None:
+    try:
+        normalised = normalise_unit(unit or canonical_unit(dimension), dimension)
+    except UnitError:
+        return None
+    return ALL_DIMENSIONS[dimension_of(dimension)][1][normalised], canonical_unit(dimension)
 
 
 def _coded(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
@@ -266,7 +270,9 @@ def _genomics(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None
             _set_genomic(out[patient_id], key, GenomicFact(key, phenotype, diplotype, at, f"GenomicResult:{pk}"))
     # Shape 2: the gene named in the Observation's code, the result as its value.
     rows = (
-        Observation.objects.filter(patient_id__in=ids, parent__isnull=True, genomic_result__isnull=True)
+        # genomic results are coded or text values: numeric rows are skipped before the regex
+        Observation.objects.filter(patient_id__in=ids, parent__isnull=True, genomic_result__isnull=True,
+                                   value_quantity__isnull=True)
         .filter(Q(code__in=PHENOTYPE_CODES) | Q(display__iregex=_GENES))
         .exclude(status=ENTERED_IN_ERROR)
         .values_list("patient_id", "display", "raw__code__text", "value_display", "value_string", "value_code",
@@ -283,11 +289,12 @@ def _genomics(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None
         _set_genomic(out[patient_id], gene, GenomicFact(gene, result, "", at, f"Observation:{pk}"))
 
 
-def _risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
+def _risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
     """The current assessment per calculator is the latest row: when it lacks inputs the score
     is unknown now (value None), even if an older row had one."""
     rows = (
         RiskAssessment.objects.filter(patient_id__in=ids, as_of__lte=as_of)
+        .filter(**({"calculator__in": plan.risk_calculators} if plan.risk_calculators is not None else {}))
         .order_by("patient_id", "calculator", "-computed_at", "-pk")
         .distinct("patient_id", "calculator")
         .values_list("patient_id", "calculator", "status", "value", "unit", "category", "contributions", "as_of",

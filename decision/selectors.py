@@ -23,10 +23,10 @@ from django.db.models.functions import Coalesce, TruncMonth
 from django.http import Http404
 from django.utils import timezone
 
-from patients.models import Patient
+from patients.models import Patient, SiteMembership
 from patients.selectors import patient_list_for_user
 
-from .models import SEVERITY_RANK, Recommendation, RecommendationAction, Rule, RuleVersion, Severity, Snooze
+from .models import SEVERITY_RANK, Recommendation, RecommendationAction, Rule, RuleVersion, Snooze
 
 SEVERITIES: tuple[str, ...] = tuple(str(s) for s in sorted(SEVERITY_RANK, key=lambda s: SEVERITY_RANK[s]))  # critical first
 
@@ -51,13 +51,47 @@ def recommendation_visible(*, now: dt.datetime | None = None) -> QuerySet[Recomm
     return Recommendation.objects.filter(status=Recommendation.Status.ACTIVE, shadow=False).exclude(_snoozed(now))
 
 
+def _specialties(user: Any, patient: Patient) -> set[str]:
+    return {s.strip().lower() for s in SiteMembership.objects.filter(user=user, site_id=patient.site_id)
+            .values_list("specialty", flat=True) if s.strip()}
+
+
+def _for_specialties(recs: list[Recommendation], user: Any, patient: Patient) -> list[Recommendation]:
+    """A rule limited to specialties shows only to users of one of them at the patient's site (one
+    query, only when such a rule is among ``recs``)."""
+    if not any(r.rule.specialties for r in recs):
+        return recs
+    mine = _specialties(user, patient)
+    return [r for r in recs if not r.rule.specialties or mine & {str(s).strip().lower() for s in r.rule.specialties}]
+
+
+def _hidden_by_specialty(user: Any) -> Q | None:
+    """What the user must not see for want of a rule's specialty, as a filter over recommendations:
+    for each rule limited to specialties, its recommendations outside the sites where the user has
+    one of them. One query for the rules so limited, one more for the user's memberships when
+    there are any; None when no rule is limited."""
+    limited = [(pk, {str(s).strip().lower() for s in specs}) for pk, specs in
+               Rule.objects.exclude(specialties=[]).values_list("pk", "specialties")]
+    if not limited:
+        return None
+    memberships = [(site_id, specialty.strip().lower()) for site_id, specialty in
+                   SiteMembership.objects.filter(user=user).values_list("site_id", "specialty")]
+    hidden = Q(pk__in=[])
+    for rule_id, specs in limited:
+        sites = [site_id for site_id, specialty in memberships if specialty and specialty in specs]
+        hidden |= Q(rule_id=rule_id) & ~Q(patient__site_id__in=sites)
+    return hidden
+
+
 def recommendation_list_for_patient(
-    *, patient: Patient, history: bool = False, now: dt.datetime | None = None
+    *, patient: Patient, user: Any, history: bool = False, now: dt.datetime | None = None
 ) -> list[Recommendation]:
     """The cards of the patient page: visible recommendations, critical first, then warning, then
     info, newest first within a severity. ``history`` adds the answered and resolved ones (and the
     snoozed active ones, marked ``is_snoozed``), after the open ones. One query, whatever their
-    number (the rule and the version that fired come with each row)."""
+    number (the rule and the version that fired come with each row); a rule limited to specialties
+    shows only to users of those specialties at the patient's site (one more query where there is
+    such a rule)."""
     now = now or timezone.now()
     qs = (
         Recommendation.objects.filter(patient=patient, shadow=False)
@@ -66,7 +100,8 @@ def recommendation_list_for_patient(
     )
     if not history:
         qs = qs.filter(status=Recommendation.Status.ACTIVE, is_snoozed=False)
-    rows: list[Recommendation] = list(qs.order_by("severity_order", "-last_fired_at", "pk"))
+    rows: list[Recommendation] = _for_specialties(list(qs.order_by("severity_order", "-last_fired_at", "pk")),
+                                                  user, patient)
     # Open cards first (active, not snoozed), then the rest by when their status changed.
     open_rows = [r for r in rows if r.status == Recommendation.Status.ACTIVE and not r.is_snoozed]  # type: ignore[attr-defined]
     closed = [r for r in rows if r not in open_rows]
@@ -107,12 +142,16 @@ def severity_counts_for_patients(
     *, user: Any, external_ids: Iterable[uuid.UUID], now: dt.datetime | None = None
 ) -> dict[uuid.UUID, SeverityCounts]:
     """Visible recommendations per patient and severity, for the patients among ``external_ids``
-    the user may see (the others are left out, as if unknown). One query; every requested patient
-    the user may see gets an entry (zeros where none)."""
+    the user may see (the others are left out, as if unknown). One query, plus one for the rules
+    limited to specialties (and one for the user's specialties where there are such rules); every
+    requested patient the user may see gets an entry (zeros where none)."""
     ids = list(external_ids)
     if not ids:
         return {}
     visible = recommendation_visible(now=now).filter(patient_id=OuterRef("pk"))
+    hidden = _hidden_by_specialty(user)
+    if hidden is not None:
+        visible = visible.exclude(hidden)
     rows = (
         patient_list_for_user(user)
         .filter(external_id__in=ids)
@@ -126,8 +165,12 @@ def severity_counts_for_patients(
 def patient_alert_list_for_user(user: Any, *, now: dt.datetime | None = None) -> QuerySet[Patient]:
     """Patients of the user's sites with at least one visible recommendation, the most urgent
     first: most critical, then most warnings, then most info; counts annotated as ``n_critical``,
-    ``n_warning``, ``n_info``. One query per page (plus the paginator's count)."""
+    ``n_warning``, ``n_info``. One query per page (plus the paginator's count, and the specialty
+    look-ups of ``severity_counts_for_patients``)."""
     visible = recommendation_visible(now=now).filter(patient_id=OuterRef("pk"))
+    hidden = _hidden_by_specialty(user)
+    if hidden is not None:
+        visible = visible.exclude(hidden)
     qs = patient_list_for_user(user).filter(Exists(visible))
     annotations = {
         f"n_{severity}": _count_subquery(visible.filter(severity=severity)) for severity in SEVERITIES
@@ -140,6 +183,22 @@ def patient_alert_list_for_user(user: Any, *, now: dt.datetime | None = None) ->
 def _count_subquery(qs: QuerySet[Recommendation]) -> Any:
     counted = qs.order_by().values("patient_id").annotate(n=Count("pk")).values("n")
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def recommendations_for_patient(patient: Patient, *, user: Any) -> list[Recommendation]:
+    """The active, shown recommendations for a patient the caller may already see (use
+    ``patients.selectors.patient_get_for_user`` first): not shadow, not snoozed, for a rule limited
+    to specialties only for users of those specialties at the patient's site; critical first, then
+    the most recent."""
+    return recommendation_list_for_patient(patient=patient, user=user)
+
+
+def active_recommendations(patient_ids: Any = None) -> QuerySet[Recommendation]:
+    """Active, shown, not snoozed (for worklist counts by severity)."""
+    qs = recommendation_visible()
+    if patient_ids is not None:
+        qs = qs.filter(patient_id__in=patient_ids)
+    return qs
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,16 +390,3 @@ def rule_statistics_list(*, since: dt.datetime | None = None) -> list[RuleSummar
     rows.sort(key=lambda r: (-(r.override_rate if r.override_rate is not None else -1.0), -r.fired, r.rule.slug))
     return rows
 
-
-__all__ = [
-    "SEVERITIES",
-    "Severity",
-    "SeverityCounts",
-    "patient_alert_list_for_user",
-    "recommendation_get_for_user",
-    "recommendation_list_for_patient",
-    "recommendation_visible",
-    "rule_statistics",
-    "rule_statistics_list",
-    "severity_counts_for_patients",
-]

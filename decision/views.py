@@ -258,7 +258,7 @@ def patient_recommendations(request: HttpRequest, external_id: uuid.UUID) -> Htt
     answered, resolved and snoozed ones below the open cards."""
     patient = patient_get_for_user(request.user, external_id)
     history = request.GET.get("history") == "1"
-    recommendations = recommendation_list_for_patient(patient=patient, history=history)
+    recommendations = recommendation_list_for_patient(patient=patient, user=request.user, history=history)
     cards = [card_for(r, patient) for r in recommendations]
     audit_record(user=request.user, action="view", target="recommendations-panel", patient=patient, request=request)
     context = {

@@ -40,6 +40,6 @@ def test_a_second_active_recommendation_for_a_patient_and_rule_is_refused(patien
 def test_override_reasons_default_to_the_cds_hooks_codes():
     _, version = _rule()
     codes = {r["code"] for r in version.override_reasons}
-    assert {"patient-at-risk", "alternative-treatment", "patient-refused", "contraindicated"} <= codes
-    assert all(r["system"] == "http://terminology.cds-hooks.org/CodeSystem/OverrideReasons"
+    assert {"cds-not-applicable", "patient-ineligible", "action-completed", "recipient-disagrees-evidence"} <= codes
+    assert all(r["system"] == "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
                for r in default_override_reasons())

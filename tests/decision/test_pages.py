@@ -25,9 +25,10 @@ from tests.factories import PatientFactory, SiteFactory, clinician_of
 # (with their rule and version, snoozes as a subquery), the audit INSERT, RELEASE, and the session
 # save with its savepoints. Whatever the number of recommendations.
 PANEL_QUERIES = 10
-# Session, user, the counts (one query: the user's patients among those asked, with three counts),
-# and the session save with its savepoints.
-COUNTS_QUERIES = 6
+# Session, user, the rules limited to specialties (none here; one more query, the user's
+# specialties, where there are), the counts (one query: the user's patients among those asked,
+# with three counts), and the session save with its savepoints.
+COUNTS_QUERIES = 7
 
 
 def panel_url(patient: m.Patient, history: bool = False) -> str:
@@ -174,11 +175,11 @@ def test_the_panel_query_count_does_not_grow_with_the_recommendations(
         client_a.get(panel_url(patient_a, history=True))
 
 
-def test_the_selector_reads_the_cards_in_one_query(patient_a):
+def test_the_selector_reads_the_cards_in_one_query(patient_a, clinician_a):
     for i in range(5):
         make_rec(patient_a, make_rule(f"rule-{i}"))
     with CaptureQueriesContext(connection) as queries:
-        cards = recommendation_list_for_patient(patient=patient_a)
+        cards = recommendation_list_for_patient(patient=patient_a, user=clinician_a)
         _ = [(c.rule.slug, c.rule_version.override_reasons) for c in cards]
     assert len(queries) == 1 and len(cards) == 5
 
@@ -262,3 +263,27 @@ def test_a_clinician_of_two_sites_sees_counts_for_both(patient_a, patient_b, sit
     counts = severity_counts_for_patients(user=user, external_ids=[patient_a.external_id, patient_b.external_id])
     assert counts[patient_b.external_id].info == 1 and counts[patient_a.external_id].total == 0
     assert SiteFactory(code="site-c")  # a third site changes nothing
+
+
+def test_a_rule_limited_to_specialties_shows_only_to_clinicians_of_them(client: Client, patient_a, site_a):
+    cardio = make_rule("af-anticoagulation", severity="critical")
+    cardio.rule.specialties = ["Cardiology"]
+    cardio.rule.save()
+    limited = make_rec(patient_a, cardio)
+    everyone = make_rec(patient_a, make_rule("statin-ldl-190"))
+    generalist = clinician_of(site_a, username="generalist")
+    cardiologist = clinician_of(site_a, username="cardiologist")
+    m.SiteMembership.objects.filter(user=cardiologist).update(specialty="cardiology ")
+
+    client.force_login(generalist)
+    assert card_ids(client.get(panel_url(patient_a)).content.decode()) == [str(everyone.external_id)]
+    counts = severity_counts_for_patients(user=generalist, external_ids=[patient_a.external_id])
+    assert (counts[patient_a.external_id].critical, counts[patient_a.external_id].warning) == (0, 1)
+
+    client.force_login(cardiologist)
+    assert card_ids(client.get(panel_url(patient_a)).content.decode()) == [
+        str(limited.external_id), str(everyone.external_id)]
+    counts = severity_counts_for_patients(user=cardiologist, external_ids=[patient_a.external_id])
+    assert (counts[patient_a.external_id].critical, counts[patient_a.external_id].warning) == (1, 1)
+    content = client.get(reverse("recommendation-worklist")).content.decode()
+    assert "1 critical" in content
