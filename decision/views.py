@@ -131,14 +131,18 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{round(value, 2):g}"
     if isinstance(value, list | tuple):
-        return " to ".join(fmt(v) for v in value)
+        return " and ".join(fmt(v) for v in value)
     return str(value)
+
+
+# UCUM codes shown in words where the code is not what a clinician reads ("a" is a year of age).
+UNIT_LABELS = {"a": "years", "1": "", "{score}": "points"}
 
 
 def _with_unit(value: Any, unit: Any) -> str:
     text = fmt(value)
-    unit = str(unit or "")
-    if not text or unit in ("", "1"):
+    unit = UNIT_LABELS.get(str(unit or ""), str(unit or ""))
+    if not text or not unit:
         return text
     return f"{text} {unit}"
 
