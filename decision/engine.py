@@ -401,12 +401,13 @@ def _matching(facts: Facts, kind: str, members: Members) -> list[Any]:
         found = [n for n in facts.notes if n.affirmed and (n.concept == members.slug or any(
             members.matches(system, code) for system, code in n.codes))]
     else:  # observation: every value of every code of the set, newest first
-        series: list[ObservationFact] = []
-        for codes in members.codes.values():
-            for code in codes:
-                series.extend(facts.observations.get(code, ()))
-        series.sort(key=lambda o: o.at, reverse=True)
-        found = series
+        observations = facts.observations
+        lists = [observations[code] for code in members.flat_codes if code in observations]
+        if len(lists) == 1:
+            found = lists[0]  # already newest first
+        else:
+            found = [o for values in lists for o in values]
+            found.sort(key=lambda o: o.at, reverse=True)
     facts.cache[key] = found
     return found
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
-from django.db.models.functions import Coalesce, TruncMonth
+from django.db.models.functions import Coalesce, TruncMonth, TruncWeek
 from django.http import Http404
 from django.utils import timezone
 
@@ -260,7 +260,7 @@ class RuleStatistics:
         return self.answered / self.fired if self.fired else None
 
 
-def rule_statistics(*, rule: Rule, since: dt.datetime | None = None, now: dt.datetime | None = None) -> RuleStatistics:
+def rule_statistics_detail(*, rule: Rule, since: dt.datetime | None = None, now: dt.datetime | None = None) -> RuleStatistics:
     """The statistics page of one rule. Four queries: recommendations by status, actions by kind
     and reason, actions by month, and per version. ``since`` limits recommendations to those first
     fired then or later and actions to those taken then or later."""
@@ -390,3 +390,24 @@ def rule_statistics_list(*, since: dt.datetime | None = None) -> list[RuleSummar
     rows.sort(key=lambda r: (-(r.override_rate if r.override_rate is not None else -1.0), -r.fired, r.rule.slug))
     return rows
 
+
+def rule_statistics(rule_id: int) -> dict[str, Any]:
+    """The numbers that tell an admin whether a rule causes alert fatigue: recommendations by
+    status, overrides by reason, and the override rate per ISO week (overrides / responses). (The
+    admin pages use ``rule_statistics_detail``: by month, with periods, snoozes and versions.)"""
+    by_status = dict(Recommendation.objects.filter(rule_id=rule_id, shadow=False).values_list("status")
+                     .annotate(n=Count("pk")).values_list("status", "n"))
+    actions = RecommendationAction.objects.filter(rule_id=rule_id)
+    by_reason = {code or "(none)": n for code, n in actions.filter(action=RecommendationAction.Action.OVERRIDE)
+                 .values_list("reason_code").annotate(n=Count("pk")).values_list("reason_code", "n")}
+    weeks: dict[str, dict[str, int]] = {}
+    for week, action, n in (actions.annotate(week=TruncWeek("at")).values_list("week", "action")
+                            .annotate(n=Count("pk")).values_list("week", "action", "n").order_by("week")):
+        weeks.setdefault(week.date().isoformat(), {})[action] = n
+    rate = [{"week": week, "responses": sum(counts.values()),
+             "override_rate": counts.get(RecommendationAction.Action.OVERRIDE, 0) / sum(counts.values())}
+            for week, counts in weeks.items()]
+    return {"fired": sum(by_status.values()), "by_status": by_status,
+            "accepted": by_status.get(Recommendation.Status.ACCEPTED, 0),
+            "overridden": by_status.get(Recommendation.Status.OVERRIDDEN, 0), "overrides_by_reason": by_reason,
+            "override_rate_by_week": rate}

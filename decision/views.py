@@ -54,7 +54,7 @@ from .selectors import (
     patient_alert_list_for_user,
     recommendation_get_for_user,
     recommendation_list_for_patient,
-    rule_statistics,
+    rule_statistics_detail,
     rule_statistics_list,
     severity_counts_for_patients,
 )
@@ -417,7 +417,7 @@ def rule_statistics_view(request: HttpRequest, slug: str) -> HttpResponse:
     _rules_admin(request)
     rule = get_object_or_404(Rule, slug=slug)
     since, days = _since(request)
-    stats = rule_statistics(rule=rule, since=since)
+    stats = rule_statistics_detail(rule=rule, since=since)
     chart = {
         "months": [p.month.isoformat() for p in stats.months],
         "accepted": [p.accepted for p in stats.months],

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from decision.models import Recommendation, RecommendationAction, RuleVersion, Snooze
-from decision.selectors import rule_statistics, rule_statistics_list
+from decision.selectors import rule_statistics_detail, rule_statistics_list
 from decision.views import version_diff
 from tests.decision.test_actions import make_rec, make_rule
 from tests.factories import PatientFactory, UserFactory
@@ -74,7 +74,7 @@ def fired(site_a):
 
 def test_the_statistics_of_a_rule_count_what_was_shown_and_how_it_was_answered(fired):
     with CaptureQueriesContext(connection) as queries:
-        stats = rule_statistics(rule=fired)
+        stats = rule_statistics_detail(rule=fired)
     assert len(queries) == 5
     assert (stats.fired, stats.shadow, stats.patients) == (10, 2, 9)
     assert (stats.accepted, stats.overridden, stats.answered) == (3, 4, 7)
@@ -94,14 +94,14 @@ def test_the_statistics_of_a_rule_count_what_was_shown_and_how_it_was_answered(f
 
 
 def test_since_limits_the_statistics_to_a_period(fired):
-    stats = rule_statistics(rule=fired, since=FEB - dt.timedelta(days=1))
+    stats = rule_statistics_detail(rule=fired, since=FEB - dt.timedelta(days=1))
     assert (stats.accepted, stats.overridden) == (1, 3)
     assert stats.fired == 2  # patient 0's second episode (February) and the March one
     assert [p.month.isoformat() for p in stats.months] == ["2026-02-01"]
 
 
 def test_a_rule_never_answered_has_no_override_rate(fired):
-    stats = rule_statistics(rule=fired.__class__.objects.get(slug="hba1c-9"))
+    stats = rule_statistics_detail(rule=fired.__class__.objects.get(slug="hba1c-9"))
     assert (stats.fired, stats.answered, stats.override_rate, stats.months, stats.reasons) == (1, 0, None, [], [])
 
 
@@ -168,6 +168,11 @@ def test_the_rules_admin_pages_link_to_statistics_and_the_diff(client: Client, f
     assert reverse("rule-version-diff", args=[fired.slug]) in change
     changelist = client.get(reverse("admin:decision_rule_changelist")).content.decode()
     assert reverse("rule-statistics-overview") in changelist
+    v2 = fired.versions.get(number=2)
+    v2.based_on = fired.versions.get(number=1)
+    v2.save()
+    version_page = client.get(reverse("admin:decision_ruleversion_change", args=[v2.pk])).content.decode()
+    assert f'{reverse("rule-version-diff", args=[fired.slug])}?a=1&amp;b=2' in version_page
 
 
 @pytest.mark.parametrize("name", ["rule-statistics", "rule-version-diff", "rule-statistics-overview"])
