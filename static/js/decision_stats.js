@@ -15,13 +15,14 @@
       window.Plotly.newPlot(over, [
         { type: "bar", name: "accepted", x: data.months, y: data.accepted, marker: { color: "#1e6b34" } },
         { type: "bar", name: "overridden", x: data.months, y: data.overridden, marker: { color: "#a8201a" } },
-        { type: "scatter", mode: "lines+markers", name: "override rate (%)", x: data.months, y: data.override_rate,
+        { type: "scatter", mode: "lines+markers", name: "override rate", hovertemplate: "%{x|%Y-%m}: %{y:.0f} %<extra></extra>", x: data.months, y: data.override_rate,
           yaxis: "y2", line: { color: "#1f5f8b", width: 2 }, connectgaps: false },
       ], {
         barmode: "stack", height: 340, margin: { l: 50, r: 60, t: 10, b: 40 }, font: FONT,
         xaxis: { type: "date", tickformat: "%Y-%m", dtick: "M1" },
         yaxis: { title: { text: "answers" }, rangemode: "tozero" },
-        yaxis2: { title: { text: "override rate (%)" }, overlaying: "y", side: "right", range: [0, 100] },
+        yaxis2: { title: { text: "override rate" }, overlaying: "y", side: "right", range: [0, 105],
+                  tickvals: [0, 25, 50, 75, 100], ticksuffix: " %", showgrid: false },
         legend: { orientation: "h", y: -0.2 },
         paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
       }, CONFIG);

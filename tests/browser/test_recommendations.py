@@ -58,6 +58,11 @@ def test_a_clinician_accepts_one_card_and_overrides_another(
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
 
+    # The worklist fills each patient's counts by severity (one request, out-of-band cells).
+    counts = f"#rec-counts-{patient.external_id}"
+    page.wait_for_selector(f"{counts} .rec-severity-critical")
+    assert page.inner_text(counts).lower().split() == ["1", "critical", "1", "warning"]
+
     page.goto(f"{live_server.url}/patients/{patient.external_id}/")
     statin_card, sepsis_card = f"#rec-{statin.external_id}", f"#rec-{sepsis.external_id}"
     page.wait_for_selector(sepsis_card)
@@ -101,3 +106,46 @@ def test_a_clinician_accepts_one_card_and_overrides_another(
     assert (actions[sepsis.pk].action, actions[sepsis.pk].reason_code, actions[sepsis.pk].comment) == (
         "override", "cds-not-applicable", "Afebrile, lactate normal")
     assert len(actions) == 2
+
+
+@pytest.fixture
+def answered_rule(transactional_db: None) -> str:
+    """A rules admin, and a rule answered in two months: January 1 accepted and 1 overridden,
+    February 3 overridden."""
+    from django.contrib.auth.models import Permission
+
+    from tests.decision.test_stats import FEB, JAN, answer
+    from tests.factories import UserFactory
+
+    admin = UserFactory.create(username="dr-rules", is_staff=True)
+    admin.set_password(PASSWORD)
+    admin.save()
+    admin.user_permissions.add(Permission.objects.get(codename="view_rule", content_type__app_label="decision"))
+    site = SiteFactory.create(code="browser-stats-site")
+    version = make_rule("sepsis-screen", severity="critical")
+    for i, (action, at) in enumerate([("accept", JAN), ("override", JAN), ("override", FEB), ("override", FEB),
+                                      ("override", FEB)]):
+        rec = make_rec(PatientFactory.create(site=site, mrn=f"BRW-STATS-{i}"), version)
+        answer(rec, action, at=at, reason="cds-not-applicable" if action == "override" else "",
+               display="Does not apply to this patient")
+    return version.rule.slug
+
+
+def test_an_admin_sees_the_override_rate_drawn_by_month(live_server, answered_rule: str, browser_page: Page) -> None:
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("input[name=username]", "dr-rules")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/rules/{answered_rule}/statistics/")
+    page.wait_for_selector("#rule-stats-over-time .main-svg")
+    # accepted and overridden bars for two months, and the override-rate line's two points
+    assert page.locator("#rule-stats-over-time .bars .point").count() == 4
+    assert page.locator("#rule-stats-over-time .scatterlayer .point").count() == 2
+    page.wait_for_selector("#rule-stats-reasons .main-svg")
+    assert page.inner_text("[data-stat=override-rate]") == "80 %"
+    assert errors == []
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "rule-statistics.png"), full_page=True)
