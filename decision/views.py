@@ -282,12 +282,17 @@ def _card_response(request: HttpRequest, card: Card, *, status: int = 200) -> Ht
 
 def _refused(request: HttpRequest, recommendation: Recommendation, error: ActionRefused, *, open_form: str,
              override_form: OverrideForm | None = None, snooze_form: SnoozeForm | None = None) -> HttpResponse:
-    if override_form is not None and error.field in override_form.fields:
-        override_form.add_error(error.field, str(error))
-    if snooze_form is not None and error.field in snooze_form.fields:
-        snooze_form.add_error(error.field, str(error))
+    """422 with the card: the message beside the field at fault (the form keeps what was typed),
+    or at the top of the card when it is about the recommendation's state."""
+    placed = False
+    for form in (override_form, snooze_form):
+        if form is not None:
+            form.errors.clear()  # the action's message replaces the form's own wording
+            if error.field in form.fields:
+                form.add_error(error.field, str(error))
+                placed = True
     card = card_for(recommendation, recommendation.patient, override_form=override_form, snooze_form=snooze_form,
-                    error=str(error), open_form=open_form)
+                    error="" if placed else str(error), open_form=open_form)
     return _card_response(request, card, status=422)
 
 
@@ -309,7 +314,7 @@ def recommendation_override_view(request: HttpRequest, external_id: uuid.UUID) -
     recommendation = recommendation_get_for_user(request.user, external_id)
     form = OverrideForm(request.POST, recommendation=recommendation,
                         auto_id=f"id_%s_{recommendation.external_id}")
-    form.is_valid()  # fills cleaned_data with what is valid; the action decides
+    form.is_valid()  # binds what was typed, to show it again; the action decides
     try:
         outcome = recommendation_override(
             user=request.user,

@@ -86,8 +86,8 @@ def test_a_clinician_accepts_one_card_and_overrides_another(
     page.select_option(f"{sepsis_card} select[name=reason]", "cds-not-applicable")
     page.eval_on_selector(f"{sepsis_card} textarea[name=comment]", "el => el.removeAttribute('required')")
     page.click(f"{sepsis_card} .rec-override button[type=submit]")
-    page.wait_for_selector(f"{sepsis_card} .rec-error")
-    assert "A comment is required" in page.inner_text(f"{sepsis_card} .rec-error")
+    page.wait_for_selector(f"{sepsis_card} .field-error")
+    assert "A comment is required" in page.inner_text(f"{sepsis_card} .field-error")
     assert page.is_visible(f"{sepsis_card} textarea[name=comment]")  # the form is still open
     assert page.input_value(f"{sepsis_card} select[name=reason]") == "cds-not-applicable"  # kept
 
