@@ -49,7 +49,7 @@ from .actions import (
     recommendation_snooze,
 )
 from .forms import AcceptForm, OverrideForm, SnoozeForm
-from .models import Recommendation, Rule, RuleVersion
+from .models import PatientEvaluation, Recommendation, Rule, RuleVersion
 from .selectors import (
     patient_alert_list_for_user,
     recommendation_get_for_user,
@@ -264,9 +264,13 @@ def patient_recommendations(request: HttpRequest, external_id: uuid.UUID) -> Htt
     history = request.GET.get("history") == "1"
     recommendations = recommendation_list_for_patient(patient=patient, user=request.user, history=history)
     cards = [card_for(r, patient) for r in recommendations]
+    evaluated_at = (
+        PatientEvaluation.objects.filter(patient=patient).values_list("evaluated_at", flat=True).first()
+    )
     audit_record(user=request.user, action="view", target="recommendations-panel", patient=patient, request=request)
     context = {
         "patient": patient,
+        "evaluated_at": evaluated_at,
         "open_cards": [c for c in cards if c.is_open],
         "closed_cards": [c for c in cards if not c.is_open],
         "history": history,

@@ -15,16 +15,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cdss.models import AuditEvent
-from decision.models import Recommendation, Snooze
+from decision.models import PatientEvaluation, Recommendation, Snooze
 from decision.selectors import recommendation_list_for_patient, severity_counts_for_patients
 from patients import models as m
 from tests.decision.test_actions import make_rec, make_rule
 from tests.factories import PatientFactory, SiteFactory, clinician_of
 
 # Session, user, SAVEPOINT (the atomic view), the patient (access-checked), the recommendations
-# (with their rule and version, snoozes as a subquery), the audit INSERT, RELEASE, and the session
-# save with its savepoints. Whatever the number of recommendations.
-PANEL_QUERIES = 10
+# (with their rule and version, snoozes as a subquery), when the rules last ran, the audit INSERT,
+# RELEASE, and the session save with its savepoints. Whatever the number of recommendations.
+PANEL_QUERIES = 11
 # Session, user, the rules limited to specialties (none here; one more query, the user's
 # specialties, where there are), the counts (one query: the user's patients among those asked,
 # with three counts), and the session save with its savepoints.
@@ -139,6 +139,12 @@ def test_a_trace_entry_of_an_unknown_shape_does_not_break_the_card(client_a: Cli
     rec.trace = {"not": "a list"}
     rec.save()
     assert "No trace recorded." in client_a.get(panel_url(patient_a)).content.decode()
+
+
+def test_the_panel_says_when_the_rules_last_ran(client_a: Client, patient_a):
+    assert "Not evaluated yet" in client_a.get(panel_url(patient_a)).content.decode()
+    PatientEvaluation.objects.create(patient=patient_a, evaluated_at=dt.datetime(2026, 3, 4, 12, 0, tzinfo=dt.UTC))
+    assert "Rules evaluated 2026-03-04" in client_a.get(panel_url(patient_a)).content.decode()
 
 
 def test_the_panel_is_audited(client_a: Client, patient_a, clinician_a):
