@@ -4,3 +4,21 @@ from django.apps import AppConfig
 class DecisionConfig(AppConfig):
     verbose_name = "Decision support"
     name = "decision"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from cdss.jobs.registry import JobKind, register
+        from cdss.jobs.triggers import on_record_change
+
+        from . import jobs
+
+        register(JobKind(name=jobs.DECISION_KIND, handler=jobs.run, queue="default", version="1", per_patient=True,
+                         batch_size=500, description="Rules and recommendations"))
+        on_record_change(jobs.DECISION_KIND)
+        # The schedule's sweep (new risk and note results, stale evaluations). Declared here so the
+        # project settings need not know this app; beat reads the schedule after the apps load.
+        schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None)
+        if isinstance(schedule, dict):
+            schedule.setdefault("decision-sweep", {
+                "task": "decision.sweep", "schedule": float(getattr(settings, "CDSS_DECISION_SWEEP_EVERY", 300.0))})

@@ -4,3 +4,14 @@ from django.apps import AppConfig
 class ImagingConfig(AppConfig):
     verbose_name = "Imaging"
     name = "imaging"
+
+    def ready(self) -> None:
+        from cdss.jobs.registry import JobKind, register
+
+        from . import jobs
+
+        # Images are analysed when they arrive (the upload queues the job), not on every change
+        # of the record.
+        register(JobKind(name=jobs.IMAGING_KIND, handler=jobs.run, writer=jobs.write, queue="imaging", version="1",
+                         per_patient=True, time_limit=30 * 60,
+                         description="Image findings with heat maps (models for the image's modality and body part)"))

@@ -1,1 +1,164 @@
-"""Models of the imaging app (built in its own issue)."""
+"""Images of a patient (study > series > instance, keyed by their DICOM UIDs) and the findings the
+models made on them, with the clinicians' feedback.
+
+Files live in Django's default storage (``default_storage``: a folder under ``MEDIA_ROOT`` by
+default, S3-compatible object storage through the ``STORAGES`` setting), never served directly:
+the views stream them after checking who may see the patient. Names in storage carry only random
+UUIDs, never a patient identifier.
+
+Rows are not deleted: a wrongly filed image is marked ``entered-in-error``. Findings are
+append-only results: one row per instance, model version and label (a re-run writes nothing).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+ENTERED_IN_ERROR = "entered-in-error"
+
+
+class ImagingStudy(models.Model):
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="imaging_studies")
+    study_instance_uid = models.CharField("Study Instance UID", max_length=64, unique=True)
+    accession_number = models.CharField(max_length=64, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    study_date = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=32, default="available")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        verbose_name_plural = "imaging studies"
+        ordering = ["-study_date", "-created_at"]
+        indexes = [models.Index(fields=["patient", "-study_date"], name="imgstudy_patient_date")]
+
+    def __str__(self) -> str:
+        return f"Study {self.study_date or ''} {self.description}".strip()
+
+
+class ImagingSeries(models.Model):
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    study = models.ForeignKey(ImagingStudy, on_delete=models.PROTECT, related_name="series")
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")
+    series_instance_uid = models.CharField("Series Instance UID", max_length=64, unique=True)
+    modality = models.CharField(max_length=16, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    series_date = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "imaging series"
+        ordering = ["series_number", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.modality} {self.body_part} series {self.series_number or ''}".strip()
+
+
+class ImagingInstance(models.Model):
+    """One image file (one DICOM SOP instance, or one PNG/JPEG with UIDs made from its content)."""
+
+    class Format(models.TextChoices):
+        DICOM = "dicom", "DICOM"
+        PNG = "png", "PNG"
+        JPEG = "jpeg", "JPEG"
+
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    series = models.ForeignKey(ImagingSeries, on_delete=models.PROTECT, related_name="instances")
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")
+    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64, unique=True)
+    sop_class_uid = models.CharField("SOP Class UID", max_length=64, blank=True)
+    format = models.CharField(max_length=8, choices=Format.choices)
+    instance_number = models.IntegerField(null=True, blank=True)
+    modality = models.CharField(max_length=16, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    view_position = models.CharField(max_length=16, blank=True)
+    laterality = models.CharField(max_length=16, blank=True)
+    content_date = models.DateField(null=True, blank=True)
+    photometric = models.CharField(max_length=32, blank=True)
+    rows = models.PositiveIntegerField()
+    columns = models.PositiveIntegerField()
+    frames = models.PositiveIntegerField(default=1)
+    frame_index = models.PositiveIntegerField(default=0, help_text="The frame shown and analysed (0-based).")
+    transfer_syntax = models.CharField(max_length=64, blank=True)
+    presets = models.JSONField(default=list, blank=True, help_text="Window presets; the first is the default.")
+    technical = models.JSONField(default=dict, blank=True)
+    # Whether the file named a patient: an image without PatientID (e.g. a PNG, an anonymised
+    # export) is filed under the patient the uploader chose, and the viewer says so.
+    header_patient_id_present = models.BooleanField(default=False)
+    file = models.FileField(upload_to="imaging/", max_length=255)
+    preview = models.FileField(upload_to="imaging/", max_length=255)
+    thumbnail = models.FileField(upload_to="imaging/", max_length=255)
+    preview_width = models.PositiveIntegerField()
+    preview_height = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField()
+    status = models.CharField(max_length=32, default="available")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        ordering = ["instance_number", "created_at"]
+        indexes = [models.Index(fields=["patient", "-created_at"], name="imginst_patient_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.modality or self.format} image {self.instance_number or ''}".strip()
+
+
+class ImagingFinding(models.Model):
+    """One label of one model version on one image: probability, threshold, the finding, and
+    the Grad-CAM heat map as a transparent PNG the size of the preview."""
+
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    instance = models.ForeignKey(ImagingInstance, on_delete=models.PROTECT, related_name="findings")
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")
+    model_version = models.ForeignKey("cdss.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    label = models.CharField(max_length=64)
+    probability = models.FloatField()
+    threshold = models.FloatField()
+    positive = models.BooleanField()
+    heatmap = models.FileField(upload_to="imaging/", max_length=255, blank=True)
+    job = models.ForeignKey("cdss.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "model_version", "label"], name="imgfinding_once_per_model"),
+            models.CheckConstraint(condition=models.Q(probability__gte=0) & models.Q(probability__lte=1),
+                                   name="imgfinding_probability_0_1"),
+        ]
+        indexes = [models.Index(fields=["patient", "-created_at"], name="imgfinding_patient_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.probability:.3f} ({'positive' if self.positive else 'negative'})"
+
+
+class FindingFeedback(models.Model):
+    """A clinician's agreement or disagreement with a finding. Append-only: a change of mind is
+    a new row; the latest row of a user is their current view."""
+
+    class Verdict(models.TextChoices):
+        AGREE = "agree", "Agree"
+        DISAGREE = "disagree", "Disagree"
+
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    finding = models.ForeignKey(ImagingFinding, on_delete=models.PROTECT, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    comment = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "finding feedback"
+
+    def __str__(self) -> str:
+        return f"{self.get_verdict_display()} ({self.created_at:%Y-%m-%d})"

@@ -1,3 +1,17 @@
-from django.urls import URLPattern, path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from . import views
+
+urlpatterns = [
+    path("patients/<uuid:external_id>/imaging/", views.patient_imaging, name="patient-imaging"),
+    path("patients/<uuid:external_id>/imaging/upload/", views.patient_imaging_upload, name="patient-imaging-upload"),
+    path("patients/<uuid:external_id>/imaging/<uuid:instance_id>/", views.imaging_viewer, name="imaging-viewer"),
+    path("patients/<uuid:external_id>/imaging/<uuid:instance_id>/thumbnail.png", views.imaging_thumbnail,
+         name="imaging-thumbnail"),
+    path("patients/<uuid:external_id>/imaging/<uuid:instance_id>/preview.png", views.imaging_preview,
+         name="imaging-preview"),
+    path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/heatmap.png", views.imaging_heatmap,
+         name="imaging-heatmap"),
+    path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/feedback/", views.finding_feedback,
+         name="imaging-finding-feedback"),
+]

@@ -7,20 +7,22 @@ from typing import Any
 
 from cdss.models import Job
 
+from .lexicon_store import lexicon_current
 from .services import extractions_write, notes_extract, notes_to_extract
 
 NLP_KIND = "nlp"
 
 
 def run(job: Job, ctx: Any) -> list[dict[str, Any]]:
-    """Read and extract (no writes); the writer stores the results with the job's success."""
-    from .extract import PIPELINE_VERSION
-
+    """Read and extract (no writes); the writer stores the results with the job's success. The
+    lexicon is the database's as it is when the job starts (``nlp.lexicon_store``)."""
+    lexicon = lexicon_current()
+    concepts = lexicon.concepts if lexicon.source == "database" else None
     ids = [job.patient_id] if job.patient_id else [int(i) for i in job.params.get("patient_ids", [])]
-    notes = notes_to_extract(ids, version=PIPELINE_VERSION)
+    notes = notes_to_extract(ids, version=lexicon.version)
     results = []
     for i in range(0, len(notes), 20):
-        results += notes_extract(notes[i:i + 20])
+        results += notes_extract(notes[i:i + 20], lexicon=concepts)
         ctx.progress(int(100 * min(i + 20, len(notes)) / max(len(notes), 1)), f"{min(i + 20, len(notes))} notes")
     return results
 

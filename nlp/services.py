@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
 
 from patients.models import ENTERED_IN_ERROR, ClinicalNote
 
-from .models import NoteExtraction, NoteFact
+from .models import NoteExtraction, NoteFact, NoteFactFeedback
 
 FACT_FIELDS = ("kind", "concept_id", "preferred", "codes", "text", "start", "end", "section", "negated", "historical",
                "hypothetical", "uncertain", "experiencer", "family_relation", "stage")
@@ -27,14 +27,16 @@ def notes_to_extract(patient_ids: Iterable[int], *, version: str) -> list[tuple[
     )
 
 
-def notes_extract(note_ids: list[tuple[int, int]]) -> list[dict[str, Any]]:
-    """Run the pipeline over the notes (no writes): one result per note, with its ids."""
+def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[str, Any]] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Run the pipeline over the notes (no writes): one result per note, with its ids.
+    ``lexicon`` is a list of concepts (``nlp.lexicon_store``); None: ``nlp/lexicon.json``."""
     from .extract import extract
 
     texts = dict(ClinicalNote.objects.filter(pk__in=[n for n, _ in note_ids]).values_list("pk", "text"))
     results = []
     for note_id, patient_id in note_ids:
-        result = extract(texts.get(note_id) or "")
+        result = extract(texts.get(note_id) or "", lexicon=lexicon)
         results.append({"note_id": note_id, "patient_id": patient_id, **result})
     return results
 
@@ -74,3 +76,59 @@ def _field(name: str, value: Any) -> Any:
     if name in _WIDTHS:
         return str(value)[: _WIDTHS[name]]
     return value
+
+
+@transaction.atomic
+def note_fact_feedback_create(*, user: Any, patient: Any, fact: NoteFact, problem: str, comment: str = "",
+                              request: Any = None) -> NoteFactFeedback:
+    """Store a clinician's report that ``fact`` (of ``patient``) is wrong, with its audit row."""
+    from cdss.audit import audit_record
+
+    if fact.patient_id != patient.pk:
+        raise ValueError("the fact is not about this patient")
+    if problem not in NoteFactFeedback.Problem.values:
+        raise ValueError(f"unknown problem {problem!r} (one of {', '.join(NoteFactFeedback.Problem.values)})")
+    feedback = NoteFactFeedback.objects.create(
+        fact=fact, patient=patient, problem=problem, comment=comment.strip()[:2000],
+        concept_id=fact.concept_id, kind=fact.kind, pipeline_version=fact.extraction.pipeline_version,
+        created_by=user,
+    )
+    audit_record(user=user, action="create", target="note-fact-feedback", patient=patient, request=request,
+                 detail=f"fact {fact.external_id}")
+    return feedback
+
+
+def note_max_bytes() -> int:
+    """The largest note accepted (setting ``CDSS_NOTE_MAX_BYTES``; 2 MiB by default)."""
+    from django.conf import settings
+
+    from .note_input import DEFAULT_MAX_BYTES
+
+    return int(getattr(settings, "CDSS_NOTE_MAX_BYTES", DEFAULT_MAX_BYTES))
+
+
+@transaction.atomic
+def note_create(*, user: Any, patient: Any, text: str, title: str = "", written_at: Any = None,
+                request: Any = None) -> tuple[ClinicalNote, Any]:
+    """Store a typed or uploaded note (text already through ``nlp.note_input``) and queue its
+    extraction, in one transaction with the audit row: the job exists if and only if the note
+    does. Returns the note and the job."""
+    import uuid
+
+    from django.utils import timezone
+
+    from cdss.audit import audit_record
+    from cdss.jobs.runner import job_enqueue
+
+    from .jobs import NLP_KIND
+
+    author = (user.get_full_name() or user.get_username()) if getattr(user, "is_authenticated", False) else ""
+    note = ClinicalNote.objects.create(
+        patient=patient, fhir_id=f"typed-{uuid.uuid4()}", source_type=ClinicalNote.Source.TYPED, status="current",
+        display=(title or "").strip()[:500] or "Note", text=text, content_type="text/plain",
+        written_at=written_at or timezone.now(), author_display=author[:300],
+    )
+    audit_record(user=user, action="create", target="note", patient=patient, request=request,
+                 detail=f"note {note.external_id}")
+    job = job_enqueue(kind=NLP_KIND, patient=patient, user=user, inputs={"note": str(note.external_id)})
+    return note, job

@@ -1,0 +1,373 @@
+"""Facts from the database: ``load_facts(patient)`` and ``load_facts_bulk(patient_ids)``.
+
+A fixed number of queries whatever the number of patients or rows (pinned in
+tests/decision/test_load.py): patients, observations, conditions, medications, allergies,
+genomic results, genomic observations of the second FHIR shape, latest risk assessments, note
+findings; imaging findings come from a provider that adds its own fixed queries once the imaging
+app stores findings. The value sets (``fact_plan``) cost three more queries, or none when a plan
+is passed in (population runs build it once).
+
+Genomic results arrive in two FHIR shapes (HL7 Genomics Reporting; issue "Genomic results"):
+(1) the gene in a component 48018-6 "Gene studied", the phenotype in a component 53040-2 or as
+the Observation's own value; (2) the gene in the Observation's ``code`` (coding display or text)
+and the result as its value (``valueCodeableConcept`` or ``valueString``). The importer makes a
+``GenomicResult`` row for shape 1 only (and reads the phenotype from components only), so shape 2
+and a top-level phenotype are read here from the Observation rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import BooleanField, FloatField, Model, Q
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from nlp.models import NoteFact
+from patients.models import (
+    ACTIVE_CONDITION,
+    ENTERED_IN_ERROR,
+    AllergyIntolerance,
+    Condition,
+    GenomicResult,
+    MedicationRequest,
+    Observation,
+    Patient,
+)
+from patients.selectors import ACTIVE_MEDICATION_STATUSES
+from risk.models import RiskAssessment
+
+from .facts import CodedFact, Facts, GenomicFact, ImagingFinding, NoteFinding, ObservationFact, RiskFact, dose_mg
+from .units import ALL_DIMENSIONS, UnitError, canonical_unit, dimension_of, normalise_unit
+from .valuesets import Members, ValueSetIndex, canonical_system
+
+DEFAULT_LOOKBACK_DAYS = 3 * 365
+PHENOTYPE_CODES = ("53040-2", "79716-7", "51963-7")
+# CPIC genes (CPIC gene list, 2024) and HLA alleles, as they appear in an Observation's code.
+_GENES = (r"(HLA-[ABC]\*[0-9]{2}:[0-9]{2}|CYP2C19|CYP2C9|CYP2D6|CYP2B6|CYP3A5|CYP4F2|SLCO1B1|DPYD|TPMT|NUDT15|"
+          r"UGT1A1|VKORC1|G6PD|IFNL3|RYR1|CACNA1S|CFTR|MT-RNR1|ABCG2)")
+GENE_PATTERN = re.compile(_GENES, re.IGNORECASE)  # the same pattern runs in PostgreSQL (no \b there)
+PREGNANCY_STATUS = "82810-3"  # LOINC Pregnancy status
+PREGNANT_ANSWERS = frozenset({"LA15173-0", "77386006"})  # "Pregnant" (LOINC answer, SNOMED CT)
+NOT_PREGNANT_ANSWERS = frozenset({"LA26683-5", "60001007"})
+
+
+@dataclass
+class FactPlan:
+    """What to load: the value sets (for matching and the observation codes to read) and how far
+    back to read observation history."""
+
+    value_sets: ValueSetIndex = field(default_factory=dict)
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    risk_calculators: set[str] | None = None  # None: every calculator and model
+
+    def __post_init__(self) -> None:
+        self.dimensions: dict[str, str] = {}
+        for members in self.value_sets.values():
+            if members.kind == "observation":
+                for code in members.all_codes():
+                    if members.dimension:
+                        self.dimensions.setdefault(code, members.dimension)
+                    else:
+                        self.dimensions.setdefault(code, "")
+
+    @property
+    def observation_codes(self) -> set[str]:
+        return set(self.dimensions) | {PREGNANCY_STATUS}
+
+
+def fact_plan(*, lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> FactPlan:
+    """The value sets as a plan (three queries)."""
+    from .models import ConceptIsA, ValueSet, ValueSetCode
+
+    sets = {vs.pk: vs for vs in ValueSet.objects.all()}
+    codes = list(ValueSetCode.objects.values_list("value_set_id", "system", "code", "match"))
+    parents = {(system, code) for _, system, code, match in codes if match == ValueSetCode.Match.IS_A}
+    children: dict[tuple[str, str], set[str]] = {}
+    if parents:
+        query = Q()
+        for system, code in parents:
+            query |= Q(system=system, parent=code)
+        for system, parent, child in ConceptIsA.objects.filter(query).values_list("system", "parent", "child"):
+            children.setdefault((system, parent), set()).add(child)
+    exact: dict[int, dict[str, set[str]]] = {pk: {} for pk in sets}
+    prefixes: dict[int, dict[str, list[str]]] = {pk: {} for pk in sets}
+    names: dict[int, list[str]] = {pk: [] for pk in sets}
+    for vs_id, system, code, match in codes:
+        if match == ValueSetCode.Match.NAME:
+            names[vs_id].append(code)
+        elif match == ValueSetCode.Match.PREFIX:
+            prefixes[vs_id].setdefault(system, []).append(code)
+        else:
+            bucket = exact[vs_id].setdefault(system, set())
+            bucket.add(code)
+            if match == ValueSetCode.Match.IS_A:
+                bucket |= children.get((system, code), set())
+    index: ValueSetIndex = {}
+    for pk, vs in sets.items():
+        index[vs.slug] = Members(
+            slug=vs.slug, kind=vs.kind, dimension=vs.dimension,
+            codes={system: frozenset(c) for system, c in exact[pk].items()},
+            prefixes={system: tuple(p) for system, p in prefixes[pk].items()}, names=tuple(names[pk]),
+        )
+    return FactPlan(value_sets=index, lookback_days=lookback_days)
+
+
+# --------------------------------------------------------------------------------------------
+# Imaging: a provider hook
+
+
+ImagingProvider = Callable[[Sequence[int], dt.datetime], dict[int, list[ImagingFinding]]]
+
+
+def imaging_findings_bulk(patient_ids: Sequence[int], as_of: dt.datetime) -> dict[int, list[ImagingFinding]]:
+    """Imaging model findings per patient. The imaging app has no stored findings yet (its models
+    are being built); until it does this returns nothing, and rules on imaging facts do not fire.
+    When it lands, read its finding rows here (label, probability, study date, heat-map URL,
+    whether a radiology report exists) in one query for all ``patient_ids``."""
+    return {}
+
+
+IMAGING_PROVIDER: ImagingProvider = imaging_findings_bulk
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_facts(patient: Patient, *, as_of: dt.datetime | None = None, plan: FactPlan | None = None) -> Facts:
+    facts = load_facts_bulk([patient.pk], as_of=as_of, plan=plan)
+    return facts[patient.pk]
+
+
+def load_facts_bulk(
+    patient_ids: Iterable[int], *, as_of: dt.datetime | None = None, plan: FactPlan | None = None
+) -> dict[int, Facts]:
+    """Facts of many patients in a fixed number of queries."""
+    as_of = as_of or timezone.now()
+    plan = plan or fact_plan()
+    ids = sorted(set(patient_ids))
+    out: dict[int, Facts] = {}
+    today = as_of.date()
+    for pk, birth, sex, deceased_at in Patient.objects.filter(_any(Patient, "id", ids)).values_list(
+        "pk", "birth_date", "sex", "deceased_at"
+    ):
+        age = None
+        if birth is not None:
+            end = deceased_at.date() if deceased_at and deceased_at.date() < today else today
+            age = end.year - birth.year - ((end.month, end.day) < (birth.month, birth.day))
+        out[pk] = Facts(patient_id=pk, as_of=as_of, age=age, sex=sex)
+    if not out:
+        return out
+    ids = list(out)
+    _observations(out, ids, as_of, plan)
+    _coded(out, ids, as_of)
+    _genomics(out, ids, as_of)
+    _risks(out, ids, as_of, plan)
+    _notes(out, ids, as_of)
+    for pk, findings in IMAGING_PROVIDER(ids, as_of).items():
+        if pk in out:
+            out[pk].imaging = findings
+    for facts in out.values():
+        _pregnancy(facts, plan)
+    return out
+
+
+def _any(model: type[Model], column: str, values: list[Any]) -> RawSQL:
+    """``column = ANY(array)`` with the values as one array parameter: for thousands of ids this
+    costs far less than ``IN (...)`` with one parameter each, in Django and in PostgreSQL."""
+    # table and column names are this module's constants, never input; the values are parameters
+    return RawSQL(f'"{model._meta.db_table}"."{column}" = ANY(%s)', (values,),  # noqa: S611
+                  output_field=BooleanField())
+
+
+def _epoch(model: type[Model], column: str) -> RawSQL:
+    """A timestamp as seconds since 1970 (a float is read much faster than a timestamptz)."""
+    return RawSQL(f'EXTRACT(EPOCH FROM "{model._meta.db_table}"."{column}")::float8', (),  # noqa: S611
+                  output_field=FloatField())
+
+
+def _observations(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
+    since = as_of - dt.timedelta(days=plan.lookback_days)
+    dimensions = plan.dimensions
+    rows = (
+        Observation.objects.filter(_any(Observation, "patient_id", ids))
+        .filter(code__in=plan.observation_codes, effective_at__gte=since, effective_at__lte=as_of)
+        .exclude(status=ENTERED_IN_ERROR)
+        .annotate(at_epoch=_epoch(Observation, "effective_at"))
+        .order_by("patient_id", "code", "-effective_at", "-pk")
+        .values_list("patient_id", "code", "value_quantity", "value_unit", "at_epoch", "pk", "value_code",
+                     "value_display", "value_string")
+    )
+    from_epoch = dt.datetime.fromtimestamp
+    utc = dt.UTC
+    # one converter per (recorded unit, analyte): the table lookups happen once, not per row
+    converters: dict[tuple[str, str], tuple[Callable[[float], float], str] | None] = {}
+    # one fetch (no server-side cursor): a batch's rows fit in memory and a cursor costs more
+    for patient_id, code, value, unit, epoch, pk, value_code, value_display, value_string in rows:
+        if epoch is None:
+            continue
+        at = from_epoch(epoch, utc)
+        dimension = dimensions.get(code, "")
+        if value is not None and dimension:
+            key = (unit, dimension)
+            if key not in converters:
+                converters[key] = _converter(unit, dimension)
+            converter = converters[key]
+            if converter is not None:
+                value = converter[0](value)
+                unit = converter[1]
+            # else: kept as recorded; the engine reports the unit it cannot compare
+        out[patient_id].observations.setdefault(code, []).append(ObservationFact(
+            code, value, unit, at, f"Observation:{pk}", value_display or value_string or value_code, value_code,
+        ))
+
+
+def _converter(unit: str, dimension: str) -> tuple[Callable[[float], float], str] | None:
+    try:
+        normalised = normalise_unit(unit or canonical_unit(dimension), dimension)
+    except UnitError:
+        return None
+    return ALL_DIMENSIONS[dimension_of(dimension)][1][normalised], canonical_unit(dimension)
+
+
+def _coded(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
+    for patient_id, system, code, display, pk, onset, status in Condition.objects.filter(
+        ACTIVE_CONDITION, _any(Condition, "patient_id", ids)
+    ).values_list("patient_id", "code_system", "code", "display", "pk", "onset_at", "clinical_status"):
+        out[patient_id].conditions.append(CodedFact(canonical_system(system), code, display, f"Condition:{pk}",
+                                                    onset, status))
+    for patient_id, system, code, display, pk, authored, status in MedicationRequest.objects.filter(
+        _any(MedicationRequest, "patient_id", ids), status__in=ACTIVE_MEDICATION_STATUSES
+    ).values_list("patient_id", "code_system", "code", "display", "pk", "authored_at", "status"):
+        out[patient_id].medications.append(CodedFact(canonical_system(system), code, display,
+                                                     f"MedicationRequest:{pk}", authored, status, dose_mg(display)))
+    for patient_id, system, code, display, pk, recorded, status in (
+        AllergyIntolerance.objects.filter(_any(AllergyIntolerance, "patient_id", ids))
+        .exclude(status__in=[ENTERED_IN_ERROR, "refuted"])
+        .exclude(clinical_status__in=["inactive", "resolved"])
+        .values_list("patient_id", "code_system", "code", "display", "pk", "recorded_at", "clinical_status")
+    ):
+        out[patient_id].allergies.append(CodedFact(canonical_system(system), code, display,
+                                                   f"AllergyIntolerance:{pk}", recorded, status))
+
+
+def _gene_keys(gene: str, diplotype: str) -> list[str]:
+    """The names rules use for a result: the gene symbol, and for an HLA allele tested as
+    present/absent also the allele ("HLA-B" with "*57:01" -> "HLA-B*57:01")."""
+    gene = gene.strip().upper()
+    keys = [gene]
+    match = re.search(r"\*?(\d{2}:\d{2})", diplotype)
+    if gene.startswith("HLA-") and "*" not in gene and match:
+        keys.append(f"{gene}*{match.group(1)}")
+    return keys
+
+
+def _set_genomic(facts: Facts, key: str, fact: GenomicFact) -> None:
+    current = facts.genomics.get(key)
+    if current is None or (fact.at or dt.datetime.min.replace(tzinfo=dt.UTC)) >= (
+        current.at or dt.datetime.min.replace(tzinfo=dt.UTC)
+    ):
+        facts.genomics[key] = fact
+
+
+def _genomics(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
+    # Shape 1: rows the importer made (gene from a 48018-6 component).
+    for patient_id, gene, diplotype, phenotype, at, pk, top_display, top_string in (
+        GenomicResult.objects.filter(_any(GenomicResult, "patient_id", ids)).exclude(status=ENTERED_IN_ERROR)
+        .values_list("patient_id", "gene", "diplotype", "phenotype", "effective_at", "pk",
+                     "observation__value_display", "observation__value_string")
+    ):
+        if at is not None and at > as_of:
+            continue
+        phenotype = phenotype or top_display or top_string or ""
+        for key in _gene_keys(gene, diplotype):
+            _set_genomic(out[patient_id], key, GenomicFact(key, phenotype, diplotype, at, f"GenomicResult:{pk}"))
+    # Shape 2: the gene named in the Observation's code, the result as its value.
+    rows = (
+        # genomic results are coded or text values: numeric rows are skipped before the regex
+        Observation.objects.filter(_any(Observation, "patient_id", ids), parent__isnull=True,
+                                   genomic_result__isnull=True, value_quantity__isnull=True)
+        .filter(Q(code__in=PHENOTYPE_CODES) | Q(display__iregex=_GENES))
+        .exclude(status=ENTERED_IN_ERROR)
+        .values_list("patient_id", "display", "raw__code__text", "value_display", "value_string", "value_code",
+                     "effective_at", "pk")
+    )
+    for patient_id, display, code_text, value_display, value_string, value_code, at, pk in rows:
+        if at is not None and at > as_of:
+            continue
+        match = GENE_PATTERN.search(f"{code_text or ''} {display}")
+        result = value_display or value_string or value_code
+        if match is None or not result:
+            continue
+        gene = match.group(1).upper()
+        _set_genomic(out[patient_id], gene, GenomicFact(gene, result, "", at, f"Observation:{pk}"))
+
+
+def _risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
+    """The current assessment per calculator is the latest row: when it lacks inputs the score
+    is unknown now (value None), even if an older row had one."""
+    rows = (
+        RiskAssessment.objects.filter(_any(RiskAssessment, "patient_id", ids), as_of__lte=as_of)
+        .filter(**({"calculator__in": plan.risk_calculators} if plan.risk_calculators is not None else {}))
+        .order_by("patient_id", "calculator", "-computed_at", "-pk")
+        .distinct("patient_id", "calculator")
+        .values_list("patient_id", "calculator", "status", "value", "unit", "category", "contributions", "as_of",
+                     "pk")
+    )
+    for patient_id, calculator, status, value, unit, category, contributions, at, pk in rows:
+        computed = status == RiskAssessment.Status.COMPUTED
+        out[patient_id].risks[calculator] = RiskFact(
+            calculator=calculator, value=value if computed else None, unit=unit, category=category if computed else "",
+            at=at, source=f"RiskAssessment:{pk}", contributions=contributions if computed else {},
+        )
+
+
+def _notes(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
+    """Findings of each note's latest extraction (a newer pipeline version supersedes)."""
+    rows = (
+        NoteFact.objects.filter(_any(NoteFact, "patient_id", ids))
+        .exclude(extraction__note__status=ENTERED_IN_ERROR)
+        .values_list("patient_id", "extraction_id", "extraction__note_id", "extraction__note__external_id",
+                     "extraction__note__written_at", "pk", "concept_id", "preferred", "codes", "text", "start", "end",
+                     "negated", "historical", "hypothetical", "uncertain", "experiencer", "section")
+    )
+    latest: dict[int, int] = {}
+    kept: list[tuple[Any, ...]] = []
+    for row in rows:
+        written = row[4]
+        if written is not None and written > as_of:
+            continue
+        note_id, extraction_id = row[2], row[1]
+        if extraction_id >= latest.get(note_id, -1):
+            latest[note_id] = extraction_id
+        kept.append(row)
+    for (patient_id, extraction_id, note_id, note_uuid, written, pk, concept, preferred, codes, text, start, end,
+         negated, historical, hypothetical, uncertain, experiencer, section) in kept:
+        if extraction_id != latest[note_id]:
+            continue
+        out[patient_id].notes.append(NoteFinding(
+            concept=concept, preferred=preferred,
+            codes=tuple((canonical_system(str(c.get("system", ""))), str(c.get("code", "")))
+                        for c in codes if isinstance(c, dict)),
+            text=text, start=start, end=end, note_id=str(note_uuid), source=f"NoteFact:{pk}", at=written,
+            negated=negated, historical=historical, hypothetical=hypothetical, uncertain=uncertain,
+            family=experiencer != "patient", section=section,
+        ))
+
+
+def _pregnancy(facts: Facts, plan: FactPlan) -> None:
+    """Pregnant: an active condition in the ``pregnancy`` value set, or the latest pregnancy
+    status observation (LOINC 82810-3); None when the record says neither."""
+    members = plan.value_sets.get("pregnancy")
+    if members is not None and any(members.matches(c.system, c.code, c.display) for c in facts.conditions):
+        facts.pregnant = True
+        return
+    status = facts.observations.get(PREGNANCY_STATUS)
+    if status:
+        code = status[0].value_code
+        facts.pregnant = True if code in PREGNANT_ANSWERS else False if code in NOT_PREGNANT_ANSWERS else None

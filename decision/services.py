@@ -1,0 +1,647 @@
+"""Writes of decision support: value sets, rule versions and their tests, recommendations.
+
+Rule governance: an active version is never edited; editing makes (or updates) the rule's one
+draft, whose test cases run on every save; activation re-checks the definition and the tests,
+retires the previous active version and records who and when, all in one transaction. Any old
+version can be restored as a new draft.
+
+Recommendations: ``apply_results`` keeps one open recommendation per patient and rule; it updates
+the open one while the rule fires (never a duplicate), resolves it when the rule stops firing
+(kept, never deleted), and opens a new one when it fires again later.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from patients.models import Patient
+
+from .engine import CompiledRule, Result, RuleDefinitionError, compile_rule, evaluate, needs
+from .facts import Facts
+from .load import FactPlan, fact_plan, load_facts_bulk
+from .models import (
+    Backtest,
+    CodeSystem,
+    ConceptIsA,
+    PatientEvaluation,
+    Recommendation,
+    RecommendationAction,
+    Rule,
+    RuleTestCase,
+    RuleVersion,
+    Severity,
+    Snooze,
+    ValueSet,
+    ValueSetCode,
+)
+from .units import UnitError, dimension_of
+from .valuesets import ValueSetIndex
+
+SYSTEMS = {"snomed": CodeSystem.SNOMED, "sct": CodeSystem.SNOMED, "icd10cm": CodeSystem.ICD10CM,
+           "icd-10-cm": CodeSystem.ICD10CM, "loinc": CodeSystem.LOINC, "rxnorm": CodeSystem.RXNORM,
+           "hgnc": CodeSystem.HGNC, "text": CodeSystem.TEXT, "name": CodeSystem.TEXT}
+VERSION_FIELDS = ("severity", "conditions", "summary_template", "detail_template", "rationale", "citation_source",
+                  "citation_url", "suggested_actions", "override_reasons")
+
+
+class ValueSetImportError(ValueError):
+    pass
+
+
+class ActivationRefused(ValueError):
+    pass
+
+
+class ActionRefused(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# Value sets
+
+
+def _system(value: str, where: str) -> str:
+    value = value.strip()
+    if value in CodeSystem.values:
+        return value
+    try:
+        return str(SYSTEMS[value.lower()])
+    except KeyError:
+        raise ValueSetImportError(f"{where}: unknown code system {value!r} (use one of "
+                                  f"{', '.join(sorted(SYSTEMS))} or a system URI)") from None
+
+
+@dataclass
+class ValueSetImportSummary:
+    value_sets: int
+    codes: int
+    is_a: int
+
+
+def value_sets_import(data: dict[str, Any]) -> ValueSetImportSummary:
+    """Create or replace value sets (their codes are replaced as a whole) and add is-a rows, in
+    one transaction. ``data``: {"value_sets": [{slug, name, kind, dimension?, description?,
+    source?, codes: [{system, code, display?, match?}]}], "is_a": [{system, parent, child}]}."""
+    if not isinstance(data, dict) or not isinstance(data.get("value_sets", []), list):
+        raise ValueSetImportError("expected an object with a 'value_sets' list")
+    kinds = set(ValueSet.Kind.values)
+    matches = set(ValueSetCode.Match.values)
+    prepared: list[tuple[dict[str, Any], list[ValueSetCode]]] = []
+    for i, raw in enumerate(data.get("value_sets", [])):
+        where = f"value_sets[{i}]"
+        if not isinstance(raw, dict) or not raw.get("slug") or not raw.get("kind"):
+            raise ValueSetImportError(f"{where}: 'slug' and 'kind' are required")
+        if raw["kind"] not in kinds:
+            raise ValueSetImportError(f"{where} ({raw['slug']}): kind {raw['kind']!r} is not one of "
+                                      f"{', '.join(sorted(kinds))}")
+        dimension = str(raw.get("dimension") or "")
+        if dimension:
+            try:
+                dimension = dimension_of(dimension)
+            except UnitError as exc:
+                raise ValueSetImportError(f"{where} ({raw['slug']}): {exc}") from None
+        codes = []
+        seen = set()
+        for j, c in enumerate(raw.get("codes") or []):
+            cwhere = f"{where}.codes[{j}]"
+            if not isinstance(c, dict) or not str(c.get("code", "")).strip():
+                raise ValueSetImportError(f"{cwhere}: 'code' is required")
+            match = c.get("match") or ("name" if str(c.get("system", "")).lower() in ("text", "name") else "exact")
+            if match not in matches:
+                raise ValueSetImportError(f"{cwhere}: match {match!r} is not one of {', '.join(sorted(matches))}")
+            system = CodeSystem.TEXT.value if match == "name" else _system(str(c.get("system", "")), cwhere)
+            key = (system, str(c["code"]).strip(), match)
+            if key in seen:
+                continue
+            seen.add(key)
+            codes.append(ValueSetCode(system=system, code=key[1], display=str(c.get("display", ""))[:300],
+                                      match=match))
+        fields = dict(name=str(raw.get("name") or raw["slug"])[:200], kind=raw["kind"], dimension=dimension,
+                      description=str(raw.get("description", "")), source=str(raw.get("source", "")))
+        prepared.append(({"slug": raw["slug"], **fields}, codes))
+    is_a = []
+    for i, r in enumerate(data.get("is_a") or []):
+        if not isinstance(r, dict) or not r.get("parent") or not r.get("child"):
+            raise ValueSetImportError(f"is_a[{i}]: 'parent' and 'child' are required")
+        is_a.append(ConceptIsA(system=_system(str(r.get("system", "")), f"is_a[{i}]"), parent=str(r["parent"]),
+                               child=str(r["child"])))
+    with transaction.atomic():
+        total = 0
+        for fields, codes in prepared:
+            slug = fields.pop("slug")
+            vs, _ = ValueSet.objects.update_or_create(slug=slug, defaults=fields)
+            vs.codes.all().delete()
+            for code in codes:
+                code.value_set = vs
+            ValueSetCode.objects.bulk_create(codes)
+            total += len(codes)
+        ConceptIsA.objects.bulk_create(is_a, ignore_conflicts=True)
+    return ValueSetImportSummary(value_sets=len(prepared), codes=total, is_a=len(is_a))
+
+
+def value_sets_import_file(path: Path) -> ValueSetImportSummary:
+    """JSON (the form above) or CSV with the columns value_set, name, kind, dimension, system,
+    code, display, match (one row per code; the set's columns repeat)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            return value_sets_import(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ValueSetImportError(f"{path.name}: not valid JSON ({exc})") from None
+    if path.suffix.lower() != ".csv":
+        raise ValueSetImportError(f"{path.name}: expected a .json or .csv file")
+    reader = csv.DictReader(io.StringIO(text))
+    required = {"value_set", "kind", "system", "code"}
+    if not reader.fieldnames or not required <= set(reader.fieldnames):
+        raise ValueSetImportError(f"{path.name}: the columns {', '.join(sorted(required))} are required")
+    sets: dict[str, dict[str, Any]] = {}
+    for n, row in enumerate(reader, start=2):
+        slug = (row.get("value_set") or "").strip()
+        if not slug:
+            raise ValueSetImportError(f"{path.name} line {n}: value_set is empty")
+        entry = sets.setdefault(slug, {"slug": slug, "name": row.get("name") or slug, "kind": row.get("kind"),
+                                       "dimension": row.get("dimension") or "", "codes": []})
+        entry["codes"].append({"system": row.get("system", ""), "code": row.get("code", ""),
+                               "display": row.get("display", ""), "match": row.get("match") or None})
+    return value_sets_import({"value_sets": list(sets.values())})
+
+
+# --------------------------------------------------------------------------------------------
+# Rules: compile, versions, tests
+
+
+def known_risks() -> dict[str, str]:
+    """Calculator and model names with the unit of their value."""
+    from risk.calculators import all_calculators
+
+    out = {c.name: c.unit for c in all_calculators()}
+    out["heart_disease_model"] = "%"
+    return out
+
+
+def rule_version_compile(version: RuleVersion, *, value_sets: ValueSetIndex | None = None) -> CompiledRule:
+    if value_sets is None:
+        value_sets = fact_plan().value_sets
+    return compile_rule(
+        slug=version.rule.slug, version=version.number, severity=version.severity, conditions=version.conditions,
+        summary_template=version.summary_template, detail_template=version.detail_template, value_sets=value_sets,
+        version_id=version.pk, shadow=version.rule.shadow, known_risks=known_risks(),
+    )
+
+
+def _test_facts(case: RuleTestCase, as_of: dt.datetime) -> Facts:
+    return Facts.from_json(case.facts, as_of=as_of)
+
+
+def rule_version_run_tests(version: RuleVersion, *, value_sets: ValueSetIndex | None = None) -> list[dict[str, Any]]:
+    """Run the rule's test cases against this version; store and return the outcomes."""
+    as_of = timezone.now()
+    try:
+        compiled = rule_version_compile(version, value_sets=value_sets)
+    except RuleDefinitionError as exc:
+        outcomes = [{"case": "(definition)", "passed": False, "message": str(exc)}]
+    else:
+        outcomes = []
+        for case in version.rule.test_cases.all():
+            try:
+                facts = _test_facts(case, as_of)
+            except (ValueError, TypeError) as exc:
+                outcomes.append({"case": case.name, "passed": False, "message": f"bad facts: {exc}"})
+                continue
+            result = evaluate([compiled], facts)[0]
+            expected_fire = case.expect == RuleTestCase.Expect.FIRES
+            passed = result.fired == expected_fire
+            message = ""
+            if not passed:
+                message = f"expected it to {'fire' if expected_fire else 'not fire'}; it " \
+                          f"{'fired' if result.fired else 'did not fire'}"
+            elif expected_fire and case.expected_message and case.expected_message not in result.summary:
+                passed = False
+                message = f"summary {result.summary!r} does not contain {case.expected_message!r}"
+            outcomes.append({"case": case.name, "passed": passed, "message": message, "summary": result.summary,
+                             "fired": result.fired})
+    version.test_results = outcomes
+    version.tests_passed = all(o["passed"] for o in outcomes)
+    version.tested_at = timezone.now()
+    if version.pk:
+        RuleVersion.objects.filter(pk=version.pk).update(test_results=outcomes, tests_passed=version.tests_passed,
+                                                         tested_at=version.tested_at)
+    return outcomes
+
+
+def rule_create(*, slug: str, title: str, user: Any = None, category: str = Rule.Category.OTHER,
+                description: str = "", shadow: bool = False, specialties: Sequence[str] = (),
+                **version_fields: Any) -> RuleVersion:
+    """A new rule with its first version, a draft (checked before it is written)."""
+    with transaction.atomic():
+        rule = Rule.objects.create(slug=slug, title=title, category=category, description=description, shadow=shadow,
+                                   specialties=list(specialties))
+        return rule_version_edit(rule, user=user, **version_fields)
+
+
+def rule_version_edit(rule: Rule, *, user: Any = None, change_note: str = "", **fields: Any) -> RuleVersion:
+    """Save a change to a rule as its draft: the existing draft is updated, otherwise a new draft
+    copies the latest version with the changes. The definition is checked first
+    (RuleDefinitionError, nothing written) and the test cases run on save."""
+    unknown = set(fields) - set(VERSION_FIELDS)
+    if unknown:
+        raise ValueError(f"not fields of a rule version: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        Rule.objects.select_for_update().filter(pk=rule.pk).first()
+        latest = rule.versions.order_by("-number").first()
+        if latest is not None and latest.status == RuleVersion.Status.DRAFT:
+            draft = latest
+        else:
+            draft = RuleVersion(rule=rule, number=(latest.number + 1) if latest else 1, created_by=_user(user),
+                                based_on=latest)
+            if latest is not None:
+                for name in VERSION_FIELDS:
+                    setattr(draft, name, getattr(latest, name))
+        for name, value in fields.items():
+            setattr(draft, name, value)
+        if change_note:
+            draft.change_note = change_note
+        draft.status = RuleVersion.Status.DRAFT
+        rule_version_compile(draft)  # raises before anything is written
+        draft.save()
+        rule_version_run_tests(draft)
+        return draft
+
+
+def rule_version_activate(version: RuleVersion, *, user: Any = None) -> RuleVersion:
+    """Make a tested draft the rule's active version (the previous one is retired)."""
+    version.refresh_from_db()
+    if version.status == RuleVersion.Status.ACTIVE:
+        return version
+    try:
+        rule_version_compile(version)
+    except RuleDefinitionError as exc:
+        raise ActivationRefused(f"{version}: the definition has problems: {exc}") from None
+    # The outcomes are stored even when activation is refused, so the admin shows why.
+    outcomes = rule_version_run_tests(version)
+    failed = [o for o in outcomes if not o["passed"]]
+    if failed:
+        raise ActivationRefused(f"{version}: {len(failed)} test case(s) fail: "
+                                + "; ".join(f"{o['case']}: {o['message']}" for o in failed))
+    with transaction.atomic():
+        Rule.objects.select_for_update().filter(pk=version.rule_id).first()
+        version.refresh_from_db()
+        if version.status != RuleVersion.Status.DRAFT:
+            raise ActivationRefused(f"{version} is {version.status}, not a draft")
+        now = timezone.now()
+        RuleVersion.objects.filter(rule_id=version.rule_id, status=RuleVersion.Status.ACTIVE).update(
+            status=RuleVersion.Status.RETIRED, retired_at=now)
+        version.status = RuleVersion.Status.ACTIVE
+        version.activated_by = _user(user)
+        version.activated_at = now
+        version.save(update_fields=["status", "activated_by", "activated_at"])
+        return version
+
+
+def rule_version_restore(version: RuleVersion, *, user: Any = None) -> RuleVersion:
+    """A new draft with the content of an old version (activate it to put it back in use)."""
+    fields = {name: getattr(version, name) for name in VERSION_FIELDS}
+    with transaction.atomic():
+        latest = version.rule.versions.order_by("-number").first()
+        if latest is not None and latest.status == RuleVersion.Status.DRAFT:
+            latest.based_on = version
+            latest.save(update_fields=["based_on"])
+        draft = rule_version_edit(version.rule, user=user, change_note=f"restored from version {version.number}",
+                                  **fields)
+        if draft.based_on_id != version.pk:
+            RuleVersion.objects.filter(pk=draft.pk).update(based_on=version)
+            draft.based_on = version
+        return draft
+
+
+def rule_version_retire(version: RuleVersion) -> None:
+    RuleVersion.objects.filter(pk=version.pk).update(status=RuleVersion.Status.RETIRED, retired_at=timezone.now())
+
+
+def rule_version_diff(old: RuleVersion | None, new: RuleVersion) -> list[dict[str, Any]]:
+    """The fields that differ between two versions (for the admin)."""
+    out = []
+    for name in VERSION_FIELDS:
+        before = getattr(old, name) if old is not None else None
+        after = getattr(new, name)
+        if before != after:
+            out.append({"field": name, "before": before, "after": after})
+    return out
+
+
+def _user(user: Any) -> Any:
+    return user if getattr(user, "is_authenticated", False) else None
+
+
+def active_rules(*, value_sets: ValueSetIndex | None = None) -> tuple[list[CompiledRule], dict[int, set[int]]]:
+    """The active versions, compiled, and the sites each rule is limited to (rule version id ->
+    site ids; absent = every site). A version that no longer compiles (a value set it names was
+    removed) is left out, not guessed."""
+    value_sets = value_sets if value_sets is not None else fact_plan().value_sets
+    risks = known_risks()
+    compiled: list[CompiledRule] = []
+    sites: dict[int, set[int]] = {}
+    versions = list(RuleVersion.objects.filter(status=RuleVersion.Status.ACTIVE).select_related("rule")
+                    .prefetch_related("rule__sites").order_by("rule__slug"))
+    for v in versions:
+        try:
+            compiled.append(compile_rule(
+                slug=v.rule.slug, version=v.number, severity=v.severity, conditions=v.conditions,
+                summary_template=v.summary_template, detail_template=v.detail_template, value_sets=value_sets,
+                version_id=v.pk, shadow=v.rule.shadow, known_risks=risks))
+        except RuleDefinitionError:
+            continue
+        site_ids = {s.pk for s in v.rule.sites.all()}
+        if site_ids:
+            sites[v.pk] = site_ids
+    return compiled, sites
+
+
+def plan_for_rules(plan: FactPlan, rules: Sequence[CompiledRule]) -> FactPlan:
+    """The plan narrowed to what the rules read (risk calculators, observation history)."""
+    calculators, longest = needs(rules)
+    narrowed = FactPlan(value_sets=plan.value_sets, lookback_days=longest, risk_calculators=calculators)
+    return narrowed
+
+
+# --------------------------------------------------------------------------------------------
+# Recommendations
+
+
+def _digest(trace: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(orjson.dumps(trace, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+
+
+@dataclass
+class ApplySummary:
+    opened: int = 0
+    updated: int = 0
+    resolved: int = 0
+
+
+def recommendations_apply(results: dict[int, list[Result]], *, now: dt.datetime | None = None) -> ApplySummary:
+    """Write many patients' results: a fixed number of queries per call. Only the rules present in
+    a patient's results are touched (a rule not evaluated is left as it is)."""
+    now = now or timezone.now()
+    summary = ApplySummary()
+    if not results:
+        return summary
+    version_ids = {r.version_id for rs in results.values() for r in rs if r.version_id is not None}
+    rule_of_version = dict(RuleVersion.objects.filter(pk__in=version_ids).values_list("pk", "rule_id"))
+    with transaction.atomic():
+        open_recs = {
+            (rec.patient_id, rec.rule_id): rec
+            for rec in Recommendation.objects.select_for_update().filter(
+                patient_id__in=list(results), rule_id__in=set(rule_of_version.values()), closed_at__isnull=True)
+        }
+        new: list[Recommendation] = []
+        changed: list[Recommendation] = []
+        touched: list[int] = []
+        for patient_id, patient_results in results.items():
+            for result in patient_results:
+                if result.version_id is None:
+                    continue
+                rule_id = rule_of_version[result.version_id]
+                rec = open_recs.get((patient_id, rule_id))
+                if result.fired:
+                    digest = _digest(result.trace)
+                    if rec is None:
+                        new.append(Recommendation(
+                            patient_id=patient_id, rule_id=rule_id, rule_version_id=result.version_id,
+                            severity=result.severity, shadow=result.shadow, summary=result.summary,
+                            detail=result.detail, trace=result.trace, facts_digest=digest, first_fired_at=now,
+                            last_fired_at=now, status_changed_at=now))
+                        continue
+                    summary.updated += 1
+                    same = (rec.rule_version_id == result.version_id and rec.facts_digest == digest
+                            and rec.summary == result.summary and rec.severity == result.severity
+                            and rec.shadow == result.shadow and rec.detail == result.detail)
+                    if same or rec.status != Recommendation.Status.ACTIVE:
+                        # still firing for the same reasons (or already answered): only the time moves
+                        touched.append(rec.pk)
+                        continue
+                    rec.last_fired_at = now
+                    rec.rule_version_id = result.version_id
+                    rec.severity, rec.shadow = result.severity, result.shadow
+                    rec.summary, rec.detail, rec.trace, rec.facts_digest = (
+                        result.summary, result.detail, result.trace, digest)
+                    changed.append(rec)
+                elif rec is not None:
+                    if rec.status == Recommendation.Status.ACTIVE:
+                        rec.status = Recommendation.Status.RESOLVED
+                        rec.status_changed_at = now
+                    rec.closed_at = now
+                    changed.append(rec)
+                    summary.resolved += 1
+        Recommendation.objects.bulk_create(new, batch_size=2000)
+        if touched:
+            Recommendation.objects.filter(pk__in=touched).update(last_fired_at=now, updated_at=now)
+        Recommendation.objects.bulk_update(
+            changed, ["status", "status_changed_at", "closed_at", "last_fired_at", "rule_version", "severity",
+                      "shadow", "summary", "detail", "trace", "facts_digest", "updated_at"], batch_size=2000)
+        summary.opened = len(new)
+    return summary
+
+
+def apply_results(patient: Patient, results: list[Result], *, now: dt.datetime | None = None) -> ApplySummary:
+    """One patient's results (see ``recommendations_apply``)."""
+    return recommendations_apply({patient.pk: results}, now=now)
+
+
+def recommendation_accept(rec: Recommendation, *, user: Any, suggestion: str = "",
+                          source: str = RecommendationAction.Source.IN_APP, comment: str = "") -> RecommendationAction:
+    return _act(rec, user=user, action=RecommendationAction.Action.ACCEPT, reason_code="", comment=comment,
+                suggestion=suggestion, source=source)
+
+
+def recommendation_override(rec: Recommendation, *, user: Any, reason_code: str, comment: str = "",
+                            source: str = RecommendationAction.Source.IN_APP) -> RecommendationAction:
+    """Override with one of the version's coded reasons; a comment is required for critical ones."""
+    reasons = {r.get("code"): r for r in rec.rule_version.override_reasons}
+    if reason_code not in reasons:
+        raise ActionRefused(f"override reason {reason_code!r} is not one of {', '.join(sorted(map(str, reasons)))}")
+    if rec.severity == Severity.CRITICAL and not comment.strip():
+        raise ActionRefused("a comment is required to override a critical recommendation")
+    return _act(rec, user=user, action=RecommendationAction.Action.OVERRIDE, reason_code=reason_code,
+                reason_display=str(reasons[reason_code].get("display", "")), comment=comment, source=source)
+
+
+def _act(rec: Recommendation, *, user: Any, action: str, reason_code: str, comment: str, source: str,
+         suggestion: str = "", reason_display: str = "") -> RecommendationAction:
+    with transaction.atomic():
+        locked = Recommendation.objects.select_for_update().get(pk=rec.pk)
+        if locked.status != Recommendation.Status.ACTIVE:
+            raise ActionRefused(f"the recommendation is {locked.status}, not active")
+        now = timezone.now()
+        locked.status = (Recommendation.Status.ACCEPTED if action == RecommendationAction.Action.ACCEPT
+                         else Recommendation.Status.OVERRIDDEN)
+        locked.status_changed_at = now
+        locked.save(update_fields=["status", "status_changed_at", "updated_at"])
+        rec.status, rec.status_changed_at = locked.status, now
+        return RecommendationAction.objects.create(
+            recommendation=locked, rule_id=locked.rule_id, rule_version_id=locked.rule_version_id, action=action,
+            reason_code=reason_code, reason_display=reason_display, comment=comment, suggestion=suggestion,
+            source=source, user=_user(user))
+
+
+def snooze_create(*, patient: Patient, rule: Rule, until: dt.datetime, user: Any = None, comment: str = "") -> Snooze:
+    if until <= timezone.now():
+        raise ActionRefused("a snooze must end in the future")
+    return Snooze.objects.create(patient=patient, rule=rule, until=until, user=_user(user), comment=comment)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass
+class EvaluationSummary:
+    patients: int
+    fired: int
+    opened: int
+    updated: int
+    resolved: int
+    seconds: float
+
+
+def patients_evaluate(
+    patient_ids: Iterable[int], *, as_of: dt.datetime | None = None, plan: FactPlan | None = None,
+    rules: tuple[list[CompiledRule], dict[int, set[int]]] | None = None, compute_risk: bool = False,
+    job_id: int | None = None, batch_size: int = 2000,
+) -> EvaluationSummary:
+    """Evaluate the active rules for the patients and write their recommendations, in batches.
+    ``compute_risk``: first bring the risk assessments up to date (in-process)."""
+    started = time.perf_counter()
+    ids = sorted(set(patient_ids))
+    plan = plan or fact_plan()
+    compiled, sites = rules or active_rules(value_sets=plan.value_sets)
+    plan = plan_for_rules(plan, compiled)
+    totals = EvaluationSummary(0, 0, 0, 0, 0, 0.0)
+    for i in range(0, len(ids), batch_size):
+        batch = ids[i:i + batch_size]
+        if compute_risk:
+            from risk.services import risk_compute_for_patients
+
+            risk_compute_for_patients(batch, as_of=as_of, job_id=job_id)
+        results = evaluate_batch(batch, compiled, sites, as_of=as_of, plan=plan)
+        applied = recommendations_apply(results)
+        now = timezone.now()
+        PatientEvaluation.objects.bulk_create(
+            [PatientEvaluation(patient_id=pk, evaluated_at=now, fired=sum(r.fired for r in rs), job_id=job_id)
+             for pk, rs in results.items()],
+            update_conflicts=True, unique_fields=["patient"], update_fields=["evaluated_at", "fired", "job"])
+        totals.patients += len(results)
+        totals.fired += sum(r.fired for rs in results.values() for r in rs)
+        totals.opened += applied.opened
+        totals.updated += applied.updated
+        totals.resolved += applied.resolved
+    totals.seconds = time.perf_counter() - started
+    return totals
+
+
+def evaluate_batch(patient_ids: Sequence[int], compiled: list[CompiledRule], sites: dict[int, set[int]], *,
+                   as_of: dt.datetime | None = None, plan: FactPlan | None = None) -> dict[int, list[Result]]:
+    """Results (fired or not) per patient, nothing written."""
+    facts = load_facts_bulk(patient_ids, as_of=as_of, plan=plan)
+    site_of: dict[int, int] = {}
+    if sites:
+        site_of = dict(Patient.objects.filter(pk__in=list(facts)).values_list("pk", "site_id"))
+    out: dict[int, list[Result]] = {}
+    for pk, f in facts.items():
+        rules = compiled if not sites else [
+            r for r in compiled if r.version_id not in sites or site_of.get(pk) in sites[r.version_id]]
+        out[pk] = evaluate(rules, f, trace_all=False)
+    return out
+
+
+def patients_needing_evaluation(*, stale_after: dt.timedelta = dt.timedelta(hours=24), limit: int = 50000) -> list[int]:
+    """Patients never evaluated, evaluated longer ago than ``stale_after`` (look-back windows
+    move with time), or with risk assessments or note extractions newer than their evaluation
+    (the results of the risk and nlp jobs)."""
+    from nlp.models import NoteExtraction
+    from risk.models import RiskAssessment
+
+    cutoff = timezone.now() - stale_after
+    evaluated = dict(PatientEvaluation.objects.values_list("patient_id", "evaluated_at"))
+    ids = set(Patient.objects.filter(active=True).exclude(pk__in=[
+        pk for pk, at in evaluated.items() if at >= cutoff]).values_list("pk", flat=True)[:limit])
+    for model, column in ((RiskAssessment, "computed_at"), (NoteExtraction, "created_at")):
+        newest = model.objects.filter(**{f"{column}__gte": cutoff}).values("patient_id").annotate(at=Max(column))
+        for row in newest:
+            at = evaluated.get(row["patient_id"])
+            if at is None or row["at"] > at:
+                ids.add(row["patient_id"])
+    return sorted(ids)[:limit]
+
+
+def decision_sweep(*, batch_size: int = 500) -> int:
+    """Queue decision jobs (batches of patients) for every patient that needs an evaluation; the
+    schedule's task. Returns the number of jobs queued."""
+    from cdss.jobs.runner import job_enqueue
+
+    from .jobs import DECISION_KIND
+
+    ids = patients_needing_evaluation()
+    count = 0
+    with transaction.atomic():
+        for i in range(0, len(ids), batch_size):
+            batch = ids[i:i + batch_size]
+            job_enqueue(kind=DECISION_KIND, params={"patient_ids": batch},
+                        inputs={"reason": "schedule", "at": timezone.now().isoformat()})
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------------------------
+# Backtest
+
+
+def backtest_run(version: RuleVersion, *, patient_ids: Sequence[int] | None = None, user: Any = None,
+                 sample_size: int = 10, batch_size: int = 2000, job_id: int | None = None) -> Backtest:
+    """Run a version (typically a draft) over the population beside the rule's active version;
+    nothing but the Backtest row is written."""
+    started = time.perf_counter()
+    plan = fact_plan()
+    draft = rule_version_compile(version, value_sets=plan.value_sets)
+    active_version = version.rule.versions.filter(status=RuleVersion.Status.ACTIVE).exclude(pk=version.pk).first()
+    active = rule_version_compile(active_version, value_sets=plan.value_sets) if active_version else None
+    bt = Backtest.objects.create(rule_version=version, compared_with=active_version, status=Backtest.Status.RUNNING,
+                                 created_by=_user(user), job_id=job_id)
+    ids = list(patient_ids) if patient_ids is not None else list(
+        Patient.objects.filter(active=True).order_by("pk").values_list("pk", flat=True))
+    rules = [draft] + ([active] if active else [])
+    plan = plan_for_rules(plan, rules)
+    sample: list[dict[str, Any]] = []
+    fired = compared = newly = no_longer = 0
+    for i in range(0, len(ids), batch_size):
+        facts = load_facts_bulk(ids[i:i + batch_size], plan=plan)
+        for pk, f in facts.items():
+            results = evaluate(rules, f, trace_all=False)
+            d = results[0].fired
+            a = results[1].fired if active else False
+            fired += d
+            compared += a
+            newly += d and not a
+            no_longer += a and not d
+            if d and len(sample) < sample_size:
+                sample.append({"patient_id": pk, "summary": results[0].summary, "trace": results[0].trace,
+                               "active_fires": a})
+    bt.patients, bt.fired, bt.compared_fired = len(ids), fired, compared
+    bt.newly_fired, bt.no_longer_fired, bt.sample = newly, no_longer, sample
+    bt.status, bt.finished_at, bt.seconds = Backtest.Status.DONE, timezone.now(), time.perf_counter() - started
+    bt.save()
+    return bt

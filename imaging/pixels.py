@@ -1,0 +1,308 @@
+"""From a file's bytes to the images the app uses: a float32 image in [0, 1] for the models, an
+8-bit PNG preview and a thumbnail. Pure code (no Django); nothing here logs.
+
+DICOM grey-scale pipeline (PS3.3 C.11, PS3.4 N.2.1.1): stored values -> Modality LUT or rescale
+(``pydicom.pixels.apply_modality_lut``) -> VOI LUT or window (``apply_voi_lut``; the first preset
+unless one is chosen; with neither, the frame's own minimum to maximum) -> scaled to [0, 1] by the
+output range of that step -> MONOCHROME1 inverted (after windowing, as the standard orders).
+Colour (RGB, YBR_* converted by pydicom, PALETTE COLOR through its LUT) is kept for the preview and
+reduced to luminance (ITU-R BT.601 weights) for the model. A multi-frame image is shown by its
+middle frame unless another is chosen; the number of frames is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+from .dicom import (
+    MAX_FRAME_PIXELS,
+    MONOCHROME,
+    ImageFileError,
+    ImageMeta,
+    Preset,
+    decode_frame,
+    dicom_meta,
+    frame_view,
+    looks_like_part10,
+    read_dicom,
+    uid_from_digest,
+    window_presets,
+)
+
+PREVIEW_MAX_SIDE = 1024
+THUMBNAIL_MAX_SIDE = 160
+# ITU-R BT.601 luma weights.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class Rendering:
+    """One frame, ready to show and to analyse."""
+
+    image: np.ndarray  # float32, H x W, [0, 1]: what the models read
+    rgb: np.ndarray | None  # float32, H x W x 3, [0, 1], colour images only (for the preview)
+    frame_index: int
+    preset: Preset | None
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass
+class LoadedImage:
+    meta: ImageMeta
+    rendering: Rendering
+    sha256: str
+    dataset: Dataset | None = None  # DICOM only
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sniff(data: bytes) -> str:
+    """ "png", "jpeg", "dicom" (a Part 10 file) or "" (perhaps a bare DICOM dataset)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if looks_like_part10(data):
+        return "dicom"
+    return ""
+
+
+def load_image(data: bytes, *, frame: int | None = None, preset: int | None = None) -> LoadedImage:
+    """Read and render a DICOM, PNG or JPEG file; ``ImageFileError`` says why one cannot be."""
+    if not data:
+        raise ImageFileError("not-image", "the file is empty")
+    digest = sha256_of(data)
+    kind = sniff(data)
+    if kind in ("png", "jpeg"):
+        meta, rendering = load_bitmap(data, kind=kind, digest=digest)
+        return LoadedImage(meta=meta, rendering=rendering, sha256=digest)
+    ds = read_dicom(data)
+    meta = dicom_meta(ds, digest=digest)
+    rendering = render_dicom(ds, meta, frame=frame, preset=preset)
+    return LoadedImage(meta=meta, rendering=rendering, sha256=digest, dataset=ds)
+
+
+# --- DICOM --------------------------------------------------------------------------------------
+
+
+def render_dicom(ds: Dataset, meta: ImageMeta, *, frame: int | None = None, preset: int | None = None) -> Rendering:
+    index = meta.frames // 2 if frame is None else frame
+    if not 0 <= index < meta.frames:
+        raise ImageFileError("not-image", f"frame {index} does not exist (the image has {meta.frames})")
+    raw = decode_frame(ds, index)
+    photometric = meta.photometric
+    with np.errstate(all="ignore"):
+        if photometric in MONOCHROME:
+            if raw.ndim != 2:
+                raise ImageFileError("corrupt", f"a {photometric} frame decoded to shape {raw.shape}")
+            view = frame_view(ds, index)
+            presets = meta.presets if frame is None or frame == meta.frames // 2 else []
+            if not presets and (meta.presets or frame is not None):
+                presets = window_presets(view, modality=meta.modality)
+            chosen = _choose(presets, preset)
+            gray = _grayscale(raw, view, chosen)
+            if photometric == "MONOCHROME1":
+                gray = 1.0 - gray
+            return Rendering(image=_finite(gray), rgb=None, frame_index=index, preset=chosen)
+        rgb = _colour(raw, ds, meta)
+    gray = (rgb @ LUMA).astype(np.float32)
+    return Rendering(image=_finite(gray), rgb=rgb, frame_index=index, preset=None)
+
+
+def modality_values(ds: Dataset, index: int) -> np.ndarray:
+    """Frame ``index`` after the Modality LUT or rescale (e.g. HU on CT), as float64."""
+    return apply_modality_lut(decode_frame(ds, index), frame_view(ds, index)).astype(np.float64)
+
+
+def _choose(presets: list[Preset], preset: int | None) -> Preset | None:
+    if preset is None:
+        return presets[0] if presets else None
+    if not 0 <= preset < len(presets):
+        raise ImageFileError("not-image", f"window preset {preset} does not exist ({len(presets)} presets)")
+    return presets[preset]
+
+
+def _grayscale(raw: np.ndarray, view: Dataset, preset: Preset | None) -> np.ndarray:
+    """Modality LUT, then the preset's VOI step, scaled to [0, 1] by that step's output range."""
+    try:
+        values = apply_modality_lut(raw, view).astype(np.float64)
+    except Exception as exc:  # noqa: BLE001 - a malformed Modality LUT module
+        raise ImageFileError("corrupt", f"the Modality LUT or rescale of the image is invalid "
+                                        f"({type(exc).__name__})") from None
+    if preset is None:
+        return _stretch(values)
+    try:
+        if preset.kind == "lut":
+            out = apply_voi_lut(values.astype(np.int64), view, index=preset.index, prefer_lut=True)
+            bits = int(view.VOILUTSequence[preset.index].LUTDescriptor[2])
+            lo, hi = 0.0, float(2**bits - 1)
+        else:
+            window = Dataset()
+            for keyword in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation", "RescaleSlope",
+                            "RescaleIntercept", "ModalityLUTSequence"):
+                if keyword in view:
+                    window[keyword] = view[keyword]
+            window.PhotometricInterpretation = "MONOCHROME2"  # inversion is applied after, by the caller
+            window.WindowCenter, window.WindowWidth = preset.center, preset.width
+            window.VOILUTFunction = preset.function
+            out = apply_voi_lut(values, window, index=0, prefer_lut=False)
+            lo, hi = _window_output_range(window)
+    except ImageFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed VOI LUT module: show the full range instead
+        del exc
+        return _stretch(values)
+    return np.clip((np.asarray(out, dtype=np.float64) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+
+
+def _window_output_range(window: Dataset) -> tuple[float, float]:
+    """The range ``pydicom.pixels.apply_windowing`` maps onto (its own rule, mirrored here)."""
+    bits = int(window.get("BitsStored") or 16)
+    if window.get("ModalityLUTSequence"):
+        lo, hi = 0.0, float(2 ** int(window.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    elif int(window.get("PixelRepresentation") or 0) == 0:
+        lo, hi = 0.0, float(2**bits - 1)
+    else:
+        lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    slope, intercept = window.get("RescaleSlope"), window.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        lo, hi = lo * float(slope) + float(intercept), hi * float(slope) + float(intercept)
+    return (min(lo, hi), max(lo, hi))
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(values.shape, dtype=np.float64)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.float64)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _colour(raw: np.ndarray, ds: Dataset, meta: ImageMeta) -> np.ndarray:
+    photometric = meta.photometric
+    if photometric == "PALETTE COLOR":
+        try:
+            rgb = apply_color_lut(raw, ds)
+            bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        except Exception as exc:  # noqa: BLE001 - a malformed palette
+            raise ImageFileError("corrupt", f"the palette colour lookup table is invalid ({type(exc).__name__})") from None
+        top = float(2 ** (16 if bits not in (8, 16) else bits) - 1)
+        if bits == 16 and rgb.max() <= 255:
+            # PS3.3 C.7.6.3.1.5: some writers store 8-bit entries in a 16-bit table.
+            top = 255.0
+        return np.clip(rgb.astype(np.float32) / top, 0.0, 1.0)
+    if raw.ndim != 3 or raw.shape[-1] not in (3, 4):
+        raise ImageFileError("unsupported", f"photometric interpretation {photometric or '(none)'} with frame "
+                                            f"shape {raw.shape} is not supported")
+    top = float(2 ** max(1, meta.bits_stored) - 1)
+    return np.clip(raw[..., :3].astype(np.float32) / top, 0.0, 1.0)
+
+
+def _finite(image: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0).astype(np.float32)
+
+
+# --- PNG and JPEG -------------------------------------------------------------------------------
+
+
+def load_bitmap(data: bytes, *, kind: str, digest: str) -> tuple[ImageMeta, Rendering]:
+    """A PNG or JPEG: grey or colour at its own bit depth (16-bit grey stretched to its range);
+    JPEG EXIF orientation applied. It has no UIDs, so they are made from its content."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_FRAME_PIXELS:
+                raise ImageFileError("too-large", f"{image.width} x {image.height} pixels exceed the limit")
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+    except ImageFileError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageFileError("too-large", "the image has more pixels than allowed") from None
+    except UnidentifiedImageError:
+        raise ImageFileError("corrupt", f"the {kind.upper()} file could not be read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        text = str(exc).lower()
+        code = "truncated" if "truncat" in text or "end of file" in text else "corrupt"
+        raise ImageFileError(code, f"the {kind.upper()} file is {'truncated' if code == 'truncated' else 'corrupt'} "
+                                   f"({type(exc).__name__})") from None
+    mode = image.mode
+    rgb: np.ndarray | None = None
+    if mode in ("1", "L", "LA"):
+        gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        bits = 8
+    elif mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        gray = _stretch(np.asarray(image, dtype=np.float64)).astype(np.float32)
+        bits = 16
+    else:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        gray = (rgb @ LUMA).astype(np.float32)
+        bits = 8
+    meta = ImageMeta(
+        format=kind,
+        sop_instance_uid=uid_from_digest(digest, "instance"),
+        photometric="RGB" if rgb is not None else "MONOCHROME2",
+        rows=int(gray.shape[0]),
+        columns=int(gray.shape[1]),
+        frames=1,
+        bits_stored=bits,
+        uids_derived=True,
+    )
+    return meta, Rendering(image=_finite(gray), rgb=rgb, frame_index=0, preset=None)
+
+
+# --- PNG output ---------------------------------------------------------------------------------
+
+
+def to_pil(rendering: Rendering) -> Image.Image:
+    if rendering.rgb is not None:
+        return Image.fromarray(np.round(rendering.rgb * 255.0).astype(np.uint8))
+    return Image.fromarray(np.round(rendering.image * 255.0).astype(np.uint8))
+
+
+def png_bytes(image: Image.Image, *, max_side: int) -> bytes:
+    """The image as PNG, scaled down (never up) to fit ``max_side``."""
+    if max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def preview_png(rendering: Rendering) -> bytes:
+    return png_bytes(to_pil(rendering), max_side=PREVIEW_MAX_SIDE)
+
+
+def thumbnail_png(rendering: Rendering) -> bytes:
+    return png_bytes(to_pil(rendering), max_side=THUMBNAIL_MAX_SIDE)
+
+
+def preview_size(rendering: Rendering) -> tuple[int, int]:
+    """(width, height) of the preview PNG, which the heat map overlay must match."""
+    width, height = rendering.width, rendering.height
+    if max(width, height) > PREVIEW_MAX_SIDE:
+        scale = PREVIEW_MAX_SIDE / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return width, height

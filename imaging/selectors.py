@@ -1,0 +1,113 @@
+"""Reads of imaging rows. Callers pass a patient they got from
+``patients.selectors.patient_get_for_user`` (the access check is theirs); rows of another patient
+are a 404 here, so a guessed id never crosses patients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from django.http import Http404
+
+from cdss.models import Job, ModelVersion
+from patients.models import Patient
+
+from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
+
+
+def model_auc(mv: ModelVersion) -> tuple[float | None, str]:
+    """(AUC, the split it was measured on): the held-out test split where the registry has it,
+    else validation; never the training split."""
+    metrics = mv.metrics if isinstance(mv.metrics, dict) else {}
+    for key, split in (("test_auc", "test"), ("validation_auc", "validation"), ("val_auc", "validation")):
+        value = metrics.get(key)
+        if isinstance(value, int | float):
+            return float(value), split
+    for split in ("test", "validation"):
+        value = mv.split_metrics(split).get("auc")
+        if isinstance(value, int | float):
+            return float(value), split
+    return None, ""
+
+
+def _findings() -> QuerySet[ImagingFinding]:
+    return ImagingFinding.objects.select_related("model_version").order_by("label", "-model_version__trained_at")
+
+
+def imaging_study_list(*, patient: Patient) -> list[ImagingStudy]:
+    """The patient's studies with their series, images and findings: four queries, whatever the
+    number of images."""
+    instances = ImagingInstance.objects.exclude(status=ENTERED_IN_ERROR).defer("presets", "technical").prefetch_related(
+        Prefetch("findings", queryset=_findings())
+    )
+    series = ImagingSeries.objects.order_by("series_number", "created_at").prefetch_related(
+        Prefetch("instances", queryset=instances.order_by("instance_number", "created_at"))
+    )
+    return list(
+        ImagingStudy.objects.filter(patient=patient).exclude(status=ENTERED_IN_ERROR)
+        .order_by("-study_date", "-created_at").prefetch_related(Prefetch("series", queryset=series))
+    )
+
+
+def imaging_jobs_pending(*, patient: Patient) -> bool:
+    return Job.objects.filter(patient=patient, kind="imaging",
+                              status__in=[Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.FAILED]).exists()
+
+
+def imaging_instance_get(*, patient: Patient, external_id: Any) -> ImagingInstance:
+    try:
+        return ImagingInstance.objects.select_related("series__study").exclude(status=ENTERED_IN_ERROR).get(
+            patient=patient, external_id=external_id)
+    except (ImagingInstance.DoesNotExist, ValueError):
+        raise Http404("No such image.") from None
+
+
+def imaging_finding_get(*, patient: Patient, external_id: Any) -> ImagingFinding:
+    try:
+        return ImagingFinding.objects.select_related("model_version", "instance").get(
+            patient=patient, external_id=external_id)
+    except (ImagingFinding.DoesNotExist, ValueError):
+        raise Http404("No such finding.") from None
+
+
+@dataclass
+class FindingView:
+    finding: ImagingFinding
+    auc: float | None
+    auc_split: str
+    mine: FindingFeedback | None = None
+    agree: int = 0
+    disagree: int = 0
+
+
+@dataclass
+class ModelFindings:
+    model_version: ModelVersion
+    findings: list[FindingView] = field(default_factory=list)
+
+
+def imaging_findings_for_instance(*, instance: ImagingInstance, user: Any) -> list[ModelFindings]:
+    """The image's findings grouped by model version (newest first), each with the user's latest
+    feedback and the counts of everyone's latest verdicts: two queries."""
+    findings = list(_findings().filter(instance=instance))
+    feedback = FindingFeedback.objects.filter(finding__in=findings).order_by("finding_id", "user_id", "-created_at")
+    latest: dict[tuple[int, int], FindingFeedback] = {}
+    for row in feedback:
+        latest.setdefault((row.finding_id, row.user_id), row)
+    groups: dict[int, ModelFindings] = {}
+    for finding in findings:
+        mv = finding.model_version
+        auc, split = model_auc(mv)
+        view = FindingView(finding=finding, auc=auc, auc_split=split)
+        for (finding_id, user_id), row in latest.items():
+            if finding_id != finding.pk:
+                continue
+            if row.verdict == FindingFeedback.Verdict.AGREE:
+                view.agree += 1
+            else:
+                view.disagree += 1
+            if user_id == getattr(user, "pk", None):
+                view.mine = row
+        groups.setdefault(mv.pk, ModelFindings(model_version=mv)).findings.append(view)
+    return sorted(groups.values(), key=lambda g: g.model_version.trained_at, reverse=True)

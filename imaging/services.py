@@ -1,0 +1,464 @@
+"""Writes of the imaging app: storing uploaded images and queuing their analysis.
+
+An upload (DICOM files, a multi-file study, zip archives, PNG or JPEG images) is all or nothing:
+every file is read and rendered first; if any cannot be (corrupt, truncated, not an image, a
+syntax without a decoder, a PatientID that is not the patient's MRN), the upload is refused with
+each file's name and reason and nothing is stored. Otherwise the rows, the files in storage, the
+inference jobs and the audit row are written in one transaction; if that fails, the files it had
+written are removed from storage.
+
+Decisions:
+- The DICOM PatientID (0010,0020) must equal the patient's MRN. A file without a PatientID
+  (anonymised exports, secondary captures) is filed under the patient the uploader chose, who is
+  named explicitly in the request; the row records that the header named no patient
+  (``header_patient_id_present``) and the viewer shows it. ``register_dicom``, which has no chosen
+  patient, skips such files.
+- Re-uploading a stored instance (same SOP Instance UID; for PNG/JPEG the same content) is a
+  no-op reported as "already stored". An instance, series or study stored for another patient
+  refuses the upload.
+- PNG and JPEG files carry no UIDs or modality: their UIDs are made from their content (and, for
+  the study and series, from the upload's set of images and the patient), and the uploader may
+  give their modality and body part, which decide which models read them.
+- New instances are queued for inference in the same transaction, as one job per batch of up to
+  ``JOB_BATCH`` instances of the upload (a GPU worker reads the batch in one forward pass).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+
+from cdss.audit import audit_record
+from patients.models import Patient, Site
+
+from .dicom import ImageFileError, ImageMeta, uid_from_digest
+from .models import ImagingInstance, ImagingSeries, ImagingStudy
+from .pixels import load_image, preview_png, preview_size, sha256_of, thumbnail_png
+
+log = logging.getLogger("cdss.imaging")
+
+IMAGING_KIND = "imaging"
+JOB_BATCH = 32
+# Limits of one upload (zip members included); settings may raise them.
+MAX_FILES = int(getattr(settings, "CDSS_IMAGING_MAX_FILES", 2000))
+MAX_TOTAL_BYTES = int(getattr(settings, "CDSS_IMAGING_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024))
+IGNORED_NAMES = {"DICOMDIR", ".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    file: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "code": self.code, "message": self.message}
+
+
+class ImagingUploadError(Exception):
+    """The upload was refused; nothing was stored. ``problems`` names each file and why."""
+
+    def __init__(self, problems: list[FileProblem]) -> None:
+        super().__init__(f"{len(problems)} file(s) refused")
+        self.problems = problems
+
+
+@dataclass
+class PreparedImage:
+    """One file, read and rendered, ready to store (no pixel arrays kept)."""
+
+    name: str
+    data: bytes
+    meta: ImageMeta
+    sha256: str
+    frame_index: int
+    preview: bytes
+    thumbnail: bytes
+    preview_size: tuple[int, int]
+
+
+@dataclass
+class UploadResult:
+    patient: Patient
+    created: list[ImagingInstance] = field(default_factory=list)
+    already_stored: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    job_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "patient": str(self.patient.external_id),
+            "created": [
+                {"id": str(i.external_id), "sop_instance_uid": i.sop_instance_uid, "format": i.format,
+                 "modality": i.modality, "body_part": i.body_part, "frames": i.frames,
+                 "study_instance_uid": i.series.study.study_instance_uid,
+                 "series_instance_uid": i.series.series_instance_uid}
+                for i in self.created
+            ],
+            "already_stored": self.already_stored,
+            "skipped": [{"file": name, "reason": reason} for name, reason in self.skipped],
+        }
+
+
+# --- Reading the upload -----------------------------------------------------------------------
+
+
+def upload_expand(files: Iterable[UploadFile]) -> tuple[list[UploadFile], list[tuple[str, str]], list[FileProblem]]:
+    """Zip archives opened (one level), index and system files set aside; limits checked.
+    Returns (files, skipped, problems)."""
+    out: list[UploadFile] = []
+    skipped: list[tuple[str, str]] = []
+    problems: list[FileProblem] = []
+    total = 0
+    for upload in files:
+        if upload.data[:4] == b"PK\x03\x04" or upload.name.lower().endswith(".zip"):
+            try:
+                members = list(_zip_members(upload))
+            except ImageFileError as exc:
+                problems.append(FileProblem(upload.name, exc.code, exc.message))
+                continue
+            for member, reason in members:
+                if reason:
+                    skipped.append((member.name, reason))
+                else:
+                    out.append(member)
+                    total += len(member.data)
+        elif os.path.basename(upload.name) in IGNORED_NAMES:
+            skipped.append((upload.name, "a DICOMDIR or system file, not an image"))
+        else:
+            out.append(upload)
+            total += len(upload.data)
+        if len(out) > MAX_FILES:
+            problems.append(FileProblem(upload.name, "too-large", f"more than {MAX_FILES} files in one upload"))
+            break
+        if total > MAX_TOTAL_BYTES:
+            problems.append(FileProblem(upload.name, "too-large", f"more than {MAX_TOTAL_BYTES} bytes in one upload"))
+            break
+    return out, skipped, problems
+
+
+def _zip_members(upload: UploadFile) -> Iterator[tuple[UploadFile, str]]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(upload.data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ImageFileError("corrupt", "not a readable zip archive") from None
+    declared = sum(info.file_size for info in infos)
+    if declared > MAX_TOTAL_BYTES or len(infos) > MAX_FILES:
+        raise ImageFileError("too-large", f"the archive holds {len(infos)} files and {declared} bytes; the limits "
+                                          f"are {MAX_FILES} files and {MAX_TOTAL_BYTES} bytes")
+    for info in infos:
+        if info.is_dir():
+            continue
+        name = f"{upload.name}/{info.filename}"
+        base = os.path.basename(info.filename)
+        if info.filename.startswith("__MACOSX/") or base.startswith("._") or base in IGNORED_NAMES:
+            yield UploadFile(name, b""), "a DICOMDIR or system file, not an image"
+            continue
+        if info.flag_bits & 0x1:
+            raise ImageFileError("unsupported", f"{info.filename}: encrypted zip members are not read")
+        try:
+            data = archive.read(info)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError):
+            raise ImageFileError("corrupt", f"{info.filename}: the archive member could not be read "
+                                            "(corrupt or truncated archive)") from None
+        if data[:4] == b"PK\x03\x04":
+            raise ImageFileError("unsupported", f"{info.filename}: a zip inside a zip is not read")
+        yield UploadFile(name, data), ""
+
+
+def image_prepare(upload: UploadFile) -> PreparedImage:
+    """Read, render and encode one file (pure work: no database, no storage)."""
+    loaded = load_image(upload.data)
+    rendering = loaded.rendering
+    return PreparedImage(
+        name=upload.name, data=upload.data, meta=loaded.meta, sha256=loaded.sha256,
+        frame_index=rendering.frame_index, preview=preview_png(rendering), thumbnail=thumbnail_png(rendering),
+        preview_size=preview_size(rendering),
+    )
+
+
+def images_prepare(files: list[UploadFile], *, patient: Patient | None) -> tuple[list[PreparedImage], list[FileProblem]]:
+    """Every file read; problems for those that cannot become images or name another patient."""
+    prepared: list[PreparedImage] = []
+    problems: list[FileProblem] = []
+    for upload in files:
+        try:
+            image = image_prepare(upload)
+        except ImageFileError as exc:
+            problems.append(FileProblem(upload.name, exc.code, exc.message))
+            continue
+        if patient is not None and image.meta.patient_id and image.meta.patient_id.strip() != patient.mrn.strip():
+            # Neither identifier is repeated in the message: it is shown and may be logged.
+            problems.append(FileProblem(upload.name, "patient-mismatch",
+                                        "the file's PatientID (0010,0020) is not this patient's MRN"))
+            continue
+        prepared.append(image)
+    return prepared, problems
+
+
+def _bitmap_uids(images: list[PreparedImage], patient: Patient, modality: str, body_part: str) -> None:
+    """PNG/JPEG images of one upload: one study and one series, with UIDs made from the patient
+    and the images' content (the same upload again maps to the same rows)."""
+    bitmaps = [i for i in images if i.meta.format in ("png", "jpeg")]
+    if not bitmaps:
+        return
+    key = f"{patient.external_id}:" + ",".join(sorted(i.sha256 for i in bitmaps))
+    digest = sha256_of(key.encode())
+    for image in bitmaps:
+        image.meta.study_instance_uid = uid_from_digest(digest, "study")
+        image.meta.series_instance_uid = uid_from_digest(digest, "series")
+        image.meta.modality = modality.strip().upper()[:16]
+        image.meta.body_part = body_part.strip().upper()[:64]
+
+
+# --- Storing ----------------------------------------------------------------------------------
+
+
+def imaging_upload(
+    *, patient: Patient, files: Iterable[UploadFile], user: Any = None, request: Any = None, modality: str = "",
+    body_part: str = "", source: str = "upload",
+) -> UploadResult:
+    """Store the images of one upload for ``patient`` (the caller checked access), or raise
+    ``ImagingUploadError`` with every problem; nothing is stored then."""
+    expanded, skipped, problems = upload_expand(files)
+    if not expanded and not problems:
+        problems.append(FileProblem("(upload)", "not-image", "no image files in the upload"))
+    if problems:
+        raise ImagingUploadError(problems)
+    prepared, problems = images_prepare(expanded, patient=patient)
+    if problems:
+        raise ImagingUploadError(problems)
+    _bitmap_uids(prepared, patient, modality, body_part)
+    result = images_store(patient=patient, images=prepared, user=user, request=request, source=source)
+    result.skipped[:0] = skipped
+    return result
+
+
+def images_store(
+    *, patient: Patient, images: list[PreparedImage], user: Any = None, request: Any = None, source: str = "upload",
+) -> UploadResult:
+    """Rows, files, jobs and the audit row in one transaction; files removed again if it fails."""
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            result = _store_locked(patient, images, user, written)
+            audit_record(user=user, action="create", target=f"imaging-{source}", patient=patient, request=request,
+                         detail=f"{len(result.created)} new image(s), {len(result.already_stored)} already stored")
+    except IntegrityError:
+        _remove(written)
+        raise ImagingUploadError([FileProblem("(upload)", "conflict", "an image of this upload was stored at the "
+                                              "same time for another patient; nothing was stored")]) from None
+    except BaseException:
+        _remove(written)
+        raise
+    log.info("imaging upload: %s new instance(s), %s already stored, %s job(s)", len(result.created),
+             len(result.already_stored), len(result.job_ids))
+    return result
+
+
+def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, written: list[str]) -> UploadResult:
+    from cdss.jobs.runner import job_enqueue
+
+    # One upload per patient at a time: the existence checks below then hold until commit.
+    Patient.objects.select_for_update().filter(pk=patient.pk).first()
+    result = UploadResult(patient=patient)
+    seen: set[str] = set()
+    unique: list[PreparedImage] = []
+    for image in images:
+        if image.meta.sop_instance_uid in seen:
+            result.already_stored.append(image.name)  # the same image twice in one upload
+            continue
+        seen.add(image.meta.sop_instance_uid)
+        unique.append(image)
+    stored = dict(ImagingInstance.objects.filter(sop_instance_uid__in=seen).values_list("sop_instance_uid",
+                                                                                        "patient_id"))
+    studies = {s.study_instance_uid: s for s in ImagingStudy.objects.filter(
+        study_instance_uid__in={i.meta.study_instance_uid for i in unique})}
+    series = {s.series_instance_uid: s for s in ImagingSeries.objects.select_related("study").filter(
+        series_instance_uid__in={i.meta.series_instance_uid for i in unique})}
+    problems = []
+    for image in unique:
+        if stored.get(image.meta.sop_instance_uid, patient.pk) != patient.pk:
+            problems.append(FileProblem(image.name, "other-patient", "this image is already stored for another patient"))
+        elif (study := studies.get(image.meta.study_instance_uid)) is not None and study.patient_id != patient.pk:
+            problems.append(FileProblem(image.name, "other-patient", "its study is already stored for another patient"))
+        elif (one := series.get(image.meta.series_instance_uid)) is not None and (
+            one.patient_id != patient.pk or one.study.study_instance_uid != image.meta.study_instance_uid
+        ):
+            problems.append(FileProblem(image.name, "other-patient",
+                                        "its series is already stored under another patient or study"))
+    if problems:
+        raise ImagingUploadError(problems)
+    for image in unique:
+        meta = image.meta
+        if meta.sop_instance_uid in stored:
+            result.already_stored.append(image.name)
+            continue
+        study = studies.get(meta.study_instance_uid)
+        if study is None:
+            study = studies[meta.study_instance_uid] = ImagingStudy.objects.create(
+                patient=patient, study_instance_uid=meta.study_instance_uid, accession_number=meta.accession_number,
+                description=meta.study_description, study_date=meta.study_date or meta.series_date or meta.content_date,
+                created_by=_user(user),
+            )
+        one = series.get(meta.series_instance_uid)
+        if one is None:
+            one = series[meta.series_instance_uid] = ImagingSeries.objects.create(
+                study=study, patient=patient, series_instance_uid=meta.series_instance_uid, modality=meta.modality,
+                body_part=meta.body_part, series_number=meta.series_number, description=meta.series_description,
+                series_date=meta.series_date,
+            )
+        instance = ImagingInstance(
+            series=one, patient=patient, sop_instance_uid=meta.sop_instance_uid, sop_class_uid=meta.sop_class_uid,
+            format=meta.format, instance_number=meta.instance_number, modality=meta.modality or one.modality,
+            body_part=meta.body_part or one.body_part, view_position=meta.view_position, laterality=meta.laterality,
+            content_date=meta.content_date, photometric=meta.photometric, rows=meta.rows, columns=meta.columns,
+            frames=meta.frames, frame_index=image.frame_index, transfer_syntax=meta.transfer_syntax,
+            presets=[p.as_dict() for p in meta.presets], technical=meta.technical(),
+            header_patient_id_present=bool(meta.patient_id), preview_width=image.preview_size[0],
+            preview_height=image.preview_size[1], sha256=image.sha256, size_bytes=len(image.data),
+            created_by=_user(user),
+        )
+        folder = f"imaging/{instance.external_id.hex}"
+        extension = {"dicom": "dcm", "png": "png", "jpeg": "jpg"}[meta.format]
+        instance.file.name = _save(f"{folder}/original.{extension}", image.data, written)
+        instance.preview.name = _save(f"{folder}/preview.png", image.preview, written)
+        instance.thumbnail.name = _save(f"{folder}/thumbnail.png", image.thumbnail, written)
+        instance.save(force_insert=True)
+        result.created.append(instance)
+    ids = [i.pk for i in result.created]
+    for start in range(0, len(ids), JOB_BATCH):
+        job = job_enqueue(kind=IMAGING_KIND, patient=patient, params={"instance_ids": ids[start:start + JOB_BATCH]},
+                          user=user)
+        result.job_ids.append(job.pk)
+    return result
+
+
+def _user(user: Any) -> Any:
+    return user if getattr(user, "is_authenticated", False) else None
+
+
+def _save(name: str, data: bytes, written: list[str]) -> str:
+    saved = default_storage.save(name, ContentFile(data))
+    written.append(saved)
+    return saved
+
+
+def _remove(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # noqa: BLE001 - best effort; the error that caused this is re-raised
+            log.warning("imaging upload: a stored file could not be removed after a failed upload")
+
+
+# --- A folder of DICOM files ------------------------------------------------------------------
+
+
+@dataclass
+class FolderSummary:
+    files: int = 0
+    created: int = 0
+    already_stored: int = 0
+    patients: int = 0
+    jobs: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "created": self.created, "already_stored": self.already_stored,
+                "patients": self.patients, "jobs": self.jobs,
+                "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+                "failed": [{"file": f, "reason": r} for f, r in self.failed]}
+
+
+def _header_patient_id(path: Path) -> tuple[str, str]:
+    """(PatientID, problem) from the header only, without reading pixel data."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"], force=False)
+    except Exception:  # noqa: BLE001 - decided by the full read later
+        return "", "not a DICOM file"
+    return str(ds.get("PatientID") or "").strip(), ""
+
+
+def imaging_register_folder(
+    folder: Path, *, site: Site, user: Any = None, progress: Callable[[str], None] | None = None,
+) -> FolderSummary:
+    """Register the DICOM files under ``folder`` (recursively) with the patients of ``site`` whose
+    MRN is the file's PatientID. Files are grouped per patient; each patient's files are stored
+    as one upload (all or nothing); a file that cannot be read fails alone."""
+    summary = FolderSummary()
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        summary.files += 1
+        if path.name in IGNORED_NAMES:
+            summary.skipped.append((str(path), "a DICOMDIR or system file, not an image"))
+            continue
+        patient_id, problem = _header_patient_id(path)
+        if problem:
+            summary.skipped.append((str(path), problem))
+        elif not patient_id:
+            summary.skipped.append((str(path), "no PatientID (0010,0020) to match a patient"))
+        else:
+            groups.setdefault(patient_id, []).append(path)
+    patients = {p.mrn: p for p in Patient.objects.filter(site=site, mrn__in=list(groups))}
+    for patient_id, paths in groups.items():
+        patient = patients.get(patient_id)
+        if patient is None:
+            summary.skipped += [(str(p), f"no patient at site {site.code} has the file's PatientID as MRN")
+                                for p in paths]
+            continue
+        uploads = [UploadFile(str(p), p.read_bytes()) for p in paths]
+        prepared, problems = images_prepare(uploads, patient=patient)
+        summary.failed += [(p.file, f"{p.code}: {p.message}") for p in problems]
+        if prepared:
+            try:
+                result = images_store(patient=patient, images=prepared, user=user, source="register-dicom")
+            except ImagingUploadError as exc:
+                summary.failed += [(p.file, f"{p.code}: {p.message}") for p in exc.problems]
+                continue
+            summary.patients += 1
+            summary.created += len(result.created)
+            summary.already_stored += len(result.already_stored)
+            summary.jobs += len(result.job_ids)
+        if progress is not None:
+            progress(f"{len(paths)} file(s)")
+    return summary
+
+
+# --- Feedback on a finding --------------------------------------------------------------------
+
+
+def finding_feedback_record(
+    *, finding: Any, patient: Patient, user: Any, verdict: str, comment: str = "", request: Any = None,
+) -> Any:
+    """A clinician's agreement or disagreement with a finding, audited in the same transaction."""
+    from .models import FindingFeedback
+
+    if verdict not in FindingFeedback.Verdict.values:
+        raise ValueError(f"verdict must be one of {', '.join(FindingFeedback.Verdict.values)}")
+    with transaction.atomic():
+        row = FindingFeedback.objects.create(finding=finding, user=user, verdict=verdict, comment=comment.strip()[:2000])
+        audit_record(user=user, action="create", target="imaging-feedback", patient=patient, request=request,
+                     detail=f"{verdict} on finding {finding.external_id}")
+    return row

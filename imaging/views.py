@@ -1,0 +1,202 @@
+"""Imaging pages: the panel of the patient page (studies, series, thumbnails, findings, upload
+form), the viewer of one image (window presets, heat map overlay, the model's figures, feedback)
+and the images themselves.
+
+Every view starts with ``patient_get_for_user`` (another site's patient is a 404) and looks the
+image up under that patient. The panel, the viewer, every rendered preview and heat map, uploads
+and feedback write an audit row; thumbnails do not (the audited panel that lists them already
+records the view, and one row per thumbnail would bury the log).
+
+Window presets are rendered on the server, from the stored file, one PNG per request: the file's
+full bit depth (12-16 bits) stays on the server and the browser only swaps images. The default
+preset's preview is stored at upload and served as it is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cdss.audit import audit_record
+from patients.models import Patient
+from patients.selectors import patient_get_for_user
+
+from .api import may_upload
+from .dicom import ImageFileError
+from .models import FindingFeedback, ImagingFinding, ImagingInstance
+from .pixels import load_image, preview_png
+from .selectors import (
+    imaging_finding_get,
+    imaging_findings_for_instance,
+    imaging_instance_get,
+    imaging_jobs_pending,
+    imaging_study_list,
+)
+from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
+
+PANEL_POLL_SECONDS = 3
+
+
+def _panel(request: HttpRequest, patient: Patient, **extra: Any) -> HttpResponse:
+    studies = imaging_study_list(patient=patient)
+    for study in studies:
+        for series in study.series.all():
+            for instance in series.instances.all():
+                # The latest model version's finding per label (findings come ordered by label,
+                # newest version first).
+                summary: dict[str, ImagingFinding] = {}
+                for finding in instance.findings.all():
+                    summary.setdefault(finding.label, finding)
+                instance.finding_summary = list(summary.values())  # type: ignore[attr-defined]
+    context = {
+        "patient": patient,
+        "studies": studies,
+        "polling": imaging_jobs_pending(patient=patient),
+        "poll_seconds": PANEL_POLL_SECONDS,
+        "may_upload": may_upload(request.user),
+        **extra,
+    }
+    audit_record(user=request.user, action="view", target="imaging-panel", patient=patient, request=request)
+    return render(request, "imaging/_imaging_panel.html", context)
+
+
+@never_cache
+@require_GET
+@transaction.atomic
+def patient_imaging(request: HttpRequest, external_id: uuid.UUID) -> HttpResponse:
+    """GET: the imaging panel (a fragment the patient page loads after itself)."""
+    patient = patient_get_for_user(request.user, external_id)
+    return _panel(request, patient)
+
+
+@never_cache
+@require_POST
+def patient_imaging_upload(request: HttpRequest, external_id: uuid.UUID) -> HttpResponse:
+    """POST (multipart): store the files, then the panel with what happened."""
+    patient = patient_get_for_user(request.user, external_id)
+    if not may_upload(request.user):
+        return HttpResponse("You may not upload images.", status=403, content_type="text/plain; charset=utf-8")
+    files = [UploadFile(f.name or "upload", f.read()) for f in request.FILES.getlist("files")]
+    if not files:
+        with transaction.atomic():
+            return _panel(request, patient, upload_problems=[{"file": "", "message": "choose one or more files"}])
+    try:
+        with transaction.atomic():
+            result = imaging_upload(patient=patient, files=files, user=request.user, request=request,
+                                    modality=request.POST.get("modality", "")[:16],
+                                    body_part=request.POST.get("body_part", "")[:64])
+    except ImagingUploadError as exc:
+        with transaction.atomic():
+            response = _panel(request, patient, upload_problems=[p.as_dict() for p in exc.problems])
+        response.status_code = 200  # HTMX swaps only 2xx answers; the panel names each problem
+        return response
+    with transaction.atomic():
+        return _panel(request, patient, upload_result=result)
+
+
+@never_cache
+@require_GET
+@transaction.atomic
+def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uuid.UUID) -> HttpResponse:
+    patient = patient_get_for_user(request.user, external_id)
+    instance = imaging_instance_get(patient=patient, external_id=instance_id)
+    groups = imaging_findings_for_instance(instance=instance, user=request.user)
+    audit_record(user=request.user, action="view", target="imaging-viewer", patient=patient, request=request,
+                 detail=f"instance {instance.external_id}")
+    heatmaps = [view.finding for group in groups for view in group.findings if view.finding.heatmap]
+    context = {
+        "patient": patient,
+        "instance": instance,
+        "study": instance.series.study,
+        "series": instance.series,
+        "presets": instance.presets,
+        "groups": groups,
+        "heatmaps": heatmaps,
+        "first_heatmap": heatmaps[0] if heatmaps else None,
+    }
+    return render(request, "imaging/viewer.html", context)
+
+
+def _png(data: bytes) -> HttpResponse:
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _stored(name: str) -> bytes:
+    with default_storage.open(name, "rb") as fh:
+        return bytes(fh.read())
+
+
+@require_GET
+def imaging_thumbnail(request: HttpRequest, external_id: uuid.UUID, instance_id: uuid.UUID) -> HttpResponse:
+    patient = patient_get_for_user(request.user, external_id)
+    instance = imaging_instance_get(patient=patient, external_id=instance_id)
+    return _png(_stored(str(instance.thumbnail.name)))
+
+
+@require_GET
+@transaction.atomic
+def imaging_preview(request: HttpRequest, external_id: uuid.UUID, instance_id: uuid.UUID) -> HttpResponse:
+    """The preview PNG; ``?preset=N`` renders window preset N from the stored file."""
+    patient = patient_get_for_user(request.user, external_id)
+    instance = imaging_instance_get(patient=patient, external_id=instance_id)
+    raw = request.GET.get("preset", "")
+    if raw in ("", "0"):
+        data = _stored(str(instance.preview.name))
+        preset = 0
+    else:
+        if not raw.isdigit() or int(raw) >= len(instance.presets):
+            return HttpResponseBadRequest("No such window preset.", content_type="text/plain; charset=utf-8")
+        preset = int(raw)
+        try:
+            loaded = load_image(_stored(str(instance.file.name)), frame=instance.frame_index, preset=preset)
+        except ImageFileError as exc:
+            return HttpResponse(f"The image could not be rendered: {exc.message}", status=422,
+                                content_type="text/plain; charset=utf-8")
+        data = preview_png(loaded.rendering)
+    audit_record(user=request.user, action="view", target="imaging-image", patient=patient, request=request,
+                 detail=f"instance {instance.external_id} preset {preset}")
+    return _png(data)
+
+
+@require_GET
+@transaction.atomic
+def imaging_heatmap(request: HttpRequest, external_id: uuid.UUID, finding_id: uuid.UUID) -> HttpResponse:
+    patient = patient_get_for_user(request.user, external_id)
+    finding = imaging_finding_get(patient=patient, external_id=finding_id)
+    if not finding.heatmap:
+        return HttpResponse("This finding has no heat map.", status=404, content_type="text/plain; charset=utf-8")
+    audit_record(user=request.user, action="view", target="imaging-heatmap", patient=patient, request=request,
+                 detail=f"finding {finding.external_id}")
+    return _png(_stored(str(finding.heatmap.name)))
+
+
+@never_cache
+@require_http_methods(["POST"])
+def finding_feedback(request: HttpRequest, external_id: uuid.UUID, finding_id: uuid.UUID) -> HttpResponse:
+    """POST ``verdict`` (agree/disagree) and an optional ``comment``; answers the finding's
+    feedback fragment."""
+    patient = patient_get_for_user(request.user, external_id)
+    finding = imaging_finding_get(patient=patient, external_id=finding_id)
+    verdict = request.POST.get("verdict", "")
+    if verdict not in FindingFeedback.Verdict.values:
+        return HttpResponseBadRequest("The verdict must be agree or disagree.", content_type="text/plain; charset=utf-8")
+    finding_feedback_record(finding=finding, patient=patient, user=request.user, verdict=verdict,
+                            comment=request.POST.get("comment", ""), request=request)
+    return _feedback_fragment(request, patient, finding.instance, finding)
+
+
+def _feedback_fragment(request: HttpRequest, patient: Patient, instance: ImagingInstance,
+                       finding: ImagingFinding) -> HttpResponse:
+    groups = imaging_findings_for_instance(instance=instance, user=request.user)
+    view = next(v for g in groups for v in g.findings if v.finding.pk == finding.pk)
+    return render(request, "imaging/_feedback.html", {"patient": patient, "view": view, "saved": True})
