@@ -97,3 +97,30 @@ def test_training_refuses_too_small_an_input_for_inception(model_dir):
                      "--input-size", "28", "--epochs", "1")
     assert not ModelVersion.objects.exists()
     assert not Path(model_dir).exists() or not any(Path(model_dir).rglob("*.pt"))
+
+
+def test_predict_on_dicom_files_prints_findings_as_json(model_dir, tmp_path):
+    import json
+
+    from pydicom.data import get_testdata_file
+
+    from imaging.ml.train import TrainSettings, load_dataset, register_trained, train
+
+    data = load_dataset("pneumoniamnist")
+    register_trained(train(data, TrainSettings(epochs=1, max_train_images=60)), data)
+    chest = str(get_testdata_file("RG1_UNCR.dcm"))  # CR chest PA, MONOCHROME1
+    ct = str(get_testdata_file("CT_small.dcm"))
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not a dicom file at all")
+    out = StringIO()
+    call_command("imaging_predict", chest, ct, str(broken), "--overlay-dir", str(tmp_path / "overlays"), stdout=out)
+    results = json.loads(out.getvalue())
+    assert [r["file"] for r in results] == [chest, ct, str(broken)]
+    finding = results[0]["findings"][0]
+    assert results[0]["modality"] == "CR"
+    assert finding["model"] == "imaging_pneumoniamnist" and finding["label"] == "pneumonia"
+    assert 0.0 <= finding["probability"] <= 1.0 and finding["positive"] == (finding["probability"] >= finding["threshold"])
+    assert 0 <= finding["heatmap_peak"]["row"] < results[0]["rows"]
+    assert Path(finding["overlay"]).is_file()
+    assert results[1]["findings"] == [] and "no model applies" in results[1]["note"]
+    assert "error" in results[2] and "findings" not in results[2]
