@@ -71,8 +71,9 @@ class Dataset:
         return f"{self.spec.description}; file {shown_path} (sha256 {self.sha256}); {counts}"
 
 
-def load_npz(path: Path, name: str, *, splits: tuple[str, ...] = SPLITS) -> Dataset:
-    """Reads the splits of ``path`` that are present (``train`` and ``val`` must be when asked for)."""
+def load_npz(path: Path, name: str, *, splits: tuple[str, ...] = SPLITS,
+             required: tuple[str, ...] = ("train", "val")) -> Dataset:
+    """Reads the ``splits`` of ``path`` that are present; those in ``required`` must be."""
     spec = dataset_spec(name)
     if not path.is_file():
         raise DataError(f"{path} does not exist")
@@ -86,8 +87,10 @@ def load_npz(path: Path, name: str, *, splits: tuple[str, ...] = SPLITS) -> Data
     for split in splits:
         images, labels = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
         if images is None or labels is None:
-            if split in ("train", "val"):
-                raise DataError(f"{path} has no {split}_images/{split}_labels arrays")
+            if split in required:
+                present = sorted({k.rsplit("_", 1)[0] for k in arrays if k.endswith(("_images", "_labels"))})
+                raise DataError(f"{path} has no {split}_images/{split}_labels arrays "
+                                f"(splits present: {', '.join(present) or 'none'})")
             continue
         if images.ndim != 3 or labels.reshape(len(labels), -1).shape[1] != 1 or len(images) != len(labels):
             raise DataError(f"{path}: {split} images {images.shape} and labels {labels.shape} do not match "

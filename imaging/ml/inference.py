@@ -202,11 +202,24 @@ def model_names_for(modality: str, body_part: str) -> list[str]:
     return []
 
 
-# Anchors of a perceptually ordered "inferno"-like colour map (black-purple-red-orange-yellow).
+# Anchors of a perceptually ordered "inferno"-like colour map (black-purple-red-orange-yellow),
+# expanded once into a 256-entry RGBA lookup table; heat below _COLD is fully transparent.
 _CMAP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 _CMAP_RGB = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
-_COLD = 0.15  # heat below this is fully transparent
+_COLD = 0.15
 _MAX_ALPHA = 200
+
+
+def _lut() -> np.ndarray:
+    levels = np.linspace(0.0, 1.0, 256)
+    lut = np.empty((256, 4), dtype=np.uint8)
+    for c in range(3):
+        lut[:, c] = np.round(np.interp(levels, _CMAP_POS, _CMAP_RGB[:, c]))
+    lut[:, 3] = np.round(np.clip((levels - _COLD) / (1.0 - _COLD), 0.0, 1.0) * _MAX_ALPHA)
+    return lut
+
+
+_LUT = _lut()
 
 
 def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> bytes:
@@ -215,14 +228,10 @@ def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> byte
         raise ValueError(f"heat map must be 2-D, got shape {heatmap.shape}")
     if width < 1 or height < 1:
         raise ValueError("width and height must be positive")
-    heat = np.clip(np.nan_to_num(heatmap.astype(np.float32)), 0.0, 1.0)
+    heat = np.clip(np.nan_to_num(heatmap.astype(np.float32, copy=False)), 0.0, 1.0)
     if heat.shape != (height, width):
         heat = np.asarray(Image.fromarray(heat, mode="F").resize((width, height), Image.Resampling.BILINEAR))
-        heat = np.clip(heat, 0.0, 1.0)
-    rgba = np.empty((height, width, 4), dtype=np.uint8)
-    for c in range(3):
-        rgba[..., c] = np.interp(heat, _CMAP_POS, _CMAP_RGB[:, c]).astype(np.uint8)
-    rgba[..., 3] = (np.clip((heat - _COLD) / (1.0 - _COLD), 0.0, 1.0) * _MAX_ALPHA).astype(np.uint8)
+    levels = np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", compress_level=1)
+    Image.fromarray(_LUT[levels], mode="RGBA").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

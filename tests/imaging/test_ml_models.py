@@ -1,0 +1,156 @@
+"""Architectures, training and Grad-CAM of the imaging CNNs (no database)."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from imaging.ml.architectures import ARCHITECTURES, ArchitectureError, architecture, build_model
+from imaging.ml.data import DATASETS, DataError, Dataset, Split, load_npz
+from imaging.ml.inference import LoadedImagingModel
+from imaging.ml.metrics import auc, youden_threshold
+from imaging.ml.train import TrainSettings, train
+from tests.conftest import require_data
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_each_architecture_builds_for_one_channel_and_runs_at_its_input_size(name):
+    arch = architecture(name)
+    net = build_model(name, 2, init_weights="").eval()
+    size = arch.default_input_size
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, size, size))
+    assert out.shape == (2, 2)
+    config = {"architecture": name, "labels": ["a", "b"], "thresholds": {"a": 0.5, "b": 0.5}, "input_size": size,
+              "normalisation": {"mean": 0.5, "std": 0.25}}
+    loaded = LoadedImagingModel(name="x", version="1", model_version_id=1, metrics={}, config=config,
+                                state_dicts=[net.state_dict()], device="cpu")
+    preds = loaded.predict([np.full((40, 33), 0.3, np.float32), np.random.default_rng(1).random((20, 20)).astype(np.float32)])
+    assert [p.heatmaps["b"].shape for p in preds] == [(40, 33), (20, 20)]
+    assert all(0.0 <= p.probabilities[k] <= 1.0 for p in preds for k in "ab")
+    loaded.close()
+
+
+def test_an_unknown_architecture_and_a_missing_weights_file_are_named():
+    with pytest.raises(ArchitectureError, match="unknown architecture 'vgg'"):
+        build_model("vgg", 1)
+    with pytest.raises(ArchitectureError, match="does not exist"):
+        build_model("resnet18", 1, init_weights="/nonexistent/w.pt")
+
+
+def test_local_initial_weights_are_loaded_where_they_fit(tmp_path):
+    source = build_model("resnet18", 1, init_weights="")
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    target = build_model("resnet18", 3, init_weights=tmp_path / "w.pt")  # a 3-label head: fc stays fresh
+    assert torch.equal(target.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert target.fc.weight.shape == (3, 512)
+
+
+@pytest.mark.parametrize(("y", "s", "expected"), [
+    ([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], 1.0),  # perfect separation
+    ([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1], 0.0),
+    ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),  # all tied: half credit (mid-ranks)
+    ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),  # 3 of 4 positive-negative pairs ordered
+])
+def test_auc_is_the_mann_whitney_statistic(y, s, expected):
+    assert auc(y, s) == pytest.approx(expected)
+
+
+def test_the_youden_threshold_separates_separable_scores():
+    t = youden_threshold([0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.6, 0.7])
+    assert 0.3 < t < 0.6
+
+
+def test_a_file_without_the_required_split_is_named(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, train_images=np.zeros((4, 28, 28), np.uint8), train_labels=np.zeros((4, 1), np.uint8))
+    with pytest.raises(DataError, match=r"no val_images/val_labels arrays \(splits present: train\)"):
+        load_npz(path, "pneumoniamnist")
+    with pytest.raises(DataError, match="unknown data set"):
+        load_npz(path, "chestmnist")
+
+
+def test_breast_labels_are_flipped_so_the_finding_is_malignancy():
+    path = require_data("imaging/breastmnist.npz")
+    data = load_npz(path, "breastmnist")
+    train_split = data.splits["train"]
+    # README: 0 = malignant, 1 = normal or benign; the model's finding "malignant" is file label 0.
+    assert DATASETS["breastmnist"].label == "malignant"
+    assert np.array_equal(train_split.targets == 1, train_split.file_labels == 0)
+
+
+@pytest.mark.needs_data
+def test_training_on_a_small_subset_ranks_unseen_validation_images_better_than_chance():
+    data = load_npz(require_data("imaging/pneumoniamnist.npz"), "pneumoniamnist")
+    result = train(data, TrainSettings(epochs=2, max_train_images=300, batch_size=50, seed=3))
+    val = result.metrics["validation"]
+    # 524 official validation images never seen in training; chance is 0.5 (SE about 0.025).
+    assert val["n"] == 524 and val["auc"] > 0.75
+    assert result.metrics["training"]["train_images"] == 300
+    assert result.metrics["test_auc"] is None  # the shared file keeps its test split aside
+
+
+def _square_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Noise images; positives carry a bright 7x7 square inside one quadrant, chosen at random
+    (the ResNet-18 default's last block is 2x2 at 28x28: Grad-CAM there resolves quadrants)."""
+    rng = np.random.default_rng(seed)
+    images = (rng.random((n, 28, 28)) * 120).astype(np.uint8)
+    labels = (np.arange(n) % 2).astype(np.int64)
+    corners = []
+    for i in range(n):
+        r, c = (int(rng.choice([1, 2, 3, 4, 5, 15, 16, 17, 18, 19])) for _ in range(2))
+        corners.append((r, c))
+        if labels[i]:
+            images[i, r:r + 7, c:c + 7] = 255
+    return images, labels, corners
+
+
+def test_grad_cam_points_at_the_planted_square(tmp_path):
+    images, labels, _ = _square_task(200, seed=0)
+    spec = DATASETS["pneumoniamnist"]
+    split = Split(images, labels, (labels == 1).astype(np.float32))
+    data = Dataset(spec, Path("synthetic"), "0" * 64, {"train": split, "val": split})
+    result = train(data, TrainSettings(epochs=3, batch_size=32, lr=2e-3, seed=0))
+    loaded = LoadedImagingModel(name="t", version="1", model_version_id=1, metrics={}, config=result.config,
+                                state_dicts=result.state_dicts, device="cpu")
+    test_images, test_labels, corners = _square_task(40, seed=1)
+    preds = loaded.predict([im.astype(np.float32) / 255 for im in test_images])
+    probs = np.array([p.probabilities["pneumonia"] for p in preds])
+    assert auc(test_labels, probs) > 0.9
+    inside_wins = 0
+    positives = [i for i in range(40) if test_labels[i]]
+    for i in positives:
+        heat = preds[i].heatmaps["pneumonia"]
+        r, c = corners[i]
+        mask = np.zeros_like(heat, dtype=bool)
+        mask[r:r + 7, c:c + 7] = True
+        inside_wins += heat[mask].mean() > heat[~mask].mean()
+    assert inside_wins >= 0.8 * len(positives)
+    loaded.close()
+
+
+def test_grad_cam_keeps_one_hook_and_no_tensors_across_many_calls():
+    config = {"architecture": "resnet18", "labels": ["x"], "thresholds": {"x": 0.5}, "input_size": 28,
+              "normalisation": {"mean": 0.5, "std": 0.25}}
+    net = build_model("resnet18", 1, init_weights="")
+    loaded = LoadedImagingModel(name="x", version="1", model_version_id=1, metrics={}, config=config,
+                                state_dicts=[net.state_dict()], device="cpu")
+    layer = loaded.members[0].layer4
+    images = [np.random.default_rng(i).random((28, 28)).astype(np.float32) for i in range(8)]
+
+    def tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if torch.is_tensor(o))
+
+    loaded.predict(images)
+    before = tensors()
+    for _ in range(30):
+        loaded.predict(images, batch_size=3)
+    assert len(layer._forward_hooks) == 1
+    assert tensors() <= before + 2
+    loaded.close()
+    assert len(layer._forward_hooks) == 0
