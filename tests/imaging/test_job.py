@@ -128,3 +128,14 @@ def test_an_upload_is_analysed_at_commit_and_the_panel_shows_the_finding(
     auc = pneumonia_model.metrics.get("test_auc") or pneumonia_model.metrics["validation_auc"]
     assert f"Measured AUC {auc:.3f}" in text
     assert np.isfinite(finding.probability)
+
+
+def test_an_image_whose_file_is_gone_is_counted_and_the_others_are_read(pneumonia_model, patient_a) -> None:
+    created = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (3, 4)],
+                             modality="CR", body_part="CHEST").created
+    default_storage.delete(str(created[0].file.name))
+    job = Job.objects.get(kind="imaging")
+    assert job_run(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert job.result["unreadable"] == 1 and job.result["findings_written"] == 1
+    assert list(ImagingFinding.objects.values_list("instance_id", flat=True)) == [created[1].pk]
