@@ -7,8 +7,10 @@ active version is recorded in the job's result as "no active model" and skipped.
 version has already read are skipped, and findings are unique per image, model version and
 label, so running a job twice writes nothing twice.
 
-The handler reads and predicts (no writes): files are decoded on a thread pool, off the model's
-critical path, and each model sees its images in batches. The writer stores the findings and
+The handler reads and predicts (no writes): files are decoded on a thread pool one batch ahead
+of the model, so decoding stays off its critical path, and each model sees its images in batches
+of up to 64 (one forward pass each on a GPU). A stored file that can no longer be read is counted
+in the result (``unreadable``) and the other images go on. The writer stores the findings and
 their heat map PNGs with the job's success, in one transaction.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,7 @@ from django.core.files.storage import default_storage
 
 from cdss.models import Job
 
+from .dicom import ImageFileError
 from .models import ImagingFinding, ImagingInstance
 from .pixels import load_image
 
@@ -34,6 +38,7 @@ log = logging.getLogger("cdss.imaging")
 
 IMAGING_KIND = "imaging"
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
+PREDICT_BATCH = 64
 
 
 @dataclass
@@ -48,12 +53,27 @@ class FindingRow:
     heatmap_png: bytes
 
 
-def _decode(instance: ImagingInstance) -> np.ndarray:
+def _decode(instance: ImagingInstance) -> np.ndarray | None:
     """The float image the models read: the stored file rendered as its preview was (same frame,
-    default window)."""
-    with default_storage.open(str(instance.file.name), "rb") as fh:
-        data = fh.read()
-    return load_image(data, frame=instance.frame_index).rendering.image
+    default window); None if the stored file cannot be read any more."""
+    try:
+        with default_storage.open(str(instance.file.name), "rb") as fh:
+            data = fh.read()
+        return load_image(data, frame=instance.frame_index).rendering.image
+    except (OSError, ImageFileError):
+        return None
+
+
+def _decoded(instances: list[ImagingInstance], pool: ThreadPoolExecutor,
+             size: int) -> Iterator[tuple[list[ImagingInstance], list[np.ndarray | None]]]:
+    """Chunks of ``size`` images, the next chunk decoding on the pool while the caller runs the
+    model on this one (at most two chunks in memory)."""
+    chunks = [instances[i:i + size] for i in range(0, len(instances), size)]
+    ahead = [pool.submit(_decode, i) for i in chunks[0]] if chunks else []
+    for k, chunk in enumerate(chunks):
+        current = ahead
+        ahead = [pool.submit(_decode, i) for i in chunks[k + 1]] if k + 1 < len(chunks) else []
+        yield chunk, [future.result() for future in current]
 
 
 def _instances(job: Job) -> list[ImagingInstance]:
@@ -84,6 +104,7 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
     models: dict[str, str] = {}
     inactive: list[str] = []
     skipped_done = 0
+    unreadable = 0
     for name, group in sorted(by_model.items()):
         model = get_loaded_model(name)
         if model is None:
@@ -96,20 +117,25 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
         skipped_done += len(group) - len(todo)
         if not todo:
             continue
-        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-            images = list(pool.map(_decode, todo))
-        predictions = model.predict(images, cam=True)
-        for instance, prediction in zip(todo, predictions, strict=True):
-            for label in model.labels:
-                heat = prediction.heatmaps.get(label)
-                png = (heatmap_overlay_png(heat, width=instance.preview_width, height=instance.preview_height)
-                       if heat is not None else b"")
-                rows.append(FindingRow(
-                    instance_id=instance.pk, patient_id=instance.patient_id, model_version_id=model.model_version_id,
-                    label=label, probability=float(prediction.probabilities[label]),
-                    threshold=float(model.thresholds[label]), positive=bool(prediction.positive[label]),
-                    heatmap_png=png,
-                ))
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="imaging-decode") as pool:
+            for chunk, decoded in _decoded(todo, pool, PREDICT_BATCH):
+                readable = [(i, image) for i, image in zip(chunk, decoded, strict=True) if image is not None]
+                unreadable += len(chunk) - len(readable)
+                if not readable:
+                    continue
+                predictions = model.predict([image for _, image in readable], cam=True, batch_size=PREDICT_BATCH)
+                for (instance, _), prediction in zip(readable, predictions, strict=True):
+                    for label in model.labels:
+                        heat = prediction.heatmaps.get(label)
+                        png = (heatmap_overlay_png(heat, width=instance.preview_width,
+                                                   height=instance.preview_height) if heat is not None else b"")
+                        rows.append(FindingRow(
+                            instance_id=instance.pk, patient_id=instance.patient_id,
+                            model_version_id=model.model_version_id, label=label,
+                            probability=float(prediction.probabilities[label]),
+                            threshold=float(model.thresholds[label]), positive=bool(prediction.positive[label]),
+                            heatmap_png=png,
+                        ))
         ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)), f"{name}: {len(todo)} image(s)")
     return {
         "rows": rows,
@@ -119,6 +145,7 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
             "no_active_model": inactive,
             "no_model_for": dict(no_model),
             "already_read": skipped_done,
+            "unreadable": unreadable,
         },
     }
 

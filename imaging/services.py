@@ -49,7 +49,7 @@ from .pixels import load_image, preview_png, preview_size, sha256_of, thumbnail_
 log = logging.getLogger("cdss.imaging")
 
 IMAGING_KIND = "imaging"
-JOB_BATCH = 32
+JOB_BATCH = 64
 # Limits of one upload (zip members included); settings may raise them.
 MAX_FILES = int(getattr(settings, "CDSS_IMAGING_MAX_FILES", 2000))
 MAX_TOTAL_BYTES = int(getattr(settings, "CDSS_IMAGING_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024))

@@ -1,0 +1,141 @@
+"""The imaging job against a real (tiny) trained model: findings and heat maps stored once, images
+without a model or without an active version recorded, and the path from upload to the panel."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from PIL import Image
+
+from cdss.jobs.runner import job_run
+from cdss.models import Job, ModelVersion
+from imaging.ml import inference
+from imaging.ml.train import TrainSettings, load_dataset, register_trained, train
+from imaging.models import ImagingFinding
+from imaging.pixels import load_image
+from imaging.services import UploadFile, imaging_upload
+from tests.conftest import require_data
+from tests.imaging.conftest import dicom_bytes
+
+pytestmark = [pytest.mark.django_db, pytest.mark.needs_data]
+
+NAME = "imaging_pneumoniamnist"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A real ResNet-18 trained for one epoch on 60 PneumoniaMNIST training images (seconds),
+    shared by the tests; each registers its own copy."""
+    require_data("imaging/pneumoniamnist.npz")
+    data = load_dataset("pneumoniamnist")
+    return data, train(data, TrainSettings(epochs=1, max_train_images=60, seed=0))
+
+
+@pytest.fixture
+def pneumonia_model(trained, settings, tmp_path) -> Iterator[ModelVersion]:
+    settings.CDSS_MODEL_DIR = tmp_path / "models"
+    data, result = trained
+    mv = register_trained(result, data)
+    yield mv
+    for loaded in list(inference._CACHE.values()):
+        loaded.close()
+    inference._CACHE.clear()
+
+
+def chest_png(index: int = 0) -> bytes:
+    """A chest X-ray of the official validation split (never trained on), as a PNG upload would be."""
+    data = load_dataset("pneumoniamnist")
+    out = io.BytesIO()
+    Image.fromarray(data.splits["val"].images[index]).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_the_job_stores_one_finding_per_label_with_its_heat_map_once(pneumonia_model, patient_a) -> None:
+    result = imaging_upload(patient=patient_a, files=[
+        UploadFile("chest.dcm", dicom_bytes("RG1_UNCR.dcm", patient_id=patient_a.mrn)),  # CR, CHEST
+        UploadFile("head.dcm", dicom_bytes("CT_small.dcm", patient_id=patient_a.mrn)),  # CT: no model
+    ])
+    result_png = imaging_upload(patient=patient_a, files=[UploadFile("xray.png", chest_png())], modality="DX",
+                                body_part="chest")
+    chest, png = result.created[0], result_png.created[0]
+    jobs = list(Job.objects.filter(kind="imaging").order_by("pk"))
+    assert [j.params["instance_ids"] for j in jobs] == [[i.pk for i in result.created], [png.pk]]
+
+    assert job_run(jobs[0].pk) == "succeeded"
+    jobs[0].refresh_from_db()
+    assert jobs[0].result["findings_written"] == 1
+    assert jobs[0].result["models"] == {NAME: pneumonia_model.version}
+    assert jobs[0].result["no_model_for"] == {"CT/?": 1}
+    finding = ImagingFinding.objects.get(instance=chest)
+    loaded = inference.get_loaded_model(NAME)
+    assert loaded is not None
+    # the probability is the model's on the image as the preview shows it
+    with default_storage.open(str(chest.file.name), "rb") as fh:
+        expected = loaded.predict([load_image(fh.read()).rendering.image], cam=False)[0]
+    assert finding.probability == pytest.approx(expected.probabilities["pneumonia"], abs=1e-5)
+    assert (finding.label, finding.model_version, finding.job) == ("pneumonia", pneumonia_model, jobs[0])
+    assert finding.threshold == pytest.approx(loaded.thresholds["pneumonia"])
+    assert finding.positive == (finding.probability >= finding.threshold)
+    with default_storage.open(str(finding.heatmap.name), "rb") as fh:
+        heat = Image.open(fh)
+        heat.load()
+    assert heat.mode == "RGBA" and heat.size == (chest.preview_width, chest.preview_height)
+
+    assert job_run(jobs[1].pk) == "succeeded"
+    assert ImagingFinding.objects.filter(instance=png).count() == 1
+
+    # the same work again (a new job for the same images) writes nothing twice
+    again = Job.objects.create(kind="imaging", queue="imaging", patient=patient_a, params={}, idempotency_key="again",
+                               available_at=jobs[0].available_at)
+    assert job_run(again.pk) == "succeeded"
+    again.refresh_from_db()
+    assert again.result["findings_written"] == 0 and again.result["already_read"] == 2
+    assert ImagingFinding.objects.count() == 2
+
+
+def test_without_an_active_version_the_job_says_so_and_writes_nothing(pneumonia_model, patient_a) -> None:
+    imaging_upload(patient=patient_a, files=[UploadFile("xray.png", chest_png(1))], modality="CR",
+                   body_part="CHEST")
+    ModelVersion.objects.filter(name=NAME).update(active=False)
+    job = Job.objects.get(kind="imaging")
+    assert job_run(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert job.result["no_active_model"] == [NAME] and job.result["findings_written"] == 0
+    assert "no active model version for: imaging_pneumoniamnist" in job.result["note"]
+    assert ImagingFinding.objects.count() == 0
+
+
+def test_an_upload_is_analysed_at_commit_and_the_panel_shows_the_finding(
+    eager, pneumonia_model, patient_a, client_a, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_a.post(reverse("patient-imaging-upload", args=[patient_a.external_id]),
+                                 {"files": [SimpleUploadedFile("x.png", chest_png(2))], "modality": "CR",
+                                  "body_part": "CHEST"})
+    assert response.status_code == 200
+    finding = ImagingFinding.objects.get()
+    content = client_a.get(reverse("patient-imaging", args=[patient_a.external_id])).content.decode()
+    assert f'data-label="pneumonia">pneumonia {finding.probability:.2f}' in content
+    viewer = client_a.get(reverse("imaging-viewer", args=[patient_a.external_id, finding.instance.external_id]))
+    text = viewer.content.decode()
+    assert reverse("imaging-heatmap", args=[patient_a.external_id, finding.external_id]) in text
+    auc = pneumonia_model.metrics.get("test_auc") or pneumonia_model.metrics["validation_auc"]
+    assert f"Measured AUC {auc:.3f}" in text
+    assert np.isfinite(finding.probability)
+
+
+def test_an_image_whose_file_is_gone_is_counted_and_the_others_are_read(pneumonia_model, patient_a) -> None:
+    created = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (3, 4)],
+                             modality="CR", body_part="CHEST").created
+    default_storage.delete(str(created[0].file.name))
+    job = Job.objects.get(kind="imaging")
+    assert job_run(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert job.result["unreadable"] == 1 and job.result["findings_written"] == 1
+    assert list(ImagingFinding.objects.values_list("instance_id", flat=True)) == [created[1].pk]
