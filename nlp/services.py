@@ -85,7 +85,8 @@ def extractions_write(results: list[dict[str, Any]], *, job_id: int | None = Non
         extraction, created = NoteExtraction.objects.get_or_create(
             note_id=result["note_id"], pipeline_version=result["pipeline_version"],
             defaults={"patient_id": result["patient_id"], "sections": result.get("sections", []),
-                      "fact_count": len(result["facts"]), "job_id": job_id, "error": result.get("error", "")},
+                      "fact_count": len(result["facts"]), "job_id": job_id,
+                      "error": str(result.get("error") or "")[:300]},
         )
         if not created:
             continue
