@@ -130,12 +130,12 @@ class NoteFactInline(admin.TabularInline):
 
 @admin.register(NoteExtraction)
 class NoteExtractionAdmin(admin.ModelAdmin):
-    list_display = ("external_id", "pipeline_version", "fact_count", "created_at")
+    list_display = ("external_id", "pipeline_version", "fact_count", "error", "created_at")
     list_filter = ("pipeline_version",)
     search_fields = ("patient__mrn", "pipeline_version")
     raw_id_fields = ("note", "patient", "job")
-    readonly_fields = ("external_id", "note", "patient", "pipeline_version", "sections", "fact_count", "created_at",
-                       "job")
+    readonly_fields = ("external_id", "note", "patient", "pipeline_version", "sections", "fact_count", "error",
+                       "created_at", "job")
     inlines = [NoteFactInline]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]

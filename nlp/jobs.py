@@ -22,11 +22,15 @@ def run(job: Job, ctx: Any) -> list[dict[str, Any]]:
     notes = notes_to_extract(ids, version=lexicon.version)
     results = []
     for i in range(0, len(notes), 20):
-        results += notes_extract(notes[i:i + 20], lexicon=concepts)
+        results += notes_extract(notes[i:i + 20], lexicon=concepts, version=lexicon.version)
         ctx.progress(int(100 * min(i + 20, len(notes)) / max(len(notes), 1)), f"{min(i + 20, len(notes))} notes")
     return results
 
 
 def write(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
     written = extractions_write(results, job_id=job.pk)
-    return {"notes": len(results), "written": written, "facts": sum(len(r["facts"]) for r in results)}
+    summary = {"notes": len(results), "written": written, "facts": sum(len(r["facts"]) for r in results)}
+    failed = sum(1 for r in results if r.get("error"))
+    if failed:
+        summary["unreadable"] = failed  # stored with their reason; see the notes' extractions
+    return summary

@@ -18,6 +18,8 @@ class NoteExtraction(models.Model):
     pipeline_version = models.CharField(max_length=64)
     sections = models.JSONField(default=list, blank=True)
     fact_count = models.PositiveIntegerField(default=0)
+    # Why the note could not be read (too long, or the pipeline failed on it); no facts then.
+    error = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     job = models.ForeignKey("cdss.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,8 @@ from django.db import transaction
 from patients.models import ENTERED_IN_ERROR, ClinicalNote
 
 from .models import NoteExtraction, NoteFact, NoteFactFeedback
+
+log = logging.getLogger("nlp")
 
 FACT_FIELDS = ("kind", "concept_id", "preferred", "codes", "text", "start", "end", "section", "negated", "historical",
                "hypothetical", "uncertain", "experiencer", "family_relation", "stage")
@@ -27,18 +30,51 @@ def notes_to_extract(patient_ids: Iterable[int], *, version: str) -> list[tuple[
     )
 
 
-def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[str, Any]] | None = None
-                  ) -> list[dict[str, Any]]:
+def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[str, Any]] | None = None,
+                  version: str | None = None) -> list[dict[str, Any]]:
     """Run the pipeline over the notes (no writes): one result per note, with its ids.
-    ``lexicon`` is a list of concepts (``nlp.lexicon_store``); None: ``nlp/lexicon.json``."""
-    from .extract import extract
+    ``lexicon`` is a list of concepts (``nlp.lexicon_store``); None: ``nlp/lexicon.json``.
 
+    A note that cannot be read gives a result with ``error`` (and no facts) instead of failing
+    the others: longer than ``note_max_bytes()`` characters (refused before reading), or an
+    exception in the pipeline (its type and place only: messages may quote the note)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from .extract import PIPELINE_VERSION, extract, pipeline_version
+
+    if version is None:
+        version = PIPELINE_VERSION if lexicon is None else pipeline_version(list(lexicon))
+    limit = note_max_bytes()
     texts = dict(ClinicalNote.objects.filter(pk__in=[n for n, _ in note_ids]).values_list("pk", "text"))
     results = []
     for note_id, patient_id in note_ids:
-        result = extract(texts.get(note_id) or "", lexicon=lexicon)
-        results.append({"note_id": note_id, "patient_id": patient_id, **result})
+        text = texts.get(note_id) or ""
+        ids = {"note_id": note_id, "patient_id": patient_id}
+        if len(text) > limit:
+            results.append({**ids, "pipeline_version": version, "sections": [], "facts": [],
+                            "error": f"The note is {len(text):,} characters; notes longer than {limit:,} are not read "
+                                     "(CDSS_NOTE_MAX_BYTES)."})
+            continue
+        try:
+            result = extract(text, lexicon=lexicon)
+        except SoftTimeLimitExceeded:
+            raise  # the job's time is up: the runner records it, the job is tried again
+        except Exception as exc:  # noqa: BLE001 - one unreadable note must not stop the others
+            log.warning("nlp: note %s could not be read: %s", note_id, _where(exc))
+            results.append({**ids, "pipeline_version": version, "sections": [], "facts": [],
+                            "error": f"The pipeline failed on this note: {_where(exc)}."})
+            continue
+        results.append({**ids, **result})
     return results
+
+
+def _where(exc: BaseException) -> str:
+    """An exception's type and the line that raised it, without its message."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    place = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{place}"
 
 
 @transaction.atomic
@@ -49,7 +85,8 @@ def extractions_write(results: list[dict[str, Any]], *, job_id: int | None = Non
         extraction, created = NoteExtraction.objects.get_or_create(
             note_id=result["note_id"], pipeline_version=result["pipeline_version"],
             defaults={"patient_id": result["patient_id"], "sections": result.get("sections", []),
-                      "fact_count": len(result["facts"]), "job_id": job_id},
+                      "fact_count": len(result["facts"]), "job_id": job_id,
+                      "error": str(result.get("error") or "")[:300]},
         )
         if not created:
             continue

@@ -46,6 +46,11 @@ CONTEXTS = {
 }
 
 
+# A very long note can hold thousands of facts: all are highlighted, the side list (each entry
+# with its feedback form) stops here.
+MAX_LISTED_FACTS = 500
+
+
 @dataclass
 class FactView:
     fact: NoteFact
@@ -134,6 +139,8 @@ def note_detail(request: HttpRequest, external_id: uuid.UUID, note_id: uuid.UUID
         "outdated": extraction is not None and extraction.pipeline_version != current_version,
         "pieces": pieces,
         "facts": facts,
+        "listed": facts[:MAX_LISTED_FACTS],
+        "facts_hidden": len(facts) > MAX_LISTED_FACTS,
         "kinds": [(kind, label) for kind, label in KIND_LABELS.items()],
         "contexts": [(css, short, words) for css, short, words in CONTEXTS.values()],
         "form": FactFeedbackForm(),

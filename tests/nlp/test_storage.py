@@ -226,3 +226,28 @@ def test_the_patient_page_form_says_why_a_note_was_refused(client_a, patient_a, 
     assert "The note was not saved: The note is not UTF-8 text" in response.content.decode()
     assert client_a.post(reverse("note-create", args=[patient_b.external_id]), {"text": "x"}).status_code == 404
     assert not ClinicalNote.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_existing_facts_their_own_external_ids():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("nlp", "0004_fact_feedback")])
+    apps = executor.loader.project_state([("nlp", "0004_fact_feedback")]).apps
+    site = apps.get_model("patients", "Site").objects.create(code="mig", name="Mig")
+    patient = apps.get_model("patients", "Patient").objects.create(site=site, mrn="M1", fhir_id="p1")
+    note = apps.get_model("patients", "ClinicalNote").objects.create(patient=patient, fhir_id="n1",
+                                                                    source_type="typed", text="HTN, CP.")
+    extraction = apps.get_model("nlp", "NoteExtraction").objects.create(note=note, patient=patient,
+                                                                        pipeline_version="v")
+    Fact = apps.get_model("nlp", "NoteFact")
+    for start in (0, 5):
+        Fact.objects.create(extraction=extraction, patient=patient, kind="problem", text="x", start=start,
+                            end=start + 2, stage="s")
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    ids = list(NoteFact.objects.values_list("external_id", flat=True))
+    assert len(ids) == 2 and None not in ids and len(set(ids)) == 2
