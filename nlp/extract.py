@@ -9,7 +9,9 @@ A fact is one concept mentioned in the note::
 
     {"kind", "concept_id", "preferred", "text", "start", "end", "section", "codes",
      "negated", "historical", "hypothetical", "uncertain", "experiencer", "family_relation",
-     "stage": "lexicon+context"}
+     "stage": "lexicon+context" | "lexicon+context+classifier",
+     "flag_stages": {"negated": "context" | "classifier", "historical": ..., "hypothetical": ...,
+                     "family": ...}}
 
 with ``text == note[start:end]``. Medication facts also carry ``"medication": {"dose", "unit",
 "route", "frequency", "as_needed", "status"}`` (status ``current``, ``stopped`` or
@@ -18,7 +20,12 @@ with ``text == note[start:end]``. Medication facts also carry ``"medication": {"
 "NKDA" / "no known drug allergies" is a fact of its own with ``no_known_allergies`` true.
 
 Concepts are matched by medspaCy's TargetMatcher (one rule per synonym and abbreviation) and
-ConText runs once over the whole document with every target, not once per mention.
+ConText runs once over the whole document with every target, not once per mention. Then the
+assertion classifier (``nlp.assertion``: MiniLM features + per-flag heads chosen by
+cross-validation) runs on the candidate mentions only (problems, symptoms, findings, procedures),
+all of a note's in one batch, and decides the flags whose shipped head is a model; ``flag_stages``
+says which stage decided each flag and ``stage`` ends in ``+classifier`` when any flag of the fact
+came from it. ``extract(text, assertion=False)`` is the rule path alone.
 """
 
 from __future__ import annotations
@@ -32,8 +39,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+import numpy as np
+
 from cdss.jobs.registry import load_once
 from nlp import pipeline as _pipeline
+from nlp.assertion.features import rule_features
+from nlp.assertion.model import STAGE_RULES, head_version
 from nlp.pipeline import HISTORICAL_SECTIONS, HISTORICAL_TITLE, _relation, build_pipeline, context_flags
 
 # Bump when the extraction rules below change; the lexicon's own hash is part of the version.
@@ -49,6 +60,11 @@ CODE_SYSTEMS = frozenset(
 )
 NO_KNOWN_ALLERGIES = "no-known-drug-allergies"
 STAGE = "lexicon+context"
+STAGE_CLASSIFIER = "lexicon+context+classifier"
+# Mentions whose context the classifier reads: conditions and what is done about them. A drug's
+# status has its own rules (current / stopped / allergy) and allergens are allergies by kind.
+CANDIDATE_KINDS = frozenset({"problem", "symptom", "finding", "procedure"})
+ASSERTION_VERSION = head_version()
 
 # Abbreviations this short are matched with their exact case ("MI", "CP", "PE", "SOB": "sob",
 # "pe" and "cp" are other words); longer ones ("NKDA", "AFib") in any case.
@@ -125,8 +141,9 @@ def lexicon_hash(concepts: Sequence[Concept]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
-def pipeline_version(concepts: Sequence[Concept]) -> str:
-    return f"{RULES_VERSION}+{_pipeline.PIPELINE_VERSION}+lexicon-{lexicon_hash(concepts)}"
+def pipeline_version(concepts: Sequence[Concept], *, assertion: bool = True) -> str:
+    rules = f"{RULES_VERSION}+{_pipeline.PIPELINE_VERSION}+lexicon-{lexicon_hash(concepts)}"
+    return f"{rules}+{ASSERTION_VERSION}" if assertion else rules
 
 
 DEFAULT_LEXICON: list[dict[str, Any]] = load_lexicon()
@@ -317,20 +334,27 @@ class _Mention(TypedDict):
     start: int
     end: int
     sent_start: int
+    sent_end: int
     cues: list[tuple[str, str]]  # (category, cue text)
 
 
-def extract(text: str, *, lexicon: Sequence[Concept] | Mapping[str, Any] | None = None) -> dict[str, Any]:
+def extract(
+    text: str, *, lexicon: Sequence[Concept] | Mapping[str, Any] | None = None, assertion: bool = True
+) -> dict[str, Any]:
     """The sections and facts of a note (see the module docstring).
 
     ``lexicon`` defaults to ``nlp/lexicon.json``; another one (a list of concepts, e.g. edited in
-    the admin) gives another ``pipeline_version``. Raises TypeError for a non-str note and
+    the admin) gives another ``pipeline_version``. ``assertion=False`` leaves the classifier out
+    (the rule path; another ``pipeline_version`` too). Raises TypeError for a non-str note and
     LexiconError for a malformed lexicon.
     """
     if not isinstance(text, str):
         raise TypeError(f"extract() needs the note as str, not {type(text).__name__} (decode bytes as UTF-8 first)")
     concepts: Sequence[Concept] = DEFAULT_LEXICON if lexicon is None else validate_lexicon(lexicon)
-    version = PIPELINE_VERSION if lexicon is None else pipeline_version(concepts)
+    if lexicon is None:
+        version = PIPELINE_VERSION if assertion else pipeline_version(concepts, assertion=False)
+    else:
+        version = pipeline_version(concepts, assertion=assertion)
     if not text.strip():
         return {"pipeline_version": version, "sections": [], "facts": []}
     by_id = {c["id"]: c for c in concepts}
@@ -375,13 +399,14 @@ def extract(text: str, *, lexicon: Sequence[Concept] | Mapping[str, Any] | None 
                         "start": offset + ent.start_char,
                         "end": offset + ent.end_char,
                         "sent_start": offset + ent.sent.start_char,
+                        "sent_end": offset + ent.sent.end_char,
                         "cues": cues,
                     }
                 )
     return {
         "pipeline_version": version,
         "sections": sections,
-        "facts": _facts(text, mentions, sections, historical_flags),
+        "facts": _facts(text, mentions, sections, historical_flags, masked if assertion else None),
     }
 
 
@@ -392,10 +417,18 @@ def _section_index(starts: list[int], sections: list[Section], position: int) ->
 
 
 def _facts(
-    text: str, mentions: list[_Mention], sections: list[Section], historical_flags: list[bool]
+    text: str,
+    mentions: list[_Mention],
+    sections: list[Section],
+    historical_flags: list[bool],
+    masked: str | None,
 ) -> list[dict[str, Any]]:
+    """Facts from the mentions; with ``masked`` (the note with markup blanked) the classifier
+    decides the flags of the candidate mentions."""
     substances = [i for i, m in enumerate(mentions) if m["concept"]["kind"] in {"medication", "allergen"}]
     facts: list[dict[str, Any]] = []
+    candidates: list[tuple[int, tuple[str, int, int]]] = []  # (fact index, (sentence, start, end))
+    rule_rows: list[np.ndarray] = []
     reaction_spans: list[tuple[int, int]] = []
     starts = [section["start"] for section in sections]
     for mention in mentions:
@@ -406,6 +439,13 @@ def _facts(
         categories = {category for category, _ in mention["cues"]}
         relation = next((_relation(cue) for category, cue in mention["cues"] if category == "FAMILY"), None)
         flags = context_flags(categories, relation, section, historical_section)
+        if masked is not None and concept["kind"] in CANDIDATE_KINDS:
+            sentence = masked[mention["sent_start"] : mention["sent_end"]]
+            local = (start - mention["sent_start"], end - mention["sent_start"])
+            candidates.append((len(facts), (sentence, *local)))
+            rule_rows.append(
+                rule_features(flags, categories, section, historical_section, sentence, local[0], local[1])
+            )
         fact: dict[str, Any] = {
             "kind": concept["kind"],
             "concept_id": concept["id"],
@@ -417,6 +457,7 @@ def _facts(
             "codes": [dict(code) for code in concept.get("codes", [])],
             **flags,
             "stage": STAGE,
+            "flag_stages": dict.fromkeys(("negated", "historical", "hypothetical", "family"), STAGE_RULES),
         }
         if concept["kind"] in {"medication", "allergen"}:
             line_start = text.rfind("\n", 0, start) + 1
@@ -449,6 +490,8 @@ def _facts(
                     status = "current"
                 fact["medication"] = {**medication, "status": status}
         facts.append(fact)
+    if candidates:
+        _classify(facts, candidates, rule_rows)
     # "penicillin (nausea)": the nausea is the allergy's reaction, not a symptom of the patient's.
     return [
         f
@@ -456,3 +499,18 @@ def _facts(
         if f["kind"] not in {"symptom", "finding"}
         or not any(a <= f["start"] and f["end"] <= b for a, b in reaction_spans)
     ]
+
+
+def _classify(
+    facts: list[dict[str, Any]], candidates: list[tuple[int, tuple[str, int, int]]], rule_rows: list[np.ndarray]
+) -> None:
+    """The classifier's flags for the candidate facts (one batch per note)."""
+    from nlp.assertion.context import apply_decisions, get_classifier
+
+    decisions = get_classifier().classify([mention for _, mention in candidates], np.stack(rule_rows))
+    for (index, _), decided in zip(candidates, decisions, strict=True):
+        fact = facts[index]
+        stages = apply_decisions(fact, decided)
+        fact["flag_stages"] = stages
+        if any(stage != STAGE_RULES for stage in stages.values()):
+            fact["stage"] = STAGE_CLASSIFIER

@@ -78,6 +78,7 @@ class ContextFlags(TypedDict):
 
 class ContextResult(ContextFlags):
     section: str | None
+    historical_section: bool  # the section alone makes it historical (see HISTORICAL_SECTIONS)
     cues: list[Cue]
 
 
@@ -291,7 +292,7 @@ def classify_context(text: str, start: int, end: int, *, nlp: Any = None) -> Con
     cues.sort(key=lambda c: (c["start"], c["end"]))
 
     flags = context_flags(categories, relation, section, historical_section)
-    return ContextResult(**flags, section=section, cues=cues)
+    return ContextResult(**flags, section=section, historical_section=historical_section, cues=cues)
 
 
 def context_flags(

@@ -40,7 +40,14 @@ def facts_of(text: str, **kwargs) -> list[dict]:
     facts = extract(text, **kwargs)["facts"]
     for fact in facts:  # every fact, in every test: its span locates its text
         assert text[fact["start"] : fact["end"]] == fact["text"]
-        assert fact["stage"] == "lexicon+context"
+        # Every fact keeps the stage that produced it, per flag too.
+        stages = fact["flag_stages"]
+        assert set(stages) == {"negated", "historical", "hypothetical", "family"}
+        assert set(stages.values()) <= {"context", "classifier"}
+        from_classifier = "classifier" in stages.values()
+        assert fact["stage"] == ("lexicon+context+classifier" if from_classifier else "lexicon+context")
+        if fact["kind"] in {"medication", "allergen"}:
+            assert not from_classifier  # only conditions and procedures are candidates
     return facts
 
 
@@ -427,3 +434,28 @@ def test_it_runs_over_fifty_mtsamples_notes():
         facts = facts_of(note)  # checks every span
         with_facts += bool(facts)
     assert with_facts >= 20
+
+
+def test_the_rule_path_leaves_the_classifier_out():
+    text = "PAST MEDICAL HISTORY: Hypertension.\nDenies chest pain."
+    facts = facts_of(text, assertion=False)
+    assert {f["stage"] for f in facts} == {"lexicon+context"}
+    assert all(set(f["flag_stages"].values()) == {"context"} for f in facts)
+    assert extract(text, assertion=False)["pipeline_version"] != PIPELINE_VERSION
+
+
+def test_the_classifier_decides_the_flags_its_heads_own():
+    from nlp.assertion.context import get_classifier
+
+    classifier = get_classifier()
+    flags = ("negated", "historical", "hypothetical", "family")
+    owned = {flag for flag in flags if classifier.mode(flag) in {"model", "or"}}
+    assert owned  # the shipped artefact has at least one learned head
+    # No rule cue here: every learned head decides its flag.
+    (fact,) = [f for f in facts_of("She has a productive cough.") if f["concept_id"] == "cough"]
+    assert {flag for flag, stage in fact["flag_stages"].items() if stage == "classifier"} == owned
+    assert fact["stage"] == "lexicon+context+classifier"
+    assert not fact["negated"] and not fact["historical"]
+    (fact,) = [f for f in facts_of("She denies chest pain.") if f["concept_id"] == "chest-pain"]
+    assert fact["negated"] is True
+    assert classifier.version in PIPELINE_VERSION  # a new artefact is a new extraction version

@@ -3,7 +3,10 @@
 Reads JSON lines {"id", "text", "start", "end"} (a condition already marked by character
 offsets) and writes one JSON line per input line: {"id", "negated", "historical",
 "hypothetical", "experiencer"} (experiencer "patient", "family" or "other"), or
-{"id", "error"} when that line cannot be classified. Blank lines are skipped. Exit status 0
+{"id", "error"} when that line cannot be classified. The flags come from the ConText rules and
+the assertion classifier beside them (``nlp.assertion.context.assert_context``: per flag, the
+head that cross-validation chose); the committed classifier artefact is loaded once, before the
+first line. Blank lines are skipped. Exit status 0
 unless stdin cannot be read. No note text is ever written to stderr or the logs.
 """
 
@@ -16,7 +19,10 @@ from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from nlp.pipeline import SpanError, classify_context, get_pipeline
+from nlp.assertion.context import assert_context, get_classifier
+from nlp.assertion.encoder import EncoderError
+from nlp.assertion.model import AssertionModelError
+from nlp.pipeline import SpanError, get_pipeline
 
 
 def _fail(record_id: Any, message: str) -> dict[str, Any]:
@@ -57,7 +63,7 @@ def context_line(raw: bytes, line_no: int) -> dict[str, Any]:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
         return _fail(record_id, "start and end must be integers")
     try:
-        result = classify_context(text, start, end)
+        result = assert_context(text, start, end)
     except SpanError as exc:
         return _fail(record_id, str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad note must not stop the stream
@@ -78,11 +84,15 @@ def _lines(stream: IO[Any]) -> Iterable[bytes]:
 
 
 class Command(BaseCommand):
-    help = "ConText (negated, historical, hypothetical, experiencer) of marked spans, JSON lines in and out."
+    help = "Context (negated, historical, hypothetical, experiencer) of marked spans by rules + classifier, JSON lines."
 
     def handle(self, *args: Any, **options: Any) -> None:
         stream = getattr(sys.stdin, "buffer", sys.stdin)
         get_pipeline()  # load once before the first line, so a broken install fails here
+        try:
+            get_classifier()
+        except (AssertionModelError, EncoderError) as exc:
+            raise CommandError(f"assertion classifier: {exc}") from exc
         try:
             for line_no, raw in enumerate(_lines(stream), start=1):
                 raw = raw.rstrip(b"\r\n")
