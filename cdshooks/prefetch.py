@@ -47,8 +47,9 @@ MAX_ERRORS_SHOWN = 20
 class PrefetchError(ValueError):
     """The prefetch or the draft orders cannot be read; ``problems`` name each place."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, too_large: bool = False) -> None:
         self.problems = problems
+        self.too_large = too_large
         super().__init__("; ".join(problems))
 
 
@@ -134,7 +135,7 @@ def facts_from_prefetch(
         drafts, _ = _resources(draft_orders, "context.draftOrders", problems)
     if len(collected) + len(drafts) > MAX_RESOURCES:
         raise PrefetchError([f"the request holds {len(collected) + len(drafts)} resources; the limit is "
-                             f"{MAX_RESOURCES}"])
+                             f"{MAX_RESOURCES}"], too_large=True)
     if problems:
         raise PrefetchError(problems[:MAX_ERRORS_SHOWN])
 

@@ -171,6 +171,8 @@ def hook_call(request: HookRequest, *, client: TrustedClient | None, base_url: s
         parsed = facts_from_prefetch(patient_id=request.patient_id, prefetch=request.prefetch, plan=catalog.plan,
                                      as_of=now, draft_orders=request.draft_orders, selections=request.selections)
     except PrefetchError as exc:
+        if exc.too_large:
+            raise HookError(413, "too_large", exc.problems[0]) from None
         raise HookError(400, "invalid_prefetch", "the prefetch or the draft orders cannot be read",
                         exc.problems) from None
     facts = parsed.facts

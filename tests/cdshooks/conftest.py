@@ -14,6 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from django.core.management import call_command
 
 from cdshooks.models import TrustedClient
+from decision.models import Rule, RuleVersion
+from decision.services import VERSION_FIELDS, value_sets_import
+from decision.starter import RULES, VALUE_SETS_FILE
 
 ISSUER = "https://ehr.example.org"
 BASE = "http://testserver"
@@ -80,4 +83,17 @@ def ehr(client, trusted, rsa_key):
 
 @pytest.fixture
 def starter(db):
+    """The starter library, active: its value sets and one active version per rule, written
+    directly (the library's own test cases run in tests/decision; here they would cost 2 s a test)."""
+    value_sets_import(json.loads(VALUE_SETS_FILE.read_text(encoding="utf-8")))
+    for spec in RULES:
+        rule = Rule.objects.create(slug=spec["slug"], title=spec["title"], category=spec["category"],
+                                   description=spec.get("rationale", ""))
+        fields = {name: spec[name] for name in VERSION_FIELDS if name in spec}
+        RuleVersion.objects.create(rule=rule, number=1, status=RuleVersion.Status.ACTIVE, tests_passed=True, **fields)
+
+
+@pytest.fixture
+def starter_loaded(db):
+    """The starter library through its management command (rules tested and activated)."""
     call_command("load_starter_rules", stdout=io.StringIO())
