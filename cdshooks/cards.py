@@ -76,7 +76,11 @@ def _trace_lines(trace: list[dict[str, Any]], depth: int = 0) -> list[str]:
         when = f", {str(entry['at'])[:10]}" if entry.get("at") else ""
         held = "**met**" if entry.get("held") else "not met"
         problem = f"; {entry['problem']}" if entry.get("problem") else ""
-        lines.append(f"{pad}- `{fact}` {test}: {held}{found}{when}{problem}")
+        # Evidence the EHR can resolve: prefetched resources ("Type/id"); stored rows are shown on
+        # the explanation page instead.
+        source = str(entry.get("source") or "")
+        evidence = f", from {source}" if "/" in source else ""
+        lines.append(f"{pad}- `{fact}` {test}: {held}{found}{when}{evidence}{problem}")
     return lines
 
 
