@@ -91,10 +91,24 @@ class Condition:
         return out
 
 
+_COST = {"age": 0, "sex": 0, "pregnant": 0, "genomic": 1, "medication": 1, "condition": 1, "allergy": 1,
+         "risk": 2, "imaging": 2, "note": 2, "observation": 3}
+
+
 @dataclass
 class Group:
     logic: str  # "all" | "any"
     items: list[Condition | Group]
+
+    @property
+    def fast_items(self) -> list[Condition | Group]:
+        """The items, cheapest first: the untraced check stops sooner (the trace keeps the
+        author's order)."""
+        cached: list[Condition | Group] | None = self.__dict__.get("_fast")
+        if cached is None:
+            cached = sorted(self.items, key=lambda i: 4 if isinstance(i, Group) else _COST.get(i.kind, 3))
+            self.__dict__["_fast"] = cached
+        return cached
 
 
 @dataclass
@@ -401,12 +415,13 @@ def _matching(facts: Facts, kind: str, members: Members) -> list[Any]:
         found = [n for n in facts.notes if n.affirmed and (n.concept == members.slug or any(
             members.matches(system, code) for system, code in n.codes))]
     else:  # observation: every value of every code of the set, newest first
-        series: list[ObservationFact] = []
-        for codes in members.codes.values():
-            for code in codes:
-                series.extend(facts.observations.get(code, ()))
-        series.sort(key=lambda o: o.at, reverse=True)
-        found = series
+        observations = facts.observations
+        lists = [observations[code] for code in members.flat_codes if code in observations]
+        if len(lists) == 1:
+            found = lists[0]  # already newest first
+        else:
+            found = [o for values in lists for o in values]
+            found.sort(key=lambda o: o.at, reverse=True)
     facts.cache[key] = found
     return found
 
@@ -592,12 +607,30 @@ def render(template: str, values: dict[str, Found]) -> str:
     return _PLACEHOLDER.sub(sub, template)
 
 
-def evaluate(rules: Iterable[CompiledRule], facts: Facts) -> list[Result]:
-    """Each rule, fired or not, with its trace."""
+def _check(cond: Condition, facts: Facts) -> bool:
+    return _holds(cond, _resolve(cond, facts))[0]
+
+
+def _fast(group: Group, facts: Facts) -> bool:
+    """Whether a group holds, stopping at the first condition that decides it (no trace)."""
+    items = group.fast_items
+    if group.logic == "all":
+        return all(_fast(i, facts) if isinstance(i, Group) else _check(i, facts) for i in items)
+    return any(_fast(i, facts) if isinstance(i, Group) else _check(i, facts) for i in items)
+
+
+def evaluate(rules: Iterable[CompiledRule], facts: Facts, *, trace_all: bool = True) -> list[Result]:
+    """Each rule, fired or not, with its trace. ``trace_all=False`` traces only the rules that
+    fire (a rule that does not fire gets an empty trace): population runs store no trace for
+    them, and stopping at the first failing condition is several times faster."""
     results = []
     for rule in rules:
         trace: list[dict[str, Any]] = []
         values: dict[str, Found] = {}
+        if not trace_all and not _fast(rule.root, facts):
+            results.append(Result(rule=rule.slug, version=rule.version, version_id=rule.version_id, fired=False,
+                                   severity=rule.severity, summary="", detail="", trace=[], shadow=rule.shadow))
+            continue
         fired = _evaluate_group(rule.root, facts, 0, trace, values)
         summary = detail = ""
         if fired:
@@ -621,7 +654,29 @@ def evaluate(rules: Iterable[CompiledRule], facts: Facts) -> list[Result]:
 
 
 def fired_only(rules: Sequence[CompiledRule], facts: Facts) -> list[Result]:
-    return [r for r in evaluate(rules, facts) if r.fired]
+    return [r for r in evaluate(rules, facts, trace_all=False) if r.fired]
+
+
+def needs(rules: Iterable[CompiledRule]) -> tuple[set[str], int]:
+    """What the rules read: the risk calculators they name, and their longest look-back (days)."""
+    calculators: set[str] = set()
+    longest = DEFAULT_OBSERVATION_LOOKBACK
+
+    def walk(items: Iterable[Condition | Group]) -> None:
+        nonlocal longest
+        for item in items:
+            if isinstance(item, Group):
+                walk(item.items)
+                continue
+            if item.kind == "risk":
+                calculators.add(item.arg)
+            if item.kind == "observation" and item.lookback_days:
+                longest = max(longest, item.lookback_days)
+
+    for rule in rules:
+        walk(rule.root.items)
+        walk(rule.show)
+    return calculators, longest
 
 
 def dimension_name(value: str) -> str:

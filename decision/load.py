@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import BooleanField, FloatField, Model, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from nlp.models import NoteFact
@@ -41,7 +42,7 @@ from patients.selectors import ACTIVE_MEDICATION_STATUSES
 from risk.models import RiskAssessment
 
 from .facts import CodedFact, Facts, GenomicFact, ImagingFinding, NoteFinding, ObservationFact, RiskFact, dose_mg
-from .units import UnitError, canonical_unit, to_canonical
+from .units import ALL_DIMENSIONS, UnitError, canonical_unit, dimension_of, normalise_unit
 from .valuesets import Members, ValueSetIndex, canonical_system
 
 DEFAULT_LOOKBACK_DAYS = 3 * 365
@@ -62,6 +63,7 @@ class FactPlan:
 
     value_sets: ValueSetIndex = field(default_factory=dict)
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    risk_calculators: set[str] | None = None  # None: every calculator and model
 
     def __post_init__(self) -> None:
         self.dimensions: dict[str, str] = {}
@@ -151,7 +153,7 @@ def load_facts_bulk(
     ids = sorted(set(patient_ids))
     out: dict[int, Facts] = {}
     today = as_of.date()
-    for pk, birth, sex, deceased_at in Patient.objects.filter(pk__in=ids).values_list(
+    for pk, birth, sex, deceased_at in Patient.objects.filter(_any(Patient, "id", ids)).values_list(
         "pk", "birth_date", "sex", "deceased_at"
     ):
         age = None
@@ -165,7 +167,7 @@ def load_facts_bulk(
     _observations(out, ids, as_of, plan)
     _coded(out, ids, as_of)
     _genomics(out, ids, as_of)
-    _risks(out, ids, as_of)
+    _risks(out, ids, as_of, plan)
     _notes(out, ids, as_of)
     for pk, findings in IMAGING_PROVIDER(ids, as_of).items():
         if pk in out:
@@ -175,56 +177,77 @@ def load_facts_bulk(
     return out
 
 
+def _any(model: type[Model], column: str, values: list[Any]) -> RawSQL:
+    """``column = ANY(array)`` with the values as one array parameter: for thousands of ids this
+    costs far less than ``IN (...)`` with one parameter each, in Django and in PostgreSQL."""
+    # table and column names are this module's constants, never input; the values are parameters
+    return RawSQL(f'"{model._meta.db_table}"."{column}" = ANY(%s)', (values,),  # noqa: S611
+                  output_field=BooleanField())
+
+
+def _epoch(model: type[Model], column: str) -> RawSQL:
+    """A timestamp as seconds since 1970 (a float is read much faster than a timestamptz)."""
+    return RawSQL(f'EXTRACT(EPOCH FROM "{model._meta.db_table}"."{column}")::float8', (),  # noqa: S611
+                  output_field=FloatField())
+
+
 def _observations(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
     since = as_of - dt.timedelta(days=plan.lookback_days)
     dimensions = plan.dimensions
     rows = (
-        Observation.objects.filter(patient_id__in=ids, code__in=plan.observation_codes, effective_at__gte=since,
-                                   effective_at__lte=as_of)
+        Observation.objects.filter(_any(Observation, "patient_id", ids))
+        .filter(code__in=plan.observation_codes, effective_at__gte=since, effective_at__lte=as_of)
         .exclude(status=ENTERED_IN_ERROR)
+        .annotate(at_epoch=_epoch(Observation, "effective_at"))
         .order_by("patient_id", "code", "-effective_at", "-pk")
-        .values_list("patient_id", "code", "value_quantity", "value_unit", "effective_at", "pk", "value_code",
+        .values_list("patient_id", "code", "value_quantity", "value_unit", "at_epoch", "pk", "value_code",
                      "value_display", "value_string")
     )
-    converted: dict[tuple[str, str], Any] = {}  # (unit, dimension) -> converter result or error
-    for patient_id, code, value, unit, at, pk, value_code, value_display, value_string in rows.iterator(
-        chunk_size=10000
-    ):
-        if at is None:
+    from_epoch = dt.datetime.fromtimestamp
+    utc = dt.UTC
+    # one converter per (recorded unit, analyte): the table lookups happen once, not per row
+    converters: dict[tuple[str, str], tuple[Callable[[float], float], str] | None] = {}
+    # one fetch (no server-side cursor): a batch's rows fit in memory and a cursor costs more
+    for patient_id, code, value, unit, epoch, pk, value_code, value_display, value_string in rows:
+        if epoch is None:
             continue
+        at = from_epoch(epoch, utc)
         dimension = dimensions.get(code, "")
         if value is not None and dimension:
             key = (unit, dimension)
-            ok = converted.get(key)
-            if ok is None:
-                try:
-                    to_canonical(1.0, unit, dimension)
-                    ok = converted[key] = True
-                except UnitError:
-                    ok = converted[key] = False
-            if ok:
-                value = to_canonical(value, unit, dimension)
-                unit = canonical_unit(dimension)
+            if key not in converters:
+                converters[key] = _converter(unit, dimension)
+            converter = converters[key]
+            if converter is not None:
+                value = converter[0](value)
+                unit = converter[1]
             # else: kept as recorded; the engine reports the unit it cannot compare
         out[patient_id].observations.setdefault(code, []).append(ObservationFact(
-            code=code, value=value, unit=unit, at=at, source=f"Observation:{pk}",
-            text=value_display or value_string or value_code, value_code=value_code,
+            code, value, unit, at, f"Observation:{pk}", value_display or value_string or value_code, value_code,
         ))
+
+
+def _converter(unit: str, dimension: str) -> tuple[Callable[[float], float], str] | None:
+    try:
+        normalised = normalise_unit(unit or canonical_unit(dimension), dimension)
+    except UnitError:
+        return None
+    return ALL_DIMENSIONS[dimension_of(dimension)][1][normalised], canonical_unit(dimension)
 
 
 def _coded(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
     for patient_id, system, code, display, pk, onset, status in Condition.objects.filter(
-        ACTIVE_CONDITION, patient_id__in=ids
+        ACTIVE_CONDITION, _any(Condition, "patient_id", ids)
     ).values_list("patient_id", "code_system", "code", "display", "pk", "onset_at", "clinical_status"):
         out[patient_id].conditions.append(CodedFact(canonical_system(system), code, display, f"Condition:{pk}",
                                                     onset, status))
     for patient_id, system, code, display, pk, authored, status in MedicationRequest.objects.filter(
-        patient_id__in=ids, status__in=ACTIVE_MEDICATION_STATUSES
+        _any(MedicationRequest, "patient_id", ids), status__in=ACTIVE_MEDICATION_STATUSES
     ).values_list("patient_id", "code_system", "code", "display", "pk", "authored_at", "status"):
         out[patient_id].medications.append(CodedFact(canonical_system(system), code, display,
                                                      f"MedicationRequest:{pk}", authored, status, dose_mg(display)))
     for patient_id, system, code, display, pk, recorded, status in (
-        AllergyIntolerance.objects.filter(patient_id__in=ids)
+        AllergyIntolerance.objects.filter(_any(AllergyIntolerance, "patient_id", ids))
         .exclude(status__in=[ENTERED_IN_ERROR, "refuted"])
         .exclude(clinical_status__in=["inactive", "resolved"])
         .values_list("patient_id", "code_system", "code", "display", "pk", "recorded_at", "clinical_status")
@@ -255,7 +278,7 @@ def _set_genomic(facts: Facts, key: str, fact: GenomicFact) -> None:
 def _genomics(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
     # Shape 1: rows the importer made (gene from a 48018-6 component).
     for patient_id, gene, diplotype, phenotype, at, pk, top_display, top_string in (
-        GenomicResult.objects.filter(patient_id__in=ids).exclude(status=ENTERED_IN_ERROR)
+        GenomicResult.objects.filter(_any(GenomicResult, "patient_id", ids)).exclude(status=ENTERED_IN_ERROR)
         .values_list("patient_id", "gene", "diplotype", "phenotype", "effective_at", "pk",
                      "observation__value_display", "observation__value_string")
     ):
@@ -266,7 +289,9 @@ def _genomics(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None
             _set_genomic(out[patient_id], key, GenomicFact(key, phenotype, diplotype, at, f"GenomicResult:{pk}"))
     # Shape 2: the gene named in the Observation's code, the result as its value.
     rows = (
-        Observation.objects.filter(patient_id__in=ids, parent__isnull=True, genomic_result__isnull=True)
+        # genomic results are coded or text values: numeric rows are skipped before the regex
+        Observation.objects.filter(_any(Observation, "patient_id", ids), parent__isnull=True,
+                                   genomic_result__isnull=True, value_quantity__isnull=True)
         .filter(Q(code__in=PHENOTYPE_CODES) | Q(display__iregex=_GENES))
         .exclude(status=ENTERED_IN_ERROR)
         .values_list("patient_id", "display", "raw__code__text", "value_display", "value_string", "value_code",
@@ -283,11 +308,12 @@ def _genomics(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None
         _set_genomic(out[patient_id], gene, GenomicFact(gene, result, "", at, f"Observation:{pk}"))
 
 
-def _risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
+def _risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
     """The current assessment per calculator is the latest row: when it lacks inputs the score
     is unknown now (value None), even if an older row had one."""
     rows = (
-        RiskAssessment.objects.filter(patient_id__in=ids, as_of__lte=as_of)
+        RiskAssessment.objects.filter(_any(RiskAssessment, "patient_id", ids), as_of__lte=as_of)
+        .filter(**({"calculator__in": plan.risk_calculators} if plan.risk_calculators is not None else {}))
         .order_by("patient_id", "calculator", "-computed_at", "-pk")
         .distinct("patient_id", "calculator")
         .values_list("patient_id", "calculator", "status", "value", "unit", "category", "contributions", "as_of",
@@ -304,7 +330,7 @@ def _risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
 def _notes(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
     """Findings of each note's latest extraction (a newer pipeline version supersedes)."""
     rows = (
-        NoteFact.objects.filter(patient_id__in=ids)
+        NoteFact.objects.filter(_any(NoteFact, "patient_id", ids))
         .exclude(extraction__note__status=ENTERED_IN_ERROR)
         .values_list("patient_id", "extraction_id", "extraction__note_id", "extraction__note__external_id",
                      "extraction__note__written_at", "pk", "concept_id", "preferred", "codes", "text", "start", "end",

@@ -44,3 +44,29 @@ def active_recommendations(patient_ids: Any = None) -> QuerySet[Recommendation]:
     if patient_ids is not None:
         qs = qs.filter(patient_id__in=patient_ids)
     return qs
+
+
+def rule_statistics(rule_id: int) -> dict[str, Any]:
+    """The numbers that tell an admin whether a rule causes alert fatigue: recommendations by
+    status, overrides by reason, and the override rate per ISO week (overrides / responses)."""
+    from django.db.models import Count
+    from django.db.models.functions import TruncWeek
+
+    from .models import RecommendationAction
+
+    by_status = dict(Recommendation.objects.filter(rule_id=rule_id, shadow=False).values_list("status")
+                     .annotate(n=Count("pk")).values_list("status", "n"))
+    actions = RecommendationAction.objects.filter(rule_id=rule_id)
+    by_reason = {code or "(none)": n for code, n in actions.filter(action=RecommendationAction.Action.OVERRIDE)
+                 .values_list("reason_code").annotate(n=Count("pk")).values_list("reason_code", "n")}
+    weeks: dict[str, dict[str, int]] = {}
+    for week, action, n in (actions.annotate(week=TruncWeek("at")).values_list("week", "action")
+                            .annotate(n=Count("pk")).values_list("week", "action", "n").order_by("week")):
+        weeks.setdefault(week.date().isoformat(), {})[action] = n
+    rate = [{"week": week, "responses": sum(counts.values()),
+             "override_rate": counts.get(RecommendationAction.Action.OVERRIDE, 0) / sum(counts.values())}
+            for week, counts in weeks.items()]
+    return {"fired": sum(by_status.values()), "by_status": by_status,
+            "accepted": by_status.get(Recommendation.Status.ACCEPTED, 0),
+            "overridden": by_status.get(Recommendation.Status.OVERRIDDEN, 0), "overrides_by_reason": by_reason,
+            "override_rate_by_week": rate}

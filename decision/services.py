@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from patients.models import Patient
 
-from .engine import CompiledRule, Result, RuleDefinitionError, compile_rule, evaluate
+from .engine import CompiledRule, Result, RuleDefinitionError, compile_rule, evaluate, needs
 from .facts import Facts
 from .load import FactPlan, fact_plan, load_facts_bulk
 from .models import (
@@ -371,6 +371,13 @@ def active_rules(*, value_sets: ValueSetIndex | None = None) -> tuple[list[Compi
     return compiled, sites
 
 
+def plan_for_rules(plan: FactPlan, rules: Sequence[CompiledRule]) -> FactPlan:
+    """The plan narrowed to what the rules read (risk calculators, observation history)."""
+    calculators, longest = needs(rules)
+    narrowed = FactPlan(value_sets=plan.value_sets, lookback_days=longest, risk_calculators=calculators)
+    return narrowed
+
+
 # --------------------------------------------------------------------------------------------
 # Recommendations
 
@@ -403,6 +410,7 @@ def recommendations_apply(results: dict[int, list[Result]], *, now: dt.datetime 
         }
         new: list[Recommendation] = []
         changed: list[Recommendation] = []
+        touched: list[int] = []
         for patient_id, patient_results in results.items():
             for result in patient_results:
                 if result.version_id is None:
@@ -418,14 +426,20 @@ def recommendations_apply(results: dict[int, list[Result]], *, now: dt.datetime 
                             detail=result.detail, trace=result.trace, facts_digest=digest, first_fired_at=now,
                             last_fired_at=now, status_changed_at=now))
                         continue
-                    rec.last_fired_at = now
-                    if rec.status == Recommendation.Status.ACTIVE:
-                        rec.rule_version_id = result.version_id
-                        rec.severity, rec.shadow = result.severity, result.shadow
-                        rec.summary, rec.detail, rec.trace, rec.facts_digest = (
-                            result.summary, result.detail, result.trace, digest)
-                    changed.append(rec)
                     summary.updated += 1
+                    same = (rec.rule_version_id == result.version_id and rec.facts_digest == digest
+                            and rec.summary == result.summary and rec.severity == result.severity
+                            and rec.shadow == result.shadow and rec.detail == result.detail)
+                    if same or rec.status != Recommendation.Status.ACTIVE:
+                        # still firing for the same reasons (or already answered): only the time moves
+                        touched.append(rec.pk)
+                        continue
+                    rec.last_fired_at = now
+                    rec.rule_version_id = result.version_id
+                    rec.severity, rec.shadow = result.severity, result.shadow
+                    rec.summary, rec.detail, rec.trace, rec.facts_digest = (
+                        result.summary, result.detail, result.trace, digest)
+                    changed.append(rec)
                 elif rec is not None:
                     if rec.status == Recommendation.Status.ACTIVE:
                         rec.status = Recommendation.Status.RESOLVED
@@ -434,6 +448,8 @@ def recommendations_apply(results: dict[int, list[Result]], *, now: dt.datetime 
                     changed.append(rec)
                     summary.resolved += 1
         Recommendation.objects.bulk_create(new, batch_size=2000)
+        if touched:
+            Recommendation.objects.filter(pk__in=touched).update(last_fired_at=now, updated_at=now)
         Recommendation.objects.bulk_update(
             changed, ["status", "status_changed_at", "closed_at", "last_fired_at", "rule_version", "severity",
                       "shadow", "summary", "detail", "trace", "facts_digest", "updated_at"], batch_size=2000)
@@ -513,6 +529,7 @@ def patients_evaluate(
     ids = sorted(set(patient_ids))
     plan = plan or fact_plan()
     compiled, sites = rules or active_rules(value_sets=plan.value_sets)
+    plan = plan_for_rules(plan, compiled)
     totals = EvaluationSummary(0, 0, 0, 0, 0, 0.0)
     for i in range(0, len(ids), batch_size):
         batch = ids[i:i + batch_size]
@@ -547,7 +564,7 @@ def evaluate_batch(patient_ids: Sequence[int], compiled: list[CompiledRule], sit
     for pk, f in facts.items():
         rules = compiled if not sites else [
             r for r in compiled if r.version_id not in sites or site_of.get(pk) in sites[r.version_id]]
-        out[pk] = evaluate(rules, f)
+        out[pk] = evaluate(rules, f, trace_all=False)
     return out
 
 
@@ -607,12 +624,13 @@ def backtest_run(version: RuleVersion, *, patient_ids: Sequence[int] | None = No
     ids = list(patient_ids) if patient_ids is not None else list(
         Patient.objects.filter(active=True).order_by("pk").values_list("pk", flat=True))
     rules = [draft] + ([active] if active else [])
+    plan = plan_for_rules(plan, rules)
     sample: list[dict[str, Any]] = []
     fired = compared = newly = no_longer = 0
     for i in range(0, len(ids), batch_size):
         facts = load_facts_bulk(ids[i:i + batch_size], plan=plan)
         for pk, f in facts.items():
-            results = evaluate(rules, f)
+            results = evaluate(rules, f, trace_all=False)
             d = results[0].fired
             a = results[1].fired if active else False
             fired += d

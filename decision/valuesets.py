@@ -35,8 +35,10 @@ class Members:
     prefixes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     names: tuple[str, ...] = ()
     _name_re: re.Pattern[str] | None = field(default=None, repr=False)
+    flat_codes: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
+        self.flat_codes = tuple(sorted({code for codes in self.codes.values() for code in codes}))
         if self.names:
             self._name_re = re.compile(r"\b(?:" + "|".join(re.escape(n.lower()) for n in self.names) + r")\b")
 

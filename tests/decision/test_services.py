@@ -304,3 +304,20 @@ def test_a_backtest_compares_a_draft_with_the_active_version(value_sets, admin_u
     assert (bt.patients, bt.fired, bt.compared_fired, bt.newly_fired, bt.no_longer_fired) == (4, 3, 2, 1, 0)
     assert bt.status == "done" and len(bt.sample) == 3 and bt.sample[0]["trace"]
     assert not Recommendation.objects.exists()
+
+
+def test_rule_statistics_count_responses_and_overrides_by_reason(value_sets, admin_user, site_a, clinician_a):
+    from decision.selectors import rule_statistics
+
+    version = rule_version_activate(_ldl_rule(admin_user), user=admin_user)
+    patients = [PatientFactory(site=site_a) for _ in range(3)]
+    for p in patients:
+        _ldl(p, 200)
+    patients_evaluate([p.pk for p in patients])
+    recs = list(Recommendation.objects.order_by("pk"))
+    recommendation_accept(recs[0], user=clinician_a)
+    recommendation_override(recs[1], user=clinician_a, reason_code="patient-ineligible")
+    stats = rule_statistics(version.rule_id)
+    assert stats["fired"] == 3 and stats["accepted"] == 1 and stats["overridden"] == 1
+    assert stats["overrides_by_reason"] == {"patient-ineligible": 1}
+    assert stats["override_rate_by_week"][0]["override_rate"] == 0.5

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from decision.load import fact_plan
-from decision.services import active_rules, evaluate_batch, recommendations_apply
+from decision.services import active_rules, evaluate_batch, plan_for_rules, recommendations_apply
 from patients.models import Patient
 
 
@@ -36,6 +36,7 @@ class Command(BaseCommand):
         rules = active_rules(value_sets=plan.value_sets)
         if not rules[0]:
             raise CommandError("no active rules (run load_starter_rules)")
+        plan = plan_for_rules(plan, rules[0])
         ids = list(mrn_of)
         for i in range(0, len(ids), options["batch_size"]):
             batch = ids[i:i + options["batch_size"]]
