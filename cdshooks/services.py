@@ -194,7 +194,7 @@ def hook_call(request: HookRequest, *, client: TrustedClient | None, base_url: s
     rules = catalog.rules.get(service_id, [])
     site_id = patient.site_id if patient is not None else (client.site_id if client is not None else None)
     rules = [r for r in rules if r.version_id not in catalog.sites or site_id in catalog.sites[r.version_id]]
-    results = [r for r in evaluate(rules, facts) if r.fired]
+    results = [r for r in evaluate(rules, facts, trace_all=False) if r.fired]
     if request.service.hook == "order-select":
         results = [r for r in results if cites(r, parsed.selected_sources)]
     elif request.service.hook == "order-sign":
