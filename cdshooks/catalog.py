@@ -26,7 +26,7 @@ from django.db import connection
 from decision.engine import CompiledRule, Condition, Group
 from decision.load import PHENOTYPE_CODES, FactPlan, fact_plan
 from decision.models import ConceptIsA, Rule, RuleVersion, ValueSet, ValueSetCode
-from decision.services import active_rules
+from decision.services import active_rules, plan_for_rules
 
 ORDER_CATEGORIES = frozenset({Rule.Category.MEDICATION_SAFETY, Rule.Category.PHARMACOGENOMICS})
 LOINC = "http://loinc.org"
@@ -174,6 +174,8 @@ def _build() -> Catalog:
     }
     rules["order-sign"] = rules["order-select"]
     categories = {sid: data_categories(rs) for sid, rs in rules.items()}
+    # Read only what the rules use (their risk calculators, their longest look-back).
+    plan = plan_for_rules(plan, shown)
     catalog = Catalog(plan=plan, rules=rules, sites=sites, meta=meta, categories=categories)
     catalog.prefetch = {sid: _templates(categories[sid], rules[sid]) for sid in rules}
     return catalog

@@ -1,7 +1,7 @@
 """Facts from a CDS Hooks prefetch: the second builder beside ``decision.load.load_facts``.
 
 The prefetch's FHIR R4 resources (Patient, Observation, Condition, MedicationRequest,
-AllergyIntolerance) are read by the importer's own mapping (``patients.fhir.mapping.map_unit``), so
+AllergyIntolerance) are read by the importer's own per-type mappers (``patients.fhir.mapping``), so
 a value means the same whether it was imported or prefetched; then the same selection and unit
 normalisation as ``load_facts`` apply (observation codes of the value sets, canonical units of
 their analyte, active conditions and medications, allergies not refuted or resolved, genomic
@@ -31,8 +31,8 @@ from decision.load import (
 )
 from decision.units import UnitError, canonical_unit, to_canonical
 from decision.valuesets import canonical_system
-from patients.fhir.mapping import Row, map_unit
-from patients.fhir.parse import Entry, Unit
+from patients.fhir.mapping import MAPPERS, FieldError, Resolver, Row, _medication_mapper, resource_id
+from patients.fhir.parse import Entry
 
 # What each prefetch key of the discovery document holds (see cdshooks.catalog).
 CATEGORY_OF_KEY = {"patient": "patient", "observations": "observations", "genomics": "genomics",
@@ -40,6 +40,7 @@ CATEGORY_OF_KEY = {"patient": "patient", "observations": "observations", "genomi
 ACTIVE_CONDITION_STATUSES = frozenset({"active", "recurrence", "relapse"})
 ACTIVE_MEDICATION_STATUSES = frozenset({"active", "on-hold", "draft"})  # patients.selectors
 INACTIVE_ALLERGY = frozenset({"inactive", "resolved"})
+READ_TYPES = frozenset({"Patient", "Observation", "Condition", "AllergyIntolerance"})  # + MedicationRequest
 MAX_RESOURCES = 5000  # resources per request (prefetch and draft orders together)
 MAX_ERRORS_SHOWN = 20
 
@@ -157,11 +158,11 @@ def facts_from_prefetch(
             continue
         seen.add(rkey)
         entries.append(Entry(location=location, resource=resource, full_url=full_url))
-    mapped = map_unit(Unit(label="prefetch", entries=entries))
-    if mapped.errors:
-        raise PrefetchError([str(e) for e in mapped.errors[:MAX_ERRORS_SHOWN]])
-    for rows in mapped.rows.values():
-        for row in rows:
+    rows, errors = _map(entries)
+    if errors:
+        raise PrefetchError(errors[:MAX_ERRORS_SHOWN])
+    for model_rows in rows.values():
+        for row in model_rows:
             owner = row.fhir_id if row.model == "Patient" else _patient_of(row)
             if owner is not None and owner != patient_id:
                 problems.append(f"{row.location}: {row.model} is about another patient than context.patientId")
@@ -172,7 +173,7 @@ def facts_from_prefetch(
     draft_set = set(draft_keys)
     out.draft_sources = [f"{t}/{i}" for t, i in draft_keys]
     out.selected_sources = {s for s in (selections or []) if s in set(out.draft_sources)}
-    for row in mapped.rows.get("Patient", []):
+    for row in rows.get("Patient", []):
         out.patient_found = True
         f = row.fields
         facts.sex = f.get("sex") or "unknown"
@@ -181,13 +182,13 @@ def facts_from_prefetch(
             deceased_at = f.get("deceased_at")
             end = deceased_at.date() if deceased_at and deceased_at.date() < as_of.date() else as_of.date()
             facts.age = end.year - birth.year - ((end.month, end.day) < (birth.month, birth.day))
-    _observations(facts, mapped.rows.get("Observation", []), plan, as_of)
-    for row in mapped.rows.get("Condition", []):
+    _observations(facts, rows.get("Observation", []), plan, as_of)
+    for row in rows.get("Condition", []):
         f = row.fields
         if f.get("clinical_status") in ACTIVE_CONDITION_STATUSES and f.get("status") != "entered-in-error":
             facts.conditions.append(CodedFact(canonical_system(f["code_system"]), f["code"], f["display"],
                                               f"Condition/{row.fhir_id}", f.get("onset_at"), f["clinical_status"]))
-    meds = mapped.rows.get("MedicationRequest", [])
+    meds = rows.get("MedicationRequest", [])
     # Draft orders first: a rule's evidence then names the order being placed.
     meds.sort(key=lambda r: ("MedicationRequest", r.fhir_id) not in draft_set)
     for row in meds:
@@ -197,7 +198,7 @@ def facts_from_prefetch(
             facts.medications.append(CodedFact(canonical_system(f["code_system"]), f["code"], f["display"],
                                                f"MedicationRequest/{row.fhir_id}", f.get("authored_at"),
                                                "draft" if is_draft else f["status"], dose_mg(f["display"])))
-    for row in mapped.rows.get("AllergyIntolerance", []):
+    for row in rows.get("AllergyIntolerance", []):
         f = row.fields
         if f.get("status") in ("entered-in-error", "refuted") or f.get("clinical_status") in INACTIVE_ALLERGY:
             continue
@@ -206,6 +207,34 @@ def facts_from_prefetch(
                                          f.get("clinical_status", "")))
     _pregnancy(facts, plan)
     return out
+
+
+def _map(entries: list[Entry]) -> tuple[dict[str, list[Row]], list[str]]:
+    """The importer's per-type mappers (``patients.fhir.mapping``) over the resources rules read;
+    unlike ``map_unit`` no stored form (canonical references, content hash) is made, since nothing
+    is stored."""
+    resolver = Resolver(entries)
+    medications = {(e.resource["resourceType"], rid): e.resource for e in entries
+                   if e.resource["resourceType"] == "Medication" and (rid := resource_id(e))}
+    rows: dict[str, list[Row]] = {}
+    errors: list[str] = []
+    for entry in entries:
+        res = entry.resource
+        rtype = res["resourceType"]
+        if rtype == "MedicationRequest":
+            model, mapper = "MedicationRequest", _medication_mapper(medications)
+        elif rtype in READ_TYPES:
+            model, mapper = MAPPERS[rtype]
+        else:
+            continue  # other resources are not read by rules
+        row = Row(model=model, fhir_id=str(res["id"]), location=entry.location, fields={}, raw=res)
+        try:
+            mapper(res, resolver, row)
+        except FieldError as exc:
+            errors.append(f"{entry.location}: {exc}")
+            continue
+        rows.setdefault(model, []).append(row)
+    return rows, errors
 
 
 def _observations(facts: Facts, rows: list[Row], plan: FactPlan, as_of: dt.datetime) -> None:

@@ -29,7 +29,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cdss.audit import audit_record
+from decision import load as decision_load
 from decision.engine import evaluate
+from decision.facts import Facts
 from decision.load import load_facts_bulk
 from decision.models import Recommendation, RecommendationAction
 from decision.services import ActionRefused, recommendation_accept, recommendation_override
@@ -179,8 +181,8 @@ def hook_call(request: HookRequest, *, client: TrustedClient | None, base_url: s
     patient = _local_patient(request.patient_id, client)
     needed = catalog.categories.get(service_id, set())
     if patient is not None:
-        stored = load_facts_bulk([patient.pk], as_of=now, plan=catalog.plan)[patient.pk]
-        _merge(facts, stored, parsed.supplied, parsed.patient_found)
+        supplied = parsed.supplied | ({"patient"} if parsed.patient_found else set())
+        _merge(facts, _stored_facts(patient.pk, catalog, now, supplied), parsed.supplied, parsed.patient_found)
     else:
         missing = sorted(needed - parsed.supplied - ({"patient"} if parsed.patient_found else set()))
         if missing:
@@ -212,7 +214,22 @@ def hook_call(request: HookRequest, *, client: TrustedClient | None, base_url: s
     return HookResponse(body={"cards": cards}, local=patient is not None, seconds=seconds)
 
 
-def _merge(facts: Any, stored: Any, supplied: set[str], patient_found: bool) -> None:
+RECORD_CATEGORIES = frozenset({"patient", "observations", "conditions", "medications", "allergies", "genomics"})
+
+
+def _stored_facts(pk: int, catalog: Catalog, now: dt.datetime, supplied: set[str]) -> Facts:
+    """The stored patient's facts: all of them when the prefetch left a category out, else only
+    the stored results (risk, notes, imaging), which no prefetch carries."""
+    if not supplied >= RECORD_CATEGORIES:
+        return load_facts_bulk([pk], as_of=now, plan=catalog.plan)[pk]
+    out = {pk: Facts(patient_id=pk, as_of=now)}
+    decision_load._risks(out, [pk], now, catalog.plan)
+    decision_load._notes(out, [pk], now)
+    out[pk].imaging = decision_load.IMAGING_PROVIDER([pk], now).get(pk, [])
+    return out[pk]
+
+
+def _merge(facts: Facts, stored: Facts, supplied: set[str], patient_found: bool) -> None:
     """Stored data for the categories the prefetch left out; stored results always."""
     facts.patient_id = stored.patient_id
     if not patient_found and "patient" not in supplied:

@@ -158,3 +158,12 @@ def test_the_card_links_to_the_stored_recommendation(ehr, starter, af_patient):
     rec = Recommendation.objects.get(patient=af_patient, status="active")
     card = ehr.call("patient-view", patient_view("af-1")).json()["cards"][0]
     assert IssuedCard.objects.get(uuid=card["uuid"]).recommendation == rec
+
+
+def test_a_full_prefetch_for_a_stored_patient_still_uses_the_stored_risk_results(ehr, starter, af_patient):
+    from .fhir import condition
+
+    prefetch = empty_prefetch("af-1", conditions=bundle(condition("af-1", "c9", AF_SNOMED, "Atrial fibrillation")))
+    assert _topics(ehr.call("patient-view", patient_view("af-1", prefetch))) == ["af-anticoagulation"]
+    without_af = empty_prefetch("af-1")
+    assert _topics(ehr.call("patient-view", patient_view("af-1", without_af))) == []
