@@ -68,14 +68,14 @@ def _endpoint(methods: tuple[str, ...]) -> Callable[[Handler], Handler]:
         def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method == "OPTIONS":
                 return _preflight()
-            if request.method not in methods:
-                return _error(405, "method_not_allowed", f"use {' or '.join(methods)}",
-                              headers={"Allow": ", ".join((*methods, "OPTIONS"))})
-            try:
+            try:  # before anything else: an unauthenticated caller learns nothing, not even the methods
                 caller = authenticate(request)
             except AuthError as exc:
                 return _error(401, "invalid_token", str(exc),
                               headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc}"'})
+            if request.method not in methods:
+                return _error(405, "method_not_allowed", f"use {' or '.join(methods)}",
+                              headers={"Allow": ", ".join((*methods, "OPTIONS"))})
             try:
                 return view(request, caller, *args, **kwargs)
             except HookError as exc:

@@ -134,3 +134,17 @@ def test_the_explanation_page_needs_login_and_access_to_the_patient(client, ehr,
     assert page.status_code == 200
     text = page.content.decode()
     assert "af-anticoagulation" in text and "risk:cha2ds2_vasc" in text and "Joglar JA" in text
+
+
+def test_card_statistics_count_feedback_on_patients_not_stored_here(ehr, visitor_card):
+    from cdshooks.models import IssuedCard
+    from cdshooks.selectors import card_statistics
+
+    body = {"feedback": [{"card": visitor_card["uuid"], "outcome": "overridden",
+                          "outcomeTimestamp": "2026-11-25T10:00:00Z",
+                          "overrideReason": {"reason": {"system": NON_ADHERENCE, "code": "patient-ineligible"}}}]}
+    ehr.feedback("patient-view", body)
+    ehr.feedback("patient-view", body)  # again: counted once
+    stats = card_statistics(IssuedCard.objects.get().rule_id)
+    assert stats == {"issued": 1, "answered": 1, "by_outcome": {"overridden": 1},
+                     "overrides_by_reason": {"patient-ineligible": 1}, "stored_patients": 0}
