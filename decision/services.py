@@ -539,6 +539,8 @@ def patients_evaluate(
             risk_compute_for_patients(batch, as_of=as_of, job_id=job_id)
         results = evaluate_batch(batch, compiled, sites, as_of=as_of, plan=plan)
         applied = recommendations_apply(results)
+        applied.resolved += recommendations_close_retired(
+            batch, [r.version_id for r in compiled if r.version_id is not None])
         now = timezone.now()
         PatientEvaluation.objects.bulk_create(
             [PatientEvaluation(patient_id=pk, evaluated_at=now, fired=sum(r.fired for r in rs), job_id=job_id)
@@ -562,10 +564,30 @@ def evaluate_batch(patient_ids: Sequence[int], compiled: list[CompiledRule], sit
         site_of = dict(Patient.objects.filter(pk__in=list(facts)).values_list("pk", "site_id"))
     out: dict[int, list[Result]] = {}
     for pk, f in facts.items():
-        rules = compiled if not sites else [
-            r for r in compiled if r.version_id not in sites or site_of.get(pk) in sites[r.version_id]]
-        out[pk] = evaluate(rules, f, trace_all=False)
+        if not sites:
+            out[pk] = evaluate(compiled, f, trace_all=False)
+            continue
+        applies = [r for r in compiled if r.version_id not in sites or site_of.get(pk) in sites[r.version_id]]
+        # a rule limited to other sites does not fire here (an open recommendation from before the
+        # limit is resolved)
+        out[pk] = evaluate(applies, f, trace_all=False) + [
+            Result(rule=r.slug, version=r.version, version_id=r.version_id, fired=False, severity=r.severity,
+                   summary="", detail="", trace=[], shadow=r.shadow) for r in compiled if r not in applies]
     return out
+
+
+def recommendations_close_retired(patient_ids: Sequence[int], active_version_ids: Iterable[int], *,
+                                  now: dt.datetime | None = None) -> int:
+    """Resolve the open recommendations of rules that no longer have an active version."""
+    now = now or timezone.now()
+    rule_ids = RuleVersion.objects.filter(pk__in=list(active_version_ids)).values("rule_id")
+    stale = Recommendation.objects.filter(patient_id__in=list(patient_ids), closed_at__isnull=True).exclude(
+        rule_id__in=rule_ids)
+    with transaction.atomic():
+        closed = stale.filter(status=Recommendation.Status.ACTIVE).update(
+            status=Recommendation.Status.RESOLVED, status_changed_at=now, closed_at=now, updated_at=now)
+        closed += stale.update(closed_at=now, updated_at=now)
+    return closed
 
 
 def patients_needing_evaluation(*, stale_after: dt.timedelta = dt.timedelta(hours=24), limit: int = 50000) -> list[int]:

@@ -214,6 +214,10 @@ def test_rules_limited_to_sites_and_specialties(value_sets, admin_user, patient_
     patients_evaluate([patient_a.pk])
     assert Recommendation.objects.filter(patient=patient_a).exists()
     assert recommendations_for_patient(patient_a, user=clinician_a) == []  # clinician_a has no specialty
+    # limited to site B again: patient A's open recommendation is resolved
+    version.rule.sites.add(site_b)
+    patients_evaluate([patient_a.pk])
+    assert Recommendation.objects.get(patient=patient_a).status == "resolved"
 
 
 # -- the job ----------------------------------------------------------------------------------------
@@ -321,3 +325,15 @@ def test_rule_statistics_count_responses_and_overrides_by_reason(value_sets, adm
     assert stats["fired"] == 3 and stats["accepted"] == 1 and stats["overridden"] == 1
     assert stats["overrides_by_reason"] == {"patient-ineligible": 1}
     assert stats["override_rate_by_week"][0]["override_rate"] == 0.5
+
+
+def test_retiring_a_rule_resolves_its_open_recommendations(value_sets, admin_user, patient_a):
+    from decision.services import rule_version_retire
+
+    version = rule_version_activate(_ldl_rule(admin_user), user=admin_user)
+    _ldl(patient_a, 200)
+    patients_evaluate([patient_a.pk])
+    rule_version_retire(version)
+    summary = patients_evaluate([patient_a.pk])
+    rec = Recommendation.objects.get(patient=patient_a)
+    assert summary.resolved == 1 and rec.status == "resolved" and rec.closed_at is not None
