@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "risk",
     "nlp",
     "decision",
+    "cdshooks",
 ]
 
 MIDDLEWARE = [
@@ -219,6 +220,10 @@ CDSS_TRUST_X_FORWARDED_FOR: bool = env.bool("DJANGO_TRUST_X_FORWARDED_FOR", defa
 # Largest FHIR bundle accepted over HTTP (bytes).
 CDSS_FHIR_MAX_UPLOAD_BYTES: int = env.int("CDSS_FHIR_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CDSS_FHIR_MAX_UPLOAD_BYTES
+# CDS Hooks (cdshooks/): JWT authentication of EHR clients; false only for local testing
+# (`check --deploy` warns). The base URL, when set, is what tokens' `aud` and card links use.
+CDS_HOOKS_REQUIRE_JWT: bool = env.bool("CDS_HOOKS_REQUIRE_JWT", default=True)
+CDS_HOOKS_BASE_URL: str = env.str("CDS_HOOKS_BASE_URL", default="")
 
 LOGGING = {
     "version": 1,

@@ -21,5 +21,6 @@ urlpatterns = [
     path("", include("imaging.urls")),
     path("", include("nlp.urls")),
     path("", include("decision.urls")),
+    path("", include("cdshooks.urls")),
     path("", include("patients.urls")),
 ]
