@@ -2,7 +2,7 @@
 
 ``exception_handler`` turns DRF's exceptions (and Django's Http404 / PermissionDenied, as DRF
 does) into that shape; ``api_not_found`` answers an unknown address under /api/ in the same shape
-instead of the HTML 404 page; ``schema_add_error_responses`` is a drf-spectacular postprocessing
+instead of the HTML 404 page (401 first for an anonymous caller); ``schema_add_error_responses`` is a drf-spectacular postprocessing
 hook that documents the shape as the ``Error`` component on every operation's 4xx answers, and
 ``schema_fhir_operation_paths`` one that puts back the ``$`` of FHIR operations in paths.
 """
@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404
 from rest_framework import exceptions
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -47,10 +50,22 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
-def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-    """Any address under /api/ that no endpoint answers (a page's 404 is HTML; an API's is JSON).
-    Anonymous callers get the same answer, so it reveals nothing about what exists."""
-    return JsonResponse(error_body(404, "not_found", "No such endpoint."), status=404)
+class ApiNotFound(APIView):
+    """Any address under /api/ that no endpoint answers, with any method: 401 for an anonymous
+    caller (as every endpoint), the JSON 404 otherwise (a page's 404 is HTML; an API's is not)."""
+
+    permission_classes = [IsAuthenticated]
+    schema = None  # not an operation of the API
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        raise exceptions.NotFound("No such endpoint.")
+
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        raise exceptions.NotFound("No such endpoint.")
+
+
+api_not_found = ApiNotFound.as_view()
 
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -92,17 +107,16 @@ def _is_free_form(content: dict[str, Any]) -> bool:
 
 
 def schema_add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """Every operation may answer 401, 403 and 429; those with path parameters 404; those that
-    take a body or query parameters 400 (and 415 for a body). All in the Error shape."""
+    """Every operation may answer 401, 403, 404 and 429; those that take a body or query
+    parameters 400 (and 415 for a body). All in the Error shape."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     for item in result.get("paths", {}).values():
         for operation in item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             params = operation.get("parameters", [])
-            codes = ["401", "403", "429"]
-            if any(p.get("in") == "path" for p in params):
-                codes.append("404")
+            # 404 on every operation: besides path ids, a body or a query may name a patient.
+            codes = ["401", "403", "404", "429"]
             if "requestBody" in operation or any(p.get("in") == "query" for p in params):
                 codes.append("400")
             if "requestBody" in operation:

@@ -19,9 +19,11 @@ def _shape(response, status: int, code: str) -> dict:
     return error
 
 
-def test_an_unknown_api_address_is_a_json_404_for_anyone(client, api_a):
-    _shape(client.get("/api/nothing-here/"), 404, "not_found")
+def test_an_unknown_api_address_is_a_json_404_and_401_for_an_anonymous_caller(client, api_a):
+    _shape(api_a.get("/api/nothing-here/"), 404, "not_found")
+    _shape(api_a.put("/api/nothing-here/"), 404, "not_found")
     _shape(api_a.get("/api/patients/not-a-uuid/"), 404, "not_found")
+    _shape(client.get("/api/patients/not-a-uuid/"), 401, "not_authenticated")
 
 
 def test_a_wrong_method_is_a_405(api_a):
