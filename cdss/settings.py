@@ -150,9 +150,25 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CDSS API",
-    "DESCRIPTION": "Clinical decision support: patient records, FHIR R4 import/export.",
-    "VERSION": "0.1.0",
+    "DESCRIPTION": (
+        "Clinical decision support: patient records, FHIR R4 import/export, notes, imaging uploads, "
+        "jobs and their status, risk results, recommendations and feedback. Authenticate with a token "
+        "(`Authorization: Token <key>`; `manage.py drf_create_token USERNAME` issues one) or a session. "
+        "Every error has one shape: `{\"error\": {\"status\", \"code\", \"message\", \"details\"}}`."
+    ),
+    "VERSION": "0.2.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "cdss.models.Job.Status",
+        "RecommendationStatusEnum": "decision.models.Recommendation.Status",
+        "RiskAssessmentStatusEnum": "risk.models.RiskAssessment.Status",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "cdss.api_errors.schema_add_error_responses",
+        "cdss.api_errors.schema_fhir_operation_paths",
+    ],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Swagger UI assets from the installed sidecar package (no CDN).
     "SWAGGER_UI_DIST": "SIDECAR",
