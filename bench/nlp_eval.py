@@ -36,9 +36,7 @@ Prints figures; asserts nothing (tests/nlp/test_context.py holds the floor).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +46,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from nlp.assertion.cv import Counts  # noqa: E402
+from nlp.assertion.data import Row, load_negex  # noqa: E402
 
 # Drawn once: sorted(random.Random(20261125).sample(all_ids, round(0.3 * 1251))).
 # fmt: off
@@ -80,46 +81,6 @@ TASKS = ("negated", "historical", "family")
 PARTS = ("heldout", "tuning", "all")
 
 
-@dataclass(frozen=True)
-class Row:
-    id: int
-    sentence: str
-    concept: str
-    start: int
-    end: int
-    negated: bool
-    historical: bool
-    family: bool
-
-
-@dataclass
-class Loaded:
-    rows: list[Row]
-    located: int = 0  # span -1 in the file, found by searching the concept text
-    skipped: int = 0  # span -1 and the concept text was not found
-
-
-@dataclass
-class Counts:
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-
 @dataclass
 class Scores:
     n: int = 0
@@ -129,42 +90,6 @@ class Scores:
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("CDSS_DATA_DIR") or ROOT.parent / "shared" / "data")
-
-
-def _locate(sentence: str, concept: str) -> tuple[int, int] | None:
-    words = concept.split()
-    if not words:
-        return None
-    match = re.search(r"\s+".join(re.escape(w) for w in words), sentence, flags=re.IGNORECASE)
-    return (match.start(), match.end()) if match else None
-
-
-def load(path: Path) -> Loaded:
-    """The dev file's rows, each with a usable span."""
-    out = Loaded(rows=[])
-    with path.open(encoding="utf-8", newline="") as fh:
-        for rec in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-            start, end = int(rec["span_start"]), int(rec["span_end"])
-            if start < 0 or end <= start:
-                found = _locate(rec["sentence"], rec["concept"])
-                if found is None:
-                    out.skipped += 1
-                    continue
-                start, end = found
-                out.located += 1
-            out.rows.append(
-                Row(
-                    id=int(rec["id"]),
-                    sentence=rec["sentence"],
-                    concept=rec["concept"],
-                    start=start,
-                    end=end,
-                    negated=rec["label"] == "Negated",
-                    historical=rec["temporality"] == "Historical",
-                    family=rec["experiencer"] == "Family member",
-                )
-            )
-    return out
 
 
 def part_of(rows: Sequence[Row], part: str) -> list[Row]:
@@ -218,7 +143,7 @@ def pipelines() -> dict[str, Callable[[], Any]]:
 
 def evaluate_file(path: Path, *, part: str = "heldout", pipeline: str = "project") -> Scores:
     """What the benchmark prints for one part and one pipeline (the tests call this too)."""
-    return evaluate(part_of(load(path).rows, part), pipelines()[pipeline]())
+    return evaluate(part_of(load_negex(path).rows, part), pipelines()[pipeline]())
 
 
 def _cell(c: Counts) -> str:
@@ -238,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="CV seed (default: the training seed)")
     args = parser.parse_args(argv)
     path = (args.data_dir or default_data_dir()) / "nlp" / "negex-dev.tsv"
-    loaded = load(path)
+    loaded = load_negex(path)
     print(
         f"{path}: {len(loaded.rows) + loaded.skipped} sentences; span -1 located by concept text: "
         f"{loaded.located}; skipped (concept not found): {loaded.skipped}"
@@ -281,7 +206,6 @@ def cross_validate(path: Path, *, seed: int | None = None) -> None:
     import numpy as np
 
     from nlp.assertion import train as training
-    from nlp.assertion.cv import Counts
     from nlp.assertion.data import load_negex
     from nlp.assertion.encoder import Encoder
 

@@ -25,13 +25,13 @@ from decision.load import (
     GENE_PATTERN,
     PHENOTYPE_CODES,
     FactPlan,
-    _gene_keys,
-    _pregnancy,
-    _set_genomic,
+    gene_keys,
+    pregnancy,
+    set_genomic,
 )
 from decision.units import UnitError, canonical_unit, to_canonical
 from decision.valuesets import canonical_system
-from patients.fhir.mapping import MAPPERS, FieldError, Resolver, Row, _medication_mapper, resource_id
+from patients.fhir.mapping import MAPPERS, FieldError, Resolver, Row, medication_mapper, resource_id
 from patients.fhir.parse import Entry
 
 # What each prefetch key of the discovery document holds (see cdshooks.catalog).
@@ -205,7 +205,7 @@ def facts_from_prefetch(
         facts.allergies.append(CodedFact(canonical_system(f["code_system"]), f["code"], f["display"],
                                          f"AllergyIntolerance/{row.fhir_id}", f.get("recorded_at"),
                                          f.get("clinical_status", "")))
-    _pregnancy(facts, plan)
+    pregnancy(facts, plan)
     return out
 
 
@@ -222,7 +222,7 @@ def _map(entries: list[Entry]) -> tuple[dict[str, list[Row]], list[str]]:
         res = entry.resource
         rtype = res["resourceType"]
         if rtype == "MedicationRequest":
-            model, mapper = "MedicationRequest", _medication_mapper(medications)
+            model, mapper = "MedicationRequest", medication_mapper(medications)
         elif rtype in READ_TYPES:
             model, mapper = MAPPERS[rtype]
         else:
@@ -252,14 +252,14 @@ def _observations(facts: Facts, rows: list[Row], plan: FactPlan, as_of: dt.datet
             g = row.genomic
             if at is None or at <= as_of:
                 phenotype = g["phenotype"] or f.get("value_display") or f.get("value_string") or ""
-                for key in _gene_keys(g["gene"], g["diplotype"]):
-                    _set_genomic(facts, key, GenomicFact(key, phenotype, g["diplotype"], at, source))
+                for key in gene_keys(g["gene"], g["diplotype"]):
+                    set_genomic(facts, key, GenomicFact(key, phenotype, g["diplotype"], at, source))
         elif f["code"] in PHENOTYPE_CODES or GENE_PATTERN.search(f"{_code_text(row)} {f['display']}"):
             match = GENE_PATTERN.search(f"{_code_text(row)} {f['display']}")
             result = f.get("value_display") or f.get("value_string") or f.get("value_code")
             if match is not None and result and (at is None or at <= as_of):
                 gene = match.group(1).upper()
-                _set_genomic(facts, gene, GenomicFact(gene, result, "", at, source))
+                set_genomic(facts, gene, GenomicFact(gene, result, "", at, source))
         code = f["code"]
         if code not in codes or at is None or not since <= at <= as_of:
             continue

@@ -223,8 +223,8 @@ def _stored_facts(pk: int, catalog: Catalog, now: dt.datetime, supplied: set[str
     if not supplied >= RECORD_CATEGORIES:
         return load_facts_bulk([pk], as_of=now, plan=catalog.plan)[pk]
     out = {pk: Facts(patient_id=pk, as_of=now)}
-    decision_load._risks(out, [pk], now, catalog.plan)
-    decision_load._notes(out, [pk], now)
+    decision_load.add_risks(out, [pk], now, catalog.plan)
+    decision_load.add_notes(out, [pk], now)
     out[pk].imaging = decision_load.IMAGING_PROVIDER([pk], now).get(pk, [])
     return out[pk]
 

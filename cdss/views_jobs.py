@@ -26,7 +26,7 @@ POLL_SECONDS = 2
 ERROR_LINE_CHARS = 200
 # Panels elsewhere on the patient page that show a kind's results reload on these events. The job
 # panel sends one (HX-Trigger) with the render that first sees a job of that kind succeed.
-RESULT_EVENTS = {"risk": "risk-updated"}
+RESULT_EVENTS = {"risk": "risk-updated", "decision": "recommendations-updated"}
 
 
 @dataclass(frozen=True)

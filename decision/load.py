@@ -25,6 +25,7 @@ from typing import Any
 
 from django.db.models import BooleanField, FloatField, Model, Q
 from django.db.models.expressions import RawSQL
+from django.urls import reverse
 from django.utils import timezone
 
 from nlp.models import NoteFact
@@ -125,11 +126,28 @@ ImagingProvider = Callable[[Sequence[int], dt.datetime], dict[int, list[ImagingF
 
 
 def imaging_findings_bulk(patient_ids: Sequence[int], as_of: dt.datetime) -> dict[int, list[ImagingFinding]]:
-    """Imaging model findings per patient. The imaging app has no stored findings yet (its models
-    are being built); until it does this returns nothing, and rules on imaging facts do not fire.
-    When it lands, read its finding rows here (label, probability, study date, heat-map URL,
-    whether a radiology report exists) in one query for all ``patient_ids``."""
-    return {}
+    """Findings of the active imaging models per patient, in one query: label, probability, the
+    study date (else when the image was analysed) and the heat map's page address. Radiology
+    reports are not stored yet, so ``reported`` stays False."""
+    from imaging.models import ImagingFinding as FindingRow
+
+    ids = list(patient_ids)
+    out: dict[int, list[ImagingFinding]] = {}
+    if not ids:
+        return out
+    rows = (
+        FindingRow.objects.filter(_any(FindingRow, "patient_id", ids), model_version__active=True)
+        .values_list("patient_id", "patient__external_id", "external_id", "pk", "label", "probability",
+                     "instance__series__study__study_date", "created_at")
+    )
+    for patient_id, patient_uuid, finding_uuid, pk, label, probability, study_date, created_at in rows:
+        at = dt.datetime.combine(study_date, dt.time(), tzinfo=dt.UTC) if study_date else created_at
+        if at > as_of:
+            continue
+        url = reverse("imaging-heatmap", kwargs={"external_id": patient_uuid, "finding_id": finding_uuid})
+        out.setdefault(patient_id, []).append(ImagingFinding(
+            label=label, probability=probability, at=at, source=f"ImagingFinding:{pk}", heatmap_url=url))
+    return out
 
 
 IMAGING_PROVIDER: ImagingProvider = imaging_findings_bulk
@@ -167,13 +185,13 @@ def load_facts_bulk(
     _observations(out, ids, as_of, plan)
     _coded(out, ids, as_of)
     _genomics(out, ids, as_of)
-    _risks(out, ids, as_of, plan)
-    _notes(out, ids, as_of)
+    add_risks(out, ids, as_of, plan)
+    add_notes(out, ids, as_of)
     for pk, findings in IMAGING_PROVIDER(ids, as_of).items():
         if pk in out:
             out[pk].imaging = findings
     for facts in out.values():
-        _pregnancy(facts, plan)
+        pregnancy(facts, plan)
     return out
 
 
@@ -256,7 +274,7 @@ def _coded(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
                                                    f"AllergyIntolerance:{pk}", recorded, status))
 
 
-def _gene_keys(gene: str, diplotype: str) -> list[str]:
+def gene_keys(gene: str, diplotype: str) -> list[str]:
     """The names rules use for a result: the gene symbol, and for an HLA allele tested as
     present/absent also the allele ("HLA-B" with "*57:01" -> "HLA-B*57:01")."""
     gene = gene.strip().upper()
@@ -267,7 +285,7 @@ def _gene_keys(gene: str, diplotype: str) -> list[str]:
     return keys
 
 
-def _set_genomic(facts: Facts, key: str, fact: GenomicFact) -> None:
+def set_genomic(facts: Facts, key: str, fact: GenomicFact) -> None:
     current = facts.genomics.get(key)
     if current is None or (fact.at or dt.datetime.min.replace(tzinfo=dt.UTC)) >= (
         current.at or dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -285,8 +303,8 @@ def _genomics(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None
         if at is not None and at > as_of:
             continue
         phenotype = phenotype or top_display or top_string or ""
-        for key in _gene_keys(gene, diplotype):
-            _set_genomic(out[patient_id], key, GenomicFact(key, phenotype, diplotype, at, f"GenomicResult:{pk}"))
+        for key in gene_keys(gene, diplotype):
+            set_genomic(out[patient_id], key, GenomicFact(key, phenotype, diplotype, at, f"GenomicResult:{pk}"))
     # Shape 2: the gene named in the Observation's code, the result as its value.
     rows = (
         # genomic results are coded or text values: numeric rows are skipped before the regex
@@ -305,10 +323,10 @@ def _genomics(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None
         if match is None or not result:
             continue
         gene = match.group(1).upper()
-        _set_genomic(out[patient_id], gene, GenomicFact(gene, result, "", at, f"Observation:{pk}"))
+        set_genomic(out[patient_id], gene, GenomicFact(gene, result, "", at, f"Observation:{pk}"))
 
 
-def _risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
+def add_risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
     """The current assessment per calculator is the latest row: when it lacks inputs the score
     is unknown now (value None), even if an older row had one."""
     rows = (
@@ -327,7 +345,7 @@ def _risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: Fact
         )
 
 
-def _notes(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
+def add_notes(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
     """Findings of each note's latest extraction (a newer pipeline version supersedes)."""
     rows = (
         NoteFact.objects.filter(_any(NoteFact, "patient_id", ids))
@@ -360,7 +378,7 @@ def _notes(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
         ))
 
 
-def _pregnancy(facts: Facts, plan: FactPlan) -> None:
+def pregnancy(facts: Facts, plan: FactPlan) -> None:
     """Pregnant: an active condition in the ``pregnancy`` value set, or the latest pregnancy
     status observation (LOINC 82810-3); None when the record says neither."""
     members = plan.value_sets.get("pregnancy")

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,6 +39,7 @@ class ImagingUploadApi(APIView):
     """Multipart: ``patient`` and one or more ``files``. 201 with the new instances (and those
     already stored), or 400 naming every refused file and why; nothing is stored then."""
 
+    permission_classes = [IsAuthenticated]
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": ImagingUploadInputSerializer}, responses={201: dict, 400: dict})

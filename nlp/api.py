@@ -12,6 +12,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ParseError, PermissionDenied, ValidationError
 from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -80,6 +81,7 @@ class PatientNoteCreateApi(APIView):
     ``file``), or the body itself (``text/plain``, ``text/rtf``). 201 with the note's id and its
     queued extraction job; 400 naming what is wrong with the note (never quoting it)."""
 
+    permission_classes = [IsAuthenticated]
     parser_classes = [JSONParser, MultiPartParser, FormParser, PlainTextParser]
 
     @extend_schema(

@@ -644,7 +644,7 @@ MAPPERS: dict[str, tuple[str, Mapper]] = {
 }
 
 
-def _medication_mapper(medications: dict[tuple[str, str], dict[str, Any]]) -> Mapper:
+def medication_mapper(medications: dict[tuple[str, str], dict[str, Any]]) -> Mapper:
     def mapper(res: dict[str, Any], resolver: Resolver, row: Row) -> None:
         map_medication_request(res, resolver, row, medications=medications)
 
@@ -691,7 +691,7 @@ def map_unit(unit: Unit) -> MappedUnit:
             model, mapper = "ClinicalNote", map_diagnostic_report_note
         elif rtype == "MedicationRequest":
             model = "MedicationRequest"
-            mapper = _medication_mapper(medications)
+            mapper = medication_mapper(medications)
         elif rtype in MAPPERS:
             model, mapper = MAPPERS[rtype]
         else:

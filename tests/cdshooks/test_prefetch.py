@@ -103,3 +103,82 @@ def test_every_bad_place_is_named():
     assert caught.value.problems == ["prefetch.observations.entry must be a list",
                                      "prefetch.conditions must be a FHIR resource, a Bundle or null",
                                      "prefetch.medications.entry[0].resource has no resourceType"]
+
+
+# Resources written out in full (rather than through tests/cdshooks/fhir.py's builders): entered-in-error
+# and resolved rows left out, units converted, and pharmacogenomic results in each FHIR shape.
+RESOURCE_NOW = dt.datetime(2026, 1, 15, tzinfo=dt.UTC)
+SUBJECT = {"reference": "Patient/p1"}
+PATIENT_P1 = {"resourceType": "Patient", "id": "p1", "birthDate": "1960-06-01", "gender": "male"}
+
+
+def _from_resources(*resources):
+    kinds = {"Patient": "patient", "Observation": "observations", "Condition": "conditions",
+             "MedicationRequest": "medications"}
+    prefetch: dict[str, list] = {}
+    for r in resources:
+        prefetch.setdefault(kinds[r["resourceType"]], []).append({"resource": r})
+    return facts_from_prefetch(
+        patient_id="p1", plan=PLAN, as_of=RESOURCE_NOW,
+        prefetch={k: (v[0]["resource"] if k == "patient" else {"resourceType": "Bundle", "type": "searchset",
+                                                               "entry": v}) for k, v in prefetch.items()},
+    ).facts
+
+
+def test_demographics_units_and_active_lists_from_full_resources():
+    facts = _from_resources(
+        PATIENT_P1,
+        {"resourceType": "Observation", "id": "o1", "status": "final", "subject": SUBJECT,
+         "code": {"coding": [{"system": "http://loinc.org", "code": LDL}]}, "effectiveDateTime": "2026-01-01",
+         "valueQuantity": {"value": 5.0, "unit": "mmol/L", "code": "mmol/L"}},
+        {"resourceType": "Observation", "id": "o2", "status": "entered-in-error", "subject": SUBJECT,
+         "code": {"coding": [{"system": "http://loinc.org", "code": LDL}]}, "effectiveDateTime": "2026-01-02",
+         "valueQuantity": {"value": 9.0, "code": "mmol/L"}},
+        {"resourceType": "Condition", "id": "c1", "subject": SUBJECT,
+         "clinicalStatus": {"coding": [{"code": "active"}]},
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "49436004"}]}},
+        {"resourceType": "Condition", "id": "c2", "subject": SUBJECT,
+         "clinicalStatus": {"coding": [{"code": "resolved"}]},
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]}},
+        {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order", "subject": SUBJECT,
+         "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                   "code": "312961", "display": "simvastatin 40 MG Oral Tablet"}]}},
+    )
+    assert (facts.age, facts.sex) == (65, "male")
+    ldl = facts.observations[LDL]
+    assert len(ldl) == 1 and ldl[0].unit == "mg/dL" and ldl[0].value == pytest.approx(193.35)
+    assert ldl[0].source == "Observation/o1"
+    assert [c.code for c in facts.conditions] == ["49436004"]
+    assert facts.medications[0].dose_mg == 40.0
+
+
+@pytest.mark.parametrize("resource", [
+    # gene in a component 48018-6, phenotype in a component 53040-2
+    {"resourceType": "Observation", "id": "g", "status": "final", "effectiveDateTime": "2025-05-01",
+     "subject": SUBJECT, "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+     "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+                    "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:2621",
+                                                         "display": "CYP2C19"}]}},
+                   {"code": {"coding": [{"system": "http://loinc.org", "code": "53040-2"}]},
+                    "valueCodeableConcept": {"text": "Poor metabolizer"}}]},
+    # gene in the code's text, result as valueString
+    {"resourceType": "Observation", "id": "g", "status": "final", "effectiveDateTime": "2025-05-01",
+     "subject": SUBJECT, "code": {"text": "CYP2C19 phenotype"}, "valueString": "Poor metabolizer"},
+    # gene component, phenotype as the Observation's own value
+    {"resourceType": "Observation", "id": "g", "status": "final", "effectiveDateTime": "2025-05-01",
+     "subject": SUBJECT, "code": {"coding": [{"system": "http://loinc.org", "code": "53040-2"}]},
+     "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]}, "valueString": "CYP2C19"}],
+     "valueCodeableConcept": {"coding": [{"display": "Poor metabolizer"}]}},
+])
+def test_genomic_results_in_either_shape_drive_the_pgx_rule(resource):
+    from decision.engine import compile_rule, evaluate
+
+    facts = _from_resources(PATIENT_P1, resource, {
+        "resourceType": "MedicationRequest", "id": "m", "status": "active", "intent": "order", "subject": SUBJECT,
+        "medicationCodeableConcept": {"text": "clopidogrel 75 mg tablet"}})
+    assert facts.genomics["CYP2C19"].phenotype == "Poor metabolizer"
+    rule = compile_rule(slug="pgx", version=1, severity="warning", summary_template="x", value_sets={
+        "clopidogrel": Members("clopidogrel", "medication", names=("clopidogrel",))}, conditions={"all": [
+            {"fact": "medication:clopidogrel", "op": "present"},
+            {"fact": "genomic:CYP2C19", "op": "=", "value": ["Poor metabolizer", "Intermediate metabolizer"]}]})
+    assert evaluate([rule], facts)[0].fired

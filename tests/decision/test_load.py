@@ -24,7 +24,7 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 STARTER = Path(__file__).resolve().parents[2] / "decision" / "data" / "starter_value_sets.json"
-LOADED_QUERIES = 9  # patients, observations, conditions, medications, allergies, 2 x genomics, risks, notes
+LOADED_QUERIES = 10  # patients, observations, conditions, medications, allergies, 2 x genomics, risks, notes, imaging
 
 
 @pytest.fixture
@@ -141,3 +141,20 @@ def test_note_findings_of_a_superseded_extraction_are_ignored(site_a, plan):
                             stage="s", negated=True)
     notes = load_facts(p, plan=plan).notes
     assert len(notes) == 1 and notes[0].negated
+
+
+def test_findings_of_active_imaging_models_are_facts_with_their_heat_map(site_a, plan, patient_a):
+    from tests.imaging.test_pages import finding_for, model_version, upload
+
+    instance = upload(patient_a)[0]
+    active = model_version()
+    finding = finding_for(instance, active, p=0.91)
+    retired = model_version(name="pneumonia-old")
+    retired.active = False
+    retired.save(update_fields=["active"])
+    finding_for(instance, retired, p=0.2)
+
+    imaging = load_facts(patient_a, plan=plan).imaging
+    assert [(f.label, f.probability, f.source) for f in imaging] == [("pneumonia", 0.91, f"ImagingFinding:{finding.pk}")]
+    assert imaging[0].heatmap_url.endswith(f"/findings/{finding.external_id}/heatmap.png")
+    assert imaging[0].reported is False

@@ -186,7 +186,7 @@ def test_a_one_megabyte_note_is_accepted_read_and_shown(client_a, clinician_a, p
     text = mtsamples_megabyte()
     api = APIClient()
     api.force_authenticate(clinician_a)
-    response = api.post(reverse("api-note-create", args=[patient_a.external_id]), {"text": text}, format="json")
+    response = api.post(reverse("api-patient-notes", args=[patient_a.external_id]), {"text": text}, format="json")
     assert response.status_code == 201, response.content
     note = ClinicalNote.objects.get()
     assert len(note.text) == 1_000_000

@@ -91,7 +91,7 @@ def api_for(user):
 
 
 def notes_url(patient):
-    return reverse("api-note-create", args=[patient.external_id])
+    return reverse("api-patient-notes", args=[patient.external_id])
 
 
 @pytest.mark.django_db
