@@ -216,6 +216,61 @@ def run(name: str, build: Callable[[], Callable[[str], int]], texts: Sequence[st
     return timing
 
 
+def _worker(key: str, texts: Sequence[str], warmup: Sequence[str], ready, go, results) -> None:  # noqa: ANN001
+    """One worker process of ``--processes N``: its own pipeline (and encoder), its share of the notes."""
+    process = PIPELINES[key]()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\[W036\]")
+        for text in warmup:
+            process(text)
+        ready.put(os.getpid())
+        go.wait()
+        found = 0
+        per_note: list[float] = []
+        for text in texts:
+            t = time.perf_counter()
+            found += process(text)
+            per_note.append((time.perf_counter() - t) * 1000.0)
+    results.put((found, per_note, dict(_STAGE_INFO), _CLASSIFIED["facts"]))
+
+
+def run_parallel(key: str, texts: Sequence[str], warmup: Sequence[str], processes: int) -> Timing:
+    """``processes`` worker processes (spawned: one pipeline and one encoder each, sharing the GPU when
+    there is one), notes dealt round-robin; the clock runs from the moment every worker is built and
+    warmed up until the last one has finished its share."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    t0 = time.perf_counter()
+    workers = [
+        ctx.Process(target=_worker, args=(key, list(texts[i::processes]), list(warmup), ready, go, results))
+        for i in range(processes)
+    ]
+    for w in workers:
+        w.start()
+    for _ in workers:
+        ready.get()
+    build_s = time.perf_counter() - t0
+    start = time.perf_counter()
+    go.set()
+    found = 0
+    per_note: list[float] = []
+    for _ in workers:
+        f, ms, info, classified = results.get()
+        found += f
+        per_note.extend(ms)
+        _STAGE_INFO.update(info)
+        _CLASSIFIED["facts"] += classified
+    seconds = time.perf_counter() - start
+    for w in workers:
+        w.join()
+    timing = Timing(name=f"{key} x{processes} processes", n=len(texts), chars=sum(len(t) for t in texts),
+                    seconds=seconds, per_note_ms=per_note, found=found, build_s=build_s, warmup_s=0.0)
+    print(f"  done: {timing.name}: {timing.notes_per_s:.1f} notes/s in {seconds:.1f} s", flush=True)
+    return timing
+
+
 def _versions() -> str:
     out = [f"Python {platform.python_version()}"]
     for module in ("spacy", "medspacy", "PyRuSH"):
@@ -232,6 +287,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--limit", type=int, default=None, help="time the first N non-empty notes (default: all)")
     parser.add_argument("--warmup", type=int, default=5, help="notes each pipeline sees before timing (default 5)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="after the one-process table, also time P and T with N worker processes (0: skip), as a "
+        "worker host with N prefork processes would run them (a GPU is shared by all of them)",
+    )
     args = parser.parse_args(argv)
     path = (args.data_dir or default_data_dir()) / "nlp" / "mtsamples.csv"
     notes = load_notes(path)
@@ -294,6 +356,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     other = "CPU" if on_gpu else "GPU"
     print(f"  same on {other}: not measured in this run (device is picked automatically)")
+
+    if args.processes > 0:
+        print()
+        print(f"{args.processes} worker processes (spawned; each builds its own pipeline; notes dealt round-robin):")
+        for key in ("P project rule path extract()", "T project + transformer stage"):
+            r = run_parallel(key, texts, warmup, args.processes)
+            print(f"  {r.name:<48} {r.notes_per_s:>8.1f} notes/s  mean {r.mean_ms:.1f} ms/note per process")
 
 
 if __name__ == "__main__":
