@@ -216,7 +216,7 @@ def run(name: str, build: Callable[[], Callable[[str], int]], texts: Sequence[st
     return timing
 
 
-def _worker(key: str, texts: Sequence[str], warmup: Sequence[str], ready, go, results) -> None:  # noqa: ANN001
+def _worker(key: str, texts: Sequence[str], warmup: Sequence[str], ready, go, results) -> None:
     """One worker process of ``--processes N``: its own pipeline (and encoder), its share of the notes."""
     process = PIPELINES[key]()
     with warnings.catch_warnings():
