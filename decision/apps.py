@@ -15,6 +15,8 @@ class DecisionConfig(AppConfig):
 
         register(JobKind(name=jobs.DECISION_KIND, handler=jobs.run, queue="default", version="1", per_patient=True,
                          batch_size=500, description="Rules and recommendations"))
+        register(JobKind(name=jobs.BACKTEST_KIND, handler=jobs.run_backtest_chunk, writer=jobs.write_backtest_chunk,
+                         queue="default", version="1", description="Backtest of a rule version (one chunk)"))
         on_record_change(jobs.DECISION_KIND)
         # The schedule's sweep (new risk and note results, stale evaluations). Declared here so the
         # project settings need not know this app; beat reads the schedule after the apps load.
