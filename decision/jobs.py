@@ -18,7 +18,8 @@ from .services import (
 
 DECISION_KIND = "decision"
 
-__all__ = ["BACKTEST_KIND", "DECISION_KIND", "run", "run_backtest_chunk", "write_backtest_chunk"]
+__all__ = ["BACKTEST_KIND", "DECISION_KIND", "evaluate_after_results", "run", "run_backtest_chunk",
+           "write_backtest_chunk"]
 
 
 def run(job: Job, ctx: Any) -> dict[str, Any]:
@@ -31,6 +32,24 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
     summary = patients_evaluate(ids, compute_risk=bool(job.patient_id), job_id=job.pk)
     return {"patients": summary.patients, "fired": summary.fired, "opened": summary.opened,
             "updated": summary.updated, "resolved": summary.resolved}
+
+
+def evaluate_after_results(job: Job, result: dict[str, Any]) -> None:
+    """A risk, note or imaging job stored new results: queue an evaluation of its patient (or its
+    batch of patients), in the transaction that stores them. Debounced: when an evaluation of the
+    patient is already queued and not started, it will read the new results and none is added.
+    The key names the job that asked, so a job asks once however often this runs."""
+    from cdss.jobs.runner import job_enqueue
+
+    inputs = {"reason": f"{job.kind}-results", "after_job": job.pk}
+    if job.patient_id:
+        if Job.objects.filter(kind=DECISION_KIND, patient_id=job.patient_id, status=Job.Status.QUEUED).exists():
+            return
+        job_enqueue(kind=DECISION_KIND, patient=job.patient, inputs=inputs)
+        return
+    ids = sorted({int(i) for i in job.params.get("patient_ids", [])})
+    if ids:
+        job_enqueue(kind=DECISION_KIND, params={"patient_ids": ids}, inputs=inputs)
 
 
 def run_backtest_chunk(job: Job, ctx: Any) -> dict[str, Any] | None:

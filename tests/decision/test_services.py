@@ -236,6 +236,41 @@ def test_the_decision_job_evaluates_and_running_it_twice_adds_nothing(value_sets
     assert PatientEvaluation.objects.get(patient=patient_a).fired == 1
 
 
+def test_new_risk_results_queue_an_evaluation_of_the_patient_once(value_sets, admin_user, patient_a, patient_b):
+    from cdss.models import Job
+    from risk.jobs import RISK_KIND
+
+    rule_version_activate(_ldl_rule(admin_user), user=admin_user)
+    _ldl(patient_a, 200)
+    risk = job_enqueue(kind=RISK_KIND, patient=patient_a, inputs={"reason": "test"})
+    assert job_run(risk.pk) == "succeeded"
+    follow = Job.objects.get(kind=DECISION_KIND, patient=patient_a)
+    assert follow.status == "queued"
+    # debounced: a second risk job while that evaluation waits adds none
+    again = job_enqueue(kind=RISK_KIND, patient=patient_a, inputs={"reason": "test again"})
+    assert job_run(again.pk) == "succeeded"
+    assert Job.objects.filter(kind=DECISION_KIND, patient=patient_a).count() == 1
+    assert job_run(follow.pk) == "succeeded"
+    assert Recommendation.objects.filter(patient=patient_a, status="active").count() == 1
+    # once it has run, new results queue a new one; a population batch queues a batch evaluation
+    third = job_enqueue(kind=RISK_KIND, patient=patient_a, inputs={"reason": "third"})
+    assert job_run(third.pk) == "succeeded"
+    assert Job.objects.filter(kind=DECISION_KIND, patient=patient_a, status="queued").count() == 1
+    batch = job_enqueue(kind=RISK_KIND, params={"patient_ids": [patient_b.pk, patient_a.pk]}, inputs={"r": 1})
+    assert job_run(batch.pk) == "succeeded"
+    follow_batch = Job.objects.get(kind=DECISION_KIND, patient__isnull=True)
+    assert follow_batch.params == {"patient_ids": sorted([patient_a.pk, patient_b.pk])}
+
+
+def test_the_results_of_nlp_and_imaging_jobs_are_followed_by_an_evaluation():
+    from cdss.jobs import triggers
+    from decision.jobs import evaluate_after_results
+
+    for kind in ("risk", "nlp", "imaging"):
+        assert evaluate_after_results in triggers._AFTER.get(kind, [])
+    assert evaluate_after_results not in triggers._AFTER.get(DECISION_KIND, [])
+
+
 def test_a_record_change_queues_a_decision_job(value_sets, patient_a):
     from cdss.jobs.triggers import record_changed
     from cdss.models import Job
