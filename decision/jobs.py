@@ -26,8 +26,9 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
     """Read, evaluate and write in one go: re-running updates the same open recommendations (one
     per patient and rule), so a second run adds nothing. A job queued by a record change first
     brings the patient's risk scores up to date in-process (append-only, so the risk job that runs
-    beside it writes nothing twice); note findings are picked up by the schedule's sweep once
-    the nlp job has stored them."""
+    beside it writes nothing twice); the nlp and imaging jobs' results queue an evaluation of
+    their own when they are stored (``evaluate_after_results``), and the schedule's sweep catches
+    up on anything missed."""
     ids = [job.patient_id] if job.patient_id else [int(i) for i in job.params.get("patient_ids", [])]
     summary = patients_evaluate(ids, compute_risk=bool(job.patient_id), job_id=job.pk)
     return {"patients": summary.patients, "fired": summary.fired, "opened": summary.opened,
