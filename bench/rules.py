@@ -9,7 +9,9 @@ metformin, clopidogrel, anticoagulants; CYP2C19 and SLCO1B1 results; note findin
 the risk assessments once (not timed with the rules), loads the starter library, then measures:
 1. facts loading + evaluation of every active rule, nothing written (patients/s, queries/batch);
 2. the same with recommendations written (``patients_evaluate``) and the re-run (updates only);
-3. a backtest of a draft version of one rule over the whole population beside its active one.
+3. a backtest of a draft version of one rule over the whole population beside its active one;
+4. the same backtest queued as jobs (one per chunk of patients), run in this process as on the
+   embedded default (no broker).
 Prints figures; asserts nothing.
 """
 
@@ -123,10 +125,15 @@ def main() -> None:
     os.environ["DATABASE_URL"] = args.database_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "cdss.settings"
     os.environ["DJANGO_DEBUG"] = "false"
+    # the embedded default: jobs run in this process once their transaction commits
+    os.environ["CELERY_BROKER_URL"] = ""
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
     import django
 
     django.setup()
+    import logging
+
+    logging.getLogger("celery").setLevel(logging.WARNING)  # the embedded jobs' task lines
     from django.core.management import call_command
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -136,6 +143,7 @@ def main() -> None:
     from decision.models import Recommendation, Rule
     from decision.services import (
         active_rules,
+        backtest_queue,
         backtest_run,
         evaluate_batch,
         patients_evaluate,
@@ -210,6 +218,15 @@ def main() -> None:
     print(f"backtest of {rule.slug} v{draft.number} (LDL >= 160) beside v{active.number} over {bt.patients} "
           f"patients: {bt.seconds:.2f} s; fires {bt.fired} (active {bt.compared_fired}; +{bt.newly_fired} "
           f"-{bt.no_longer_fired})")
+    # 4. the same backtest as jobs (one per chunk), run here as on the embedded default
+    start = time.perf_counter()
+    queued = backtest_queue(draft, chunk_size=args.batch)
+    queued.refresh_from_db()
+    elapsed = time.perf_counter() - start
+    same = (queued.fired, queued.compared_fired, queued.newly_fired, queued.no_longer_fired) == (
+        bt.fired, bt.compared_fired, bt.newly_fired, bt.no_longer_fired)
+    print(f"the same backtest as {queued.chunks} jobs run in this process: {queued.status} in {elapsed:.2f} s; "
+          f"fires {queued.fired} ({'the same figures' if same else 'DIFFERENT figures'})")
     print("goals: at least 1,000 patients/s with facts loading; backtest under 30 s for 10,000")
 
 

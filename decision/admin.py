@@ -27,7 +27,7 @@ from .models import (
 from .services import (
     VERSION_FIELDS,
     ActivationRefused,
-    backtest_run,
+    backtest_queue,
     known_risks,
     rule_version_activate,
     rule_version_diff,
@@ -176,10 +176,17 @@ class RuleVersionAdmin(admin.ModelAdmin):
     @admin.action(description="Backtest over the population (beside the active version)")
     def backtest(self, request: HttpRequest, queryset: QuerySet[RuleVersion]) -> None:
         for version in queryset[:3]:
-            bt = backtest_run(version, user=request.user)
-            messages.info(request, f"{version}: fires for {bt.fired} of {bt.patients} patients (active version: "
-                                   f"{bt.compared_fired}; +{bt.newly_fired} -{bt.no_longer_fired}) in "
-                                   f"{bt.seconds:.1f} s")
+            bt = backtest_queue(version, user=request.user)
+            bt.refresh_from_db()  # on the embedded default the jobs have run by now
+            if bt.status == Backtest.Status.DONE:
+                messages.info(request, f"{version}: fires for {bt.fired} of {bt.patients} patients (active version: "
+                                       f"{bt.compared_fired}; +{bt.newly_fired} -{bt.no_longer_fired}) in "
+                                       f"{bt.seconds:.1f} s")
+            elif bt.status == Backtest.Status.FAILED:
+                messages.error(request, f"{version}: the backtest failed: {bt.error}")
+            else:
+                messages.info(request, f"{version}: backtest over {bt.patients} patients queued as {bt.chunks} "
+                                       f"job(s); see Backtests for its progress and result.")
 
 
 @admin.register(Recommendation)
@@ -230,8 +237,13 @@ class SnoozeAdmin(admin.ModelAdmin):
 
 @admin.register(Backtest)
 class BacktestAdmin(admin.ModelAdmin):
-    list_display = ("rule_version", "status", "patients", "fired", "compared_fired", "newly_fired",
+    list_display = ("rule_version", "status", "progress", "patients", "fired", "compared_fired", "newly_fired",
                     "no_longer_fired", "seconds", "created_at")
     list_filter = ("status",)
     raw_id_fields = ("rule_version", "compared_with", "created_by", "job")
-    readonly_fields = ("sample",)
+    readonly_fields = ("progress", "sample", "error")
+    exclude = ("parts",)
+
+    @admin.display(description="jobs done")
+    def progress(self, obj: Backtest) -> str:
+        return f"{obj.chunks_done}/{obj.chunks}" if obj.chunks else "in process"

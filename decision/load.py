@@ -7,12 +7,12 @@ findings; imaging findings come from a provider that adds its own fixed queries 
 app stores findings. The value sets (``fact_plan``) cost three more queries, or none when a plan
 is passed in (population runs build it once).
 
-Genomic results arrive in two FHIR shapes (HL7 Genomics Reporting; issue "Genomic results"):
-(1) the gene in a component 48018-6 "Gene studied", the phenotype in a component 53040-2 or as
-the Observation's own value; (2) the gene in the Observation's ``code`` (coding display or text)
-and the result as its value (``valueCodeableConcept`` or ``valueString``). The importer makes a
-``GenomicResult`` row for shape 1 only (and reads the phenotype from components only), so shape 2
-and a top-level phenotype are read here from the Observation rows.
+Genomic results arrive in two FHIR shapes (HL7 Genomics Reporting): (1) the gene in a component
+48018-6 "Gene studied", the phenotype in a component 53040-2 or as the Observation's own value;
+(2) the gene in the Observation's ``code`` (an HGNC coding, a coding display or the text) and the
+result as its value (``valueCodeableConcept`` or ``valueString``). The importer makes a
+``GenomicResult`` row for both (``patients.fhir.mapping``); rows stored before it read shape 2
+and the top-level phenotype are still read here from the Observation rows (one more query).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
 
-from nlp.models import NoteFact
+from nlp.selectors import note_findings
+from patients.fhir.resources import PGX_GENES
 from patients.models import (
     ACTIVE_CONDITION,
     ENTERED_IN_ERROR,
@@ -49,8 +50,7 @@ from .valuesets import Members, ValueSetIndex, canonical_system
 DEFAULT_LOOKBACK_DAYS = 3 * 365
 PHENOTYPE_CODES = ("53040-2", "79716-7", "51963-7")
 # CPIC genes (CPIC gene list, 2024) and HLA alleles, as they appear in an Observation's code.
-_GENES = (r"(HLA-[ABC]\*[0-9]{2}:[0-9]{2}|CYP2C19|CYP2C9|CYP2D6|CYP2B6|CYP3A5|CYP4F2|SLCO1B1|DPYD|TPMT|NUDT15|"
-          r"UGT1A1|VKORC1|G6PD|IFNL3|RYR1|CACNA1S|CFTR|MT-RNR1|ABCG2)")
+_GENES = PGX_GENES
 GENE_PATTERN = re.compile(_GENES, re.IGNORECASE)  # the same pattern runs in PostgreSQL (no \b there)
 PREGNANCY_STATUS = "82810-3"  # LOINC Pregnancy status
 PREGNANT_ANSWERS = frozenset({"LA15173-0", "77386006"})  # "Pregnant" (LOINC answer, SNOMED CT)
@@ -346,36 +346,25 @@ def add_risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: F
 
 
 def add_notes(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
-    """Findings of each note's latest extraction (a newer pipeline version supersedes)."""
-    rows = (
-        NoteFact.objects.filter(_any(NoteFact, "patient_id", ids))
-        .exclude(extraction__note__status=ENTERED_IN_ERROR)
-        .values_list("patient_id", "extraction_id", "extraction__note_id", "extraction__note__external_id",
-                     "extraction__note__written_at", "pk", "concept_id", "preferred", "codes", "text", "start", "end",
-                     "negated", "historical", "hypothetical", "uncertain", "experiencer", "section")
-    )
-    latest: dict[int, int] = {}
-    kept: list[tuple[Any, ...]] = []
-    for row in rows:
-        written = row[4]
-        if written is not None and written > as_of:
+    """What each note's current extraction says (``nlp.selectors.note_findings``, one query; the
+    most recent extraction of a note counts), for notes written by ``as_of``: the conditions
+    (affirmed, possible, negated, a relative's) and the medications the patient takes. Allergy
+    statements are left out: an allergy to a drug is not the drug."""
+    found = note_findings(ids)
+    for patient_id, findings in found.items():
+        if patient_id not in out:
             continue
-        note_id, extraction_id = row[2], row[1]
-        if extraction_id >= latest.get(note_id, -1):
-            latest[note_id] = extraction_id
-        kept.append(row)
-    for (patient_id, extraction_id, note_id, note_uuid, written, pk, concept, preferred, codes, text, start, end,
-         negated, historical, hypothetical, uncertain, experiencer, section) in kept:
-        if extraction_id != latest[note_id]:
-            continue
-        out[patient_id].notes.append(NoteFinding(
-            concept=concept, preferred=preferred,
-            codes=tuple((canonical_system(str(c.get("system", ""))), str(c.get("code", "")))
-                        for c in codes if isinstance(c, dict)),
-            text=text, start=start, end=end, note_id=str(note_uuid), source=f"NoteFact:{pk}", at=written,
-            negated=negated, historical=historical, hypothetical=hypothetical, uncertain=uncertain,
-            family=experiencer != "patient", section=section,
-        ))
+        notes = out[patient_id].notes
+        for f in (*findings.affirmed, *findings.possible, *findings.negated, *findings.family, *findings.medications):
+            if f.note_date is not None and f.note_date > as_of:
+                continue
+            notes.append(NoteFinding(
+                concept=f.concept_id, preferred=f.preferred,
+                codes=tuple((canonical_system(c.system), c.code) for c in f.codes),
+                text=f.text, start=f.start, end=f.end, note_id=str(f.note_id), source=f"NoteFact:{f.fact_id}",
+                at=f.note_date, negated=f.negated, historical=f.historical, hypothetical=f.hypothetical,
+                uncertain=f.uncertain, family=f.experiencer != "patient", section=f.section,
+            ))
 
 
 def pregnancy(facts: Facts, plan: FactPlan) -> None:

@@ -416,7 +416,9 @@ class PatientEvaluation(models.Model):
 
 class Backtest(models.Model):
     """A rule version run over the population (no recommendation written), compared with the
-    rule's active version: how many patients each fires for, and a sample with traces."""
+    rule's active version: how many patients each fires for, and a sample with traces. Queued
+    from the admin it runs as ``decision.backtest`` jobs, one per chunk of patients; each job's
+    counts land in ``parts`` and the last one to finish adds them up."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -437,6 +439,9 @@ class Backtest(models.Model):
     newly_fired = models.PositiveIntegerField(default=0, help_text="Fires for the draft, not for the active one.")
     no_longer_fired = models.PositiveIntegerField(default=0, help_text="Fires for the active one, not the draft.")
     sample = models.JSONField(default=list, blank=True, help_text="A few patients' results with traces.")
+    chunks = models.PositiveIntegerField(default=0, help_text="Jobs the population was split into (0: in-process).")
+    parts = models.JSONField(default=dict, blank=True,
+                             help_text="Each finished job's counts and sample, by chunk number.")
     error = models.TextField(blank=True)
     seconds = models.FloatField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -454,3 +459,7 @@ class Backtest(models.Model):
     def as_dict(self) -> dict[str, Any]:
         return {"patients": self.patients, "fired": self.fired, "compared_fired": self.compared_fired,
                 "newly_fired": self.newly_fired, "no_longer_fired": self.no_longer_fired}
+
+    @property
+    def chunks_done(self) -> int:
+        return len(self.parts or {})

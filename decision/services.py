@@ -630,40 +630,163 @@ def decision_sweep(*, batch_size: int = 500) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Backtest
+#
+# A backtest runs a version (typically a draft) over the population beside the version that was
+# active when it was asked for; nothing but the Backtest row is written. ``backtest_queue`` splits
+# the population into chunks, one ``decision.backtest`` job each (Celery workers, or in-process
+# on the embedded default); ``backtest_run`` does the same chunks one after the other in this
+# process (the bench and the tests compare both). Every chunk is evaluated as of the time the
+# backtest was created, so chunks run minutes apart still describe one moment.
+
+BACKTEST_SAMPLE = 10
+BACKTEST_CHUNK = 2000
+BACKTEST_KIND = "decision.backtest"
+
+
+def _backtest_rules(bt: Backtest) -> tuple[FactPlan, list[CompiledRule]]:
+    """The plan and the compiled rules of a backtest: its version, then the compared one if any."""
+    plan = fact_plan()
+    rules = [rule_version_compile(bt.rule_version, value_sets=plan.value_sets)]
+    if bt.compared_with is not None:
+        rules.append(rule_version_compile(bt.compared_with, value_sets=plan.value_sets))
+    return plan_for_rules(plan, rules), rules
+
+
+def backtest_chunk(bt: Backtest, patient_ids: Sequence[int], *, sample_size: int = BACKTEST_SAMPLE,
+                   plan: FactPlan | None = None, rules: list[CompiledRule] | None = None) -> dict[str, Any]:
+    """Counts and a sample (the first patients, by id, it fires for) over some patients; reads only."""
+    if plan is None or rules is None:
+        plan, rules = _backtest_rules(bt)
+    part: dict[str, Any] = {"patients": 0, "fired": 0, "compared_fired": 0, "newly_fired": 0, "no_longer_fired": 0,
+                            "sample": []}
+    compared = len(rules) > 1
+    facts = load_facts_bulk(patient_ids, as_of=bt.created_at, plan=plan)
+    for pk in sorted(facts):
+        results = evaluate(rules, facts[pk], trace_all=False)
+        d = results[0].fired
+        a = results[1].fired if compared else False
+        part["patients"] += 1
+        part["fired"] += d
+        part["compared_fired"] += a
+        part["newly_fired"] += d and not a
+        part["no_longer_fired"] += a and not d
+        if d and len(part["sample"]) < sample_size:
+            part["sample"].append({"patient_id": pk, "summary": results[0].summary, "trace": results[0].trace,
+                                   "active_fires": a})
+    # JSON types only (the part is stored as is)
+    return orjson.loads(orjson.dumps(part, default=str))
+
+
+def _backtest_total(bt: Backtest, sample_size: int) -> None:
+    """Add up the parts into the row's figures (chunk order: the sample is the same as a run in
+    one process would take)."""
+    parts = [bt.parts[k] for k in sorted(bt.parts, key=int)]
+    for name in ("fired", "compared_fired", "newly_fired", "no_longer_fired"):
+        setattr(bt, name, sum(int(p[name]) for p in parts))
+    bt.sample = [s for p in parts for s in p["sample"]][:sample_size]
 
 
 def backtest_run(version: RuleVersion, *, patient_ids: Sequence[int] | None = None, user: Any = None,
-                 sample_size: int = 10, batch_size: int = 2000, job_id: int | None = None) -> Backtest:
-    """Run a version (typically a draft) over the population beside the rule's active version;
-    nothing but the Backtest row is written."""
+                 sample_size: int = BACKTEST_SAMPLE, batch_size: int = BACKTEST_CHUNK,
+                 job_id: int | None = None) -> Backtest:
+    """The whole backtest in this process, chunk after chunk (the same code as the jobs)."""
     started = time.perf_counter()
-    plan = fact_plan()
-    draft = rule_version_compile(version, value_sets=plan.value_sets)
     active_version = version.rule.versions.filter(status=RuleVersion.Status.ACTIVE).exclude(pk=version.pk).first()
-    active = rule_version_compile(active_version, value_sets=plan.value_sets) if active_version else None
     bt = Backtest.objects.create(rule_version=version, compared_with=active_version, status=Backtest.Status.RUNNING,
                                  created_by=_user(user), job_id=job_id)
-    ids = list(patient_ids) if patient_ids is not None else list(
-        Patient.objects.filter(active=True).order_by("pk").values_list("pk", flat=True))
-    rules = [draft] + ([active] if active else [])
-    plan = plan_for_rules(plan, rules)
-    sample: list[dict[str, Any]] = []
-    fired = compared = newly = no_longer = 0
-    for i in range(0, len(ids), batch_size):
-        facts = load_facts_bulk(ids[i:i + batch_size], plan=plan)
-        for pk, f in facts.items():
-            results = evaluate(rules, f, trace_all=False)
-            d = results[0].fired
-            a = results[1].fired if active else False
-            fired += d
-            compared += a
-            newly += d and not a
-            no_longer += a and not d
-            if d and len(sample) < sample_size:
-                sample.append({"patient_id": pk, "summary": results[0].summary, "trace": results[0].trace,
-                               "active_fires": a})
-    bt.patients, bt.fired, bt.compared_fired = len(ids), fired, compared
-    bt.newly_fired, bt.no_longer_fired, bt.sample = newly, no_longer, sample
+    ids = list(patient_ids) if patient_ids is not None else _population()
+    parts = {}
+    try:
+        plan, rules = _backtest_rules(bt)
+        for n, i in enumerate(range(0, len(ids), batch_size)):
+            parts[str(n)] = backtest_chunk(bt, ids[i:i + batch_size], sample_size=sample_size, plan=plan,
+                                           rules=rules)
+    except Exception as exc:
+        backtest_fail(bt.pk, f"{type(exc).__name__} while running in process")
+        raise
+    bt.parts = parts
+    bt.patients = len(ids)
+    _backtest_total(bt, sample_size)
     bt.status, bt.finished_at, bt.seconds = Backtest.Status.DONE, timezone.now(), time.perf_counter() - started
     bt.save()
     return bt
+
+
+def _population() -> list[int]:
+    return list(Patient.objects.filter(active=True).order_by("pk").values_list("pk", flat=True))
+
+
+def backtest_queue(version: RuleVersion, *, patient_ids: Sequence[int] | None = None, user: Any = None,
+                   sample_size: int = BACKTEST_SAMPLE, chunk_size: int = BACKTEST_CHUNK) -> Backtest:
+    """Queue a backtest as jobs: the population (fixed now) in chunks of ``chunk_size`` patients,
+    one job each. The row shows the status; the last job to finish writes the totals."""
+    from cdss.jobs.runner import job_enqueue
+
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    active_version = version.rule.versions.filter(status=RuleVersion.Status.ACTIVE).exclude(pk=version.pk).first()
+    ids = list(patient_ids) if patient_ids is not None else _population()
+    chunks = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    with transaction.atomic():
+        bt = Backtest.objects.create(rule_version=version, compared_with=active_version, created_by=_user(user),
+                                     status=Backtest.Status.QUEUED if chunks else Backtest.Status.DONE,
+                                     patients=len(ids), chunks=len(chunks))
+        if not chunks:
+            bt.finished_at, bt.seconds = bt.created_at, 0.0
+            bt.save(update_fields=["finished_at", "seconds"])
+        for n, chunk in enumerate(chunks):
+            job = job_enqueue(kind=BACKTEST_KIND, target=bt, user=user,
+                              params={"chunk": n, "patient_ids": chunk, "sample_size": sample_size})
+            if n == 0:
+                Backtest.objects.filter(pk=bt.pk).update(job=job)
+                bt.job = job
+    return bt
+
+
+def backtest_part_write(backtest_id: int, chunk: int, part: dict[str, Any], *, sample_size: int) -> Backtest | None:
+    """Store one job's part (again if the job ran twice: the same key, the same part) and, once
+    every chunk is in, the totals. Runs in the transaction that marks the job succeeded; the row
+    lock orders jobs finishing together. None if the backtest was deleted meanwhile."""
+    bt = Backtest.objects.select_for_update().filter(pk=backtest_id).first()
+    if bt is None:
+        return None
+    bt.parts = {**(bt.parts or {}), str(chunk): part}
+    if bt.status != Backtest.Status.FAILED:
+        if len(bt.parts) >= bt.chunks:
+            _backtest_total(bt, sample_size)
+            bt.status, bt.finished_at = Backtest.Status.DONE, timezone.now()
+            bt.seconds = (bt.finished_at - bt.created_at).total_seconds()
+        else:
+            bt.status = Backtest.Status.RUNNING
+    bt.save()
+    return bt
+
+
+def backtest_fail(backtest_id: int, message: str) -> int:
+    """Record that a backtest cannot finish (a job gave up); the message names the chunk and the
+    job, never a patient."""
+    return Backtest.objects.filter(pk=backtest_id).exclude(status=Backtest.Status.DONE).update(
+        status=Backtest.Status.FAILED, error=message[:2000], finished_at=timezone.now())
+
+
+def backtests_fail_abandoned() -> int:
+    """Unfinished backtests one of whose jobs is dead or cancelled (a worker lost for good) are
+    failed; the schedule's sweep runs this."""
+    from cdss.models import Job
+
+    count = 0
+    open_ids = list(Backtest.objects.filter(status__in=[Backtest.Status.QUEUED, Backtest.Status.RUNNING])
+                    .values_list("pk", flat=True))
+    if not open_ids:
+        return 0
+    given_up = (Job.objects.filter(kind=BACKTEST_KIND, target_type="decision.backtest",
+                                   target_id__in=[str(pk) for pk in open_ids],
+                                   status__in=[Job.Status.DEAD, Job.Status.CANCELLED])
+                .values_list("target_id", "pk", "status").order_by("pk"))
+    seen: set[str] = set()
+    for target_id, job_pk, status in given_up:
+        if target_id in seen:
+            continue
+        seen.add(target_id)
+        count += backtest_fail(int(target_id), f"job #{job_pk} is {status}; the backtest cannot finish")
+    return count

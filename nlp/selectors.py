@@ -105,6 +105,7 @@ class NoteFinding:
     relation: str  # the family member ("mother"), when stated
     stage: str
     pipeline_version: str
+    fact_id: int = 0  # the NoteFact row (a rule's trace points at it)
 
     def has_code(self, system: str, codes: Iterable[str]) -> bool:
         wanted = set(codes)
@@ -150,7 +151,7 @@ class NoteFindings:
 FINDING_FIELDS = ("extraction__note__external_id", "extraction__note__written_at", "extraction__pipeline_version",
                   "patient_id", "concept_id", "preferred", "kind", "codes", "text", "start", "end",
                   "section", "negated", "historical", "hypothetical", "uncertain", "experiencer", "family_relation",
-                  "stage", "details")
+                  "stage", "details", "pk")
 
 
 def note_findings(patient_ids: Iterable[int], *, version: str | None = None) -> dict[int, NoteFindings]:
@@ -183,7 +184,7 @@ def note_findings(patient_ids: Iterable[int], *, version: str | None = None) -> 
             "text": data["text"], "start": data["start"], "end": data["end"], "section": data["section"],
             "negated": data["negated"], "historical": data["historical"], "hypothetical": data["hypothetical"],
             "uncertain": data["uncertain"], "experiencer": data["experiencer"], "relation": data["family_relation"],
-            "stage": data["stage"], "pipeline_version": data["extraction__pipeline_version"],
+            "stage": data["stage"], "pipeline_version": data["extraction__pipeline_version"], "fact_id": data["pk"],
         }
         findings = out[data["patient_id"]]
         patient_says = data["experiencer"] == "patient"

@@ -25,6 +25,7 @@ from django.utils import timezone
 from cdss.models import Job
 
 from .registry import JobKind, get_kind
+from .triggers import job_succeeded
 
 log = logging.getLogger("cdss.jobs")
 
@@ -288,6 +289,7 @@ def job_run(job_id: int, *, worker: str | None = None) -> str:
             )
             if not finished:
                 raise LeaseLost(f"job {job.pk} was taken over by another worker")
+            job_succeeded(job, result or {})
     except LeaseLost:
         log.warning("job %s: lease lost, result discarded", job.pk)
         return "lease-lost"

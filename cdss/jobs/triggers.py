@@ -1,19 +1,27 @@
-"""Work that follows a change of a patient's record.
+"""Work that follows a change of a patient's record, or a job's results.
 
 Apps register the job kinds to run when a record changes (in their AppConfig.ready); the service
 that changed the record calls ``record_changed`` inside its transaction, so the jobs exist if and
-only if the change commits. This keeps imports pointing down: the record does not know who
-analyses it.
+only if the change commits. Likewise an app registers what follows a job of some kind that
+succeeded (``on_job_succeeded``); the runner calls it in the transaction that stores the job's
+results. This keeps imports pointing down: the record does not know who analyses it, and a job
+kind does not know who reads its results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
+log = logging.getLogger("cdss.jobs")
+
 _KINDS: list[str] = []
+# kind -> callbacks(job, result) run after a job of that kind succeeded
+_AFTER: dict[str, list[Callable[[Any, dict[str, Any]], None]]] = {}
 
 
 def on_record_change(kind: str) -> None:
@@ -38,3 +46,23 @@ def record_changed(patient_ids: Iterable[int], *, user: Any = None, reason: str 
                         inputs={"reason": reason, "at": timezone.now().isoformat()})
             count += 1
     return count
+
+
+def on_job_succeeded(kind: str, callback: Callable[[Any, dict[str, Any]], None]) -> None:
+    """Run ``callback(job, result)`` after each job of ``kind`` succeeds, in the transaction that
+    marks it succeeded (so what it queues exists if and only if the results commit)."""
+    callbacks = _AFTER.setdefault(kind, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
+
+
+def job_succeeded(job: Any, result: dict[str, Any]) -> None:
+    """Called by the runner. Each callback runs in a savepoint: one that fails is logged and
+    undone, and the job's results stand (the schedule's sweeps catch up)."""
+    for callback in _AFTER.get(job.kind, []):
+        try:
+            with transaction.atomic():
+                callback(job, result)
+        except Exception as exc:  # noqa: BLE001 - follow-up work must not undo the job's results
+            log.warning("job %s (%s): follow-up %s failed (%s)", job.pk, job.kind,
+                        getattr(callback, "__qualname__", callback), type(exc).__name__)

@@ -22,9 +22,11 @@ import orjson
 from .parse import Entry, Issue, Unit
 from .resources import (
     BILLING_TYPES,
+    HGNC,
     LOINC_GENE_STUDIED,
     LOINC_GENOTYPE_DISPLAY,
     LOINC_PHENOTYPE_CODES,
+    PGX_GENES,
     RXNORM,
 )
 
@@ -35,6 +37,7 @@ MAX_SYSTEM = 200
 MAX_SHORT = 32
 MAX_NAME = 200
 
+_PGX_GENE = re.compile(PGX_GENES, re.IGNORECASE)
 _ABSOLUTE_REF = re.compile(r"^(?:https?://[^?#]*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?identifier=(?:([^|&]*)\|)?([^&]+)$")
 
@@ -455,8 +458,32 @@ def map_observation(res: dict[str, Any], resolver: Resolver, row: Row) -> None:
             diplotype = values["value_display"] or values["value_code"] or values["value_string"]
         elif code in LOINC_PHENOTYPE_CODES:
             phenotype = values["value_display"] or values["value_code"] or values["value_string"]
+    top = row.fields
+    result = top["value_display"] or top["value_string"] or top["value_code"]
+    if not gene and top["value_quantity"] is None and result:
+        # the second shape: the gene named in the Observation's own code, the result its value
+        gene = gene_in_code(res["code"])
     if gene:
-        row.genomic = dict(gene=gene[:64], diplotype=diplotype[:128], phenotype=phenotype[:200])
+        row.genomic = dict(gene=gene[:64], diplotype=diplotype[:128], phenotype=(phenotype or result)[:200])
+
+
+def gene_in_code(concept: Any) -> str:
+    """The gene an Observation's code names (HL7 Genomics Reporting, gene in ``code``): an HGNC
+    coding's display (or its code when that is the symbol), else a pharmacogene or HLA allele in
+    a coding's display or the text, e.g. "CYP2C19 gene targeted mutation analysis" or
+    "HLA-B*57:01". Empty when it names none."""
+    if not isinstance(concept, dict):
+        return ""
+    codings = [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    for c in codings:
+        if str(c.get("system", "")).rstrip("/").startswith(HGNC):
+            symbol = str(c.get("display") or "").strip()
+            code = str(c.get("code") or "").strip()
+            if symbol or (code and not code.upper().startswith("HGNC:")):
+                return symbol or code
+    text = " ".join([str(concept.get("text") or "")] + [str(c.get("display") or "") for c in codings])
+    match = _PGX_GENE.search(text)
+    return match.group(1).upper() if match else ""
 
 
 def map_medication_request(res: dict[str, Any], resolver: Resolver, row: Row, *,

@@ -84,3 +84,8 @@ UCUM = "http://unitsofmeasure.org"
 LOINC_GENE_STUDIED = "48018-6"
 LOINC_GENOTYPE_DISPLAY = "84413-4"
 LOINC_PHENOTYPE_CODES = frozenset({"53040-2", "79716-7"})
+HGNC = "http://www.genenames.org"
+# Pharmacogenes (CPIC gene list, 2024) and HLA alleles, as a gene is named in an Observation's
+# code (HGNC symbol). A plain pattern (no \b) so the same text runs in PostgreSQL's regex too.
+PGX_GENES = (r"(HLA-[ABC]\*[0-9]{2}:[0-9]{2}|CYP2C19|CYP2C9|CYP2D6|CYP2B6|CYP3A5|CYP4F2|SLCO1B1|DPYD|TPMT|NUDT15|"
+             r"UGT1A1|VKORC1|G6PD|IFNL3|RYR1|CACNA1S|CFTR|MT-RNR1|ABCG2)")

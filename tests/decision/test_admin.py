@@ -92,3 +92,27 @@ def test_the_activate_action_refuses_a_draft_whose_tests_fail(admin_client):
     draft.refresh_from_db()
     active.refresh_from_db()
     assert (draft.status, active.status) == ("active", "retired")
+
+
+def test_the_backtest_action_queues_jobs_and_shows_the_result_on_the_embedded_default(
+        admin_client, eager, django_capture_on_commit_callbacks):
+    from cdss.models import Job
+    from decision.models import Backtest
+    from tests.factories import PatientFactory
+
+    PatientFactory.create_batch(3)
+    draft = RuleVersion.objects.get(rule__slug="statin-ldl-190", status="active")
+    admin_client.post(reverse("admin:decision_ruleversion_change", args=[draft.pk]),
+                      _form(draft, change_note="to backtest"))
+    draft = RuleVersion.objects.get(rule__slug="statin-ldl-190", status="draft")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:decision_ruleversion_changelist"),
+                                     {"action": "backtest", "_selected_action": [str(draft.pk)]})
+    text = " ".join(str(m) for m in get_messages(response.wsgi_request))
+    bt = Backtest.objects.get(rule_version=draft)
+    assert bt.status == "done" and bt.patients == 3 and bt.chunks == 1
+    assert Job.objects.get(kind="decision.backtest", target_id=str(bt.pk)).status == "succeeded"
+    # the test's transaction runs the jobs when the request is over, so the message is the queued one
+    assert "backtest over 3 patients queued as 1 job(s)" in text
+    page = admin_client.get(reverse("admin:decision_backtest_changelist")).content.decode()
+    assert "1/1" in page

@@ -106,13 +106,13 @@ def test_the_latest_risk_row_is_current_even_when_it_lacks_inputs(site_a, plan):
 
 def test_genomic_results_in_both_fhir_shapes(site_a, plan):
     p = PatientFactory(site=site_a)
-    # shape 1 with the phenotype as the Observation's own value (the importer leaves phenotype empty)
+    # shape 1 with the phenotype as the Observation's own value, on a row stored without it
     obs = ObservationFactory(patient=p, code="53040-2", display="Genetic variation's effect on drug metabolism",
                              value_quantity=None, value_unit="", value_display="Decreased function",
                              effective_at=_days_ago(10))
     m.GenomicResult.objects.create(patient=p, observation=obs, fhir_id="g1", gene="SLCO1B1", phenotype="",
                                    effective_at=_days_ago(10))
-    # shape 2: the gene in the code's text, the result as valueString / valueCodeableConcept
+    # shape 2 stored without a GenomicResult row: read from the Observation
     ObservationFactory(patient=p, code="", display="HLA-B*57:01", value_quantity=None, value_unit="",
                        value_string="Positive", raw={"code": {"text": "HLA-B*57:01"}}, effective_at=_days_ago(20))
     ObservationFactory(patient=p, code="53040-2", display="CYP2C19 phenotype", value_quantity=None, value_unit="",

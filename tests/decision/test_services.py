@@ -236,6 +236,41 @@ def test_the_decision_job_evaluates_and_running_it_twice_adds_nothing(value_sets
     assert PatientEvaluation.objects.get(patient=patient_a).fired == 1
 
 
+def test_new_risk_results_queue_an_evaluation_of_the_patient_once(value_sets, admin_user, patient_a, patient_b):
+    from cdss.models import Job
+    from risk.jobs import RISK_KIND
+
+    rule_version_activate(_ldl_rule(admin_user), user=admin_user)
+    _ldl(patient_a, 200)
+    risk = job_enqueue(kind=RISK_KIND, patient=patient_a, inputs={"reason": "test"})
+    assert job_run(risk.pk) == "succeeded"
+    follow = Job.objects.get(kind=DECISION_KIND, patient=patient_a)
+    assert follow.status == "queued"
+    # debounced: a second risk job while that evaluation waits adds none
+    again = job_enqueue(kind=RISK_KIND, patient=patient_a, inputs={"reason": "test again"})
+    assert job_run(again.pk) == "succeeded"
+    assert Job.objects.filter(kind=DECISION_KIND, patient=patient_a).count() == 1
+    assert job_run(follow.pk) == "succeeded"
+    assert Recommendation.objects.filter(patient=patient_a, status="active").count() == 1
+    # once it has run, new results queue a new one; a population batch queues a batch evaluation
+    third = job_enqueue(kind=RISK_KIND, patient=patient_a, inputs={"reason": "third"})
+    assert job_run(third.pk) == "succeeded"
+    assert Job.objects.filter(kind=DECISION_KIND, patient=patient_a, status="queued").count() == 1
+    batch = job_enqueue(kind=RISK_KIND, params={"patient_ids": [patient_b.pk, patient_a.pk]}, inputs={"r": 1})
+    assert job_run(batch.pk) == "succeeded"
+    follow_batch = Job.objects.get(kind=DECISION_KIND, patient__isnull=True)
+    assert follow_batch.params == {"patient_ids": sorted([patient_a.pk, patient_b.pk])}
+
+
+def test_the_results_of_nlp_and_imaging_jobs_are_followed_by_an_evaluation():
+    from cdss.jobs import triggers
+    from decision.jobs import evaluate_after_results
+
+    for kind in ("risk", "nlp", "imaging"):
+        assert evaluate_after_results in triggers._AFTER.get(kind, [])
+    assert evaluate_after_results not in triggers._AFTER.get(DECISION_KIND, [])
+
+
 def test_a_record_change_queues_a_decision_job(value_sets, patient_a):
     from cdss.jobs.triggers import record_changed
     from cdss.models import Job
@@ -308,6 +343,84 @@ def test_a_backtest_compares_a_draft_with_the_active_version(value_sets, admin_u
     assert (bt.patients, bt.fired, bt.compared_fired, bt.newly_fired, bt.no_longer_fired) == (4, 3, 2, 1, 0)
     assert bt.status == "done" and len(bt.sample) == 3 and bt.sample[0]["trace"]
     assert not Recommendation.objects.exists()
+
+
+def _backtest_setup(admin_user, site_a) -> RuleVersion:
+    v1 = rule_version_activate(_ldl_rule(admin_user), user=admin_user)
+    for value in (150, 170, 195, 230, 165):
+        _ldl(PatientFactory(site=site_a), value)
+    return rule_version_edit(v1.rule, user=admin_user, conditions={"all": [
+        {"fact": "observation:ldl", "op": ">=", "value": 160, "unit": "mg/dL", "lookback_days": 730}]})
+
+
+def _figures(bt) -> tuple:
+    return (bt.patients, bt.fired, bt.compared_fired, bt.newly_fired, bt.no_longer_fired,
+            [s["patient_id"] for s in bt.sample])
+
+
+def test_a_backtest_queued_as_jobs_gives_the_counts_of_one_run_in_process(
+        value_sets, admin_user, site_a, eager, django_capture_on_commit_callbacks):
+    from cdss.models import Job
+    from decision.services import BACKTEST_KIND, backtest_queue
+
+    draft = _backtest_setup(admin_user, site_a)
+    in_process = backtest_run(draft, user=admin_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = backtest_queue(draft, user=admin_user, chunk_size=2)
+    queued.refresh_from_db()
+    jobs = Job.objects.filter(kind=BACKTEST_KIND, target_id=str(queued.pk))
+    assert (queued.status, queued.chunks, queued.chunks_done) == ("done", 3, 3)
+    assert sorted(jobs.values_list("status", flat=True)) == ["succeeded"] * 3
+    assert _figures(queued) == _figures(in_process)
+    assert _figures(queued)[1:5] == (4, 2, 2, 0)
+    assert queued.sample[0]["trace"] and queued.compared_with.status == "active"
+    # a job's own result holds counts only; the traces are in the backtest row
+    assert all("sample" not in r for r in jobs.values_list("result", flat=True))
+    assert not Recommendation.objects.exists()
+
+
+def test_a_backtest_part_stored_twice_counts_once(value_sets, admin_user, site_a, eager,
+                                                 django_capture_on_commit_callbacks):
+    from decision.services import backtest_part_write, backtest_queue
+
+    draft = _backtest_setup(admin_user, site_a)
+    with django_capture_on_commit_callbacks(execute=True):
+        bt = backtest_queue(draft, user=admin_user, chunk_size=2)
+    bt.refresh_from_db()
+    before = _figures(bt)
+    again = backtest_part_write(bt.pk, 1, bt.parts["1"], sample_size=10)
+    assert again is not None and _figures(again) == before
+
+
+def test_a_backtest_whose_job_gives_up_is_failed_with_the_job_named(value_sets, admin_user, site_a, eager,
+                                                                   django_capture_on_commit_callbacks):
+    from cdss.models import Job
+    from decision.services import backtest_queue
+
+    draft = _backtest_setup(admin_user, site_a)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        bt = backtest_queue(draft, user=admin_user, chunk_size=10)
+    ValueSet.objects.filter(slug="ldl").delete()  # the draft no longer compiles
+    for callback in callbacks:
+        callback()
+    bt.refresh_from_db()
+    job = Job.objects.get(kind="decision.backtest", target_id=str(bt.pk))
+    assert (job.status, job.attempts) == ("dead", job.max_attempts)
+    assert bt.status == "failed" and f"job #{job.pk}" in bt.error and "RuleDefinitionError" in bt.error
+
+
+def test_the_sweep_fails_a_backtest_whose_job_is_dead(value_sets, admin_user, site_a):
+    from cdss.models import Job
+    from decision.services import backtest_queue, backtests_fail_abandoned
+
+    draft = _backtest_setup(admin_user, site_a)
+    bt = backtest_queue(draft, user=admin_user, chunk_size=2)  # queued, not run (no commit in this test)
+    assert backtests_fail_abandoned() == 0
+    job = Job.objects.filter(kind="decision.backtest", target_id=str(bt.pk)).order_by("pk").last()
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.DEAD)  # as the reaper leaves a lost job
+    assert backtests_fail_abandoned() == 1
+    bt.refresh_from_db()
+    assert bt.status == "failed" and f"job #{job.pk} is dead" in bt.error
 
 
 def test_rule_statistics_count_responses_and_overrides_by_reason(value_sets, admin_user, site_a, clinician_a):

@@ -69,3 +69,71 @@ def broken(mutate: Any) -> dict[str, Any]:
     bundle = copy.deepcopy(valid_bundle())
     mutate(bundle)
     return bundle
+
+
+LOINC = "http://loinc.org"
+HGNC = "http://www.genenames.org"
+
+
+def gene_component(symbol: str, hgnc_id: str) -> dict[str, Any]:
+    return {"code": {"coding": [{"system": LOINC, "code": "48018-6", "display": "Gene studied [ID]"}]},
+            "valueCodeableConcept": {"coding": [{"system": HGNC, "code": hgnc_id, "display": symbol}]}}
+
+
+def genomic_bundle(patient_id: str, mrn: str, observations: list[dict[str, Any]],
+                   medications: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A collection Bundle: a patient, pharmacogenomic Observations (``id``, ``code`` and the
+    rest given) and active medication requests by name."""
+    subject = {"reference": f"urn:uuid:{patient_id}"}
+    entries: list[dict[str, Any]] = [{"fullUrl": f"urn:uuid:{patient_id}", "resource": {
+        "resourceType": "Patient", "id": patient_id, "gender": "male", "birthDate": "1958-06-01",
+        "name": [{"family": "Genotyped", "given": ["Gene"]}],
+        "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": mrn}]}}]
+    for obs in observations:
+        entries.append({"fullUrl": f"urn:uuid:{obs['id']}", "resource": {
+            "resourceType": "Observation", "status": "final", "subject": subject,
+            "category": [{"coding": [{"code": "laboratory"}]}], "effectiveDateTime": "2024-02-01T10:00:00+00:00",
+            **obs}})
+    for i, name in enumerate(medications):
+        rid = f"{patient_id[:-2]}{i + 50:02d}"
+        entries.append({"fullUrl": f"urn:uuid:{rid}", "resource": {
+            "resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order",
+            "subject": subject, "authoredOn": "2024-03-01", "medicationCodeableConcept": {"text": name}}})
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+# HL7 Genomics Reporting, both shapes: the gene in a component 48018-6, or in the code itself.
+GENOMIC_SHAPES: list[dict[str, Any]] = [
+    # shape 1: gene, genotype and phenotype in components
+    {"id": "a0000000-0000-4000-8000-000000000001",
+     "code": {"coding": [{"system": LOINC, "code": "69548-6", "display": "Genetic variant assessment"}]},
+     "component": [gene_component("CYP2C19", "HGNC:2621"),
+                   {"code": {"coding": [{"system": LOINC, "code": "84413-4"}]}, "valueString": "*2/*2"},
+                   {"code": {"coding": [{"system": LOINC, "code": "53040-2"}]},
+                    "valueCodeableConcept": {"text": "Poor metabolizer"}}]},
+    # shape 1, the phenotype as the Observation's own value
+    {"id": "a0000000-0000-4000-8000-000000000002",
+     "code": {"coding": [{"system": LOINC, "code": "53040-2",
+                          "display": "Genetic variation's effect on drug metabolism"}]},
+     "component": [gene_component("SLCO1B1", "HGNC:10959")],
+     "valueCodeableConcept": {"coding": [{"display": "Decreased function"}]}},
+    # shape 2: the allele in the code's text, the result a coded value's display
+    {"id": "a0000000-0000-4000-8000-000000000003", "code": {"text": "HLA-B*57:01"},
+     "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "10828004",
+                                          "display": "Positive"}]}},
+    # shape 2: an HGNC coding in the code, the result a string
+    {"id": "a0000000-0000-4000-8000-000000000004",
+     "code": {"coding": [{"system": HGNC, "code": "HGNC:2623", "display": "CYP2C9"}]},
+     "valueString": "Intermediate metabolizer"},
+    # shape 2: LOINC 53040-2 with the gene in the text
+    {"id": "a0000000-0000-4000-8000-000000000005",
+     "code": {"coding": [{"system": LOINC, "code": "53040-2"}], "text": "CYP2D6 drug metabolism phenotype"},
+     "valueString": "Ultrarapid metabolizer"},
+    # not genomic results: a numeric gene score and a coded answer about something else
+    {"id": "a0000000-0000-4000-8000-000000000006", "code": {"text": "CYP2D6 activity score"},
+     "valueQuantity": {"value": 2.5, "unit": "{score}", "code": "{score}"}},
+    {"id": "a0000000-0000-4000-8000-000000000007",
+     "code": {"coding": [{"system": LOINC, "code": "72166-2", "display": "Tobacco smoking status"}]},
+     "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "266919005",
+                                          "display": "Never smoker"}]}},
+]

@@ -274,3 +274,19 @@ def test_current_synthea_conditional_references_and_medication_resources(site_a)
 def test_parsing_a_unit_collects_entry_locations():
     unit = unit_from_bytes(orjson.dumps(broken(_set(["entry", 1, "resource"], "nope"))), "x")
     assert [str(e) for e in unit.errors] == ["entry[1]: entry has no 'resource' object"]
+
+
+@pytest.mark.django_db
+def test_pharmacogenomic_results_of_both_fhir_shapes_become_genomic_results(site_a):
+    from tests.patients.fhir_samples import GENOMIC_SHAPES, genomic_bundle
+
+    bundle = genomic_bundle("b0000000-0000-4000-8000-000000000001", "MRN-G-1", GENOMIC_SHAPES)
+    fhir_import_bundle(orjson.dumps(bundle), site=site_a)
+    rows = {(g.gene, g.diplotype, g.phenotype) for g in m.GenomicResult.objects.all()}
+    assert rows == {("CYP2C19", "*2/*2", "Poor metabolizer"), ("SLCO1B1", "", "Decreased function"),
+                    ("HLA-B*57:01", "", "Positive"), ("CYP2C9", "", "Intermediate metabolizer"),
+                    ("CYP2D6", "", "Ultrarapid metabolizer")}
+    # each row points at its Observation; a second import changes nothing
+    assert all(g.observation.fhir_id for g in m.GenomicResult.objects.select_related("observation"))
+    fhir_import_bundle(orjson.dumps(bundle), site=site_a)
+    assert m.GenomicResult.objects.count() == 5
