@@ -154,7 +154,7 @@ def main() -> None:
                 "context": {"userId": "Practitioner/1", "patientId": pid, "selections": ["MedicationRequest/draft-1"],
                             "draftOrders": {"resourceType": "Bundle", "type": "collection",
                                             "entry": [{"resource": draft}]}},
-                "prefetch": {k: pf[k] for k in ("observations", "medications", "genomics")}}
+                "prefetch": {k: pf[k] for k in ("observations", "medications", "genomics", "allergies")}}
         pid = "stored-1" if scenario == "patient-view (stored patient)" else "visitor"
         return "patient-view", {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
                                 "context": {"userId": "Practitioner/1", "patientId": pid},

@@ -98,9 +98,12 @@ def detail_markdown(result: Result, meta: RuleMeta) -> str:
 
 
 def _evidence(trace: list[dict[str, Any]]) -> list[str]:
-    """Every source a trace names (conditions, nested groups, explanations)."""
+    """Every source a trace names (conditions, nested groups, explanations), leaving out the
+    conditions and groups that did not hold (an "any" branch that did not fire the rule)."""
     out: list[str] = []
     for entry in trace:
+        if entry.get("held") is False:
+            continue
         if entry.get("kind") == "group":
             out.extend(_evidence(entry.get("items") or []))
             continue

@@ -23,10 +23,11 @@ from typing import Any
 
 from django.db import connection
 
-from decision.engine import CompiledRule, Condition, Group
+from decision.engine import CompiledRule, Condition, Group, needs
 from decision.load import PHENOTYPE_CODES, FactPlan, fact_plan
 from decision.models import ConceptIsA, Rule, RuleVersion, ValueSet, ValueSetCode
 from decision.services import active_rules, plan_for_rules
+from risk import record_inputs
 
 ORDER_CATEGORIES = frozenset({Rule.Category.MEDICATION_SAFETY, Rule.Category.PHARMACOGENOMICS})
 LOINC = "http://loinc.org"
@@ -128,12 +129,16 @@ def data_categories(rules: Iterable[CompiledRule]) -> set[str]:
     return out
 
 
-def _observation_codes(rules: Iterable[CompiledRule]) -> list[str]:
+def _observation_codes(rules: list[CompiledRule]) -> list[str]:
+    """The codes of the rules' observation value sets, and, where a rule reads a risk score, the
+    codes the risk calculators read (a patient known only from the prefetch is scored from it)."""
     codes: set[str] = set()
     for rule in rules:
         for c in _all_conditions(rule):
             if c.kind == "observation" and c.members is not None:
                 codes |= c.members.all_codes()
+    if needs(rules)[0]:
+        codes |= record_inputs.observation_codes()
     return sorted(codes)
 
 

@@ -33,6 +33,9 @@ from decision.units import UnitError, canonical_unit, to_canonical
 from decision.valuesets import canonical_system
 from patients.fhir.mapping import MAPPERS, FieldError, Resolver, Row, medication_mapper, resource_id
 from patients.fhir.parse import Entry
+from risk import record_inputs
+from risk.record_inputs import ObservationValue, RecordSnapshot
+from risk.services import race_from_extensions
 
 # What each prefetch key of the discovery document holds (see cdshooks.catalog).
 CATEGORY_OF_KEY = {"patient": "patient", "observations": "observations", "genomics": "genomics",
@@ -62,6 +65,8 @@ class PrefetchFacts:
     patient_found: bool = False
     draft_sources: list[str] = field(default_factory=list)  # "MedicationRequest/<id>" of the draft orders
     selected_sources: set[str] = field(default_factory=set)
+    # What the risk calculators may read of the prefetch (for a patient not stored here)
+    snapshot: RecordSnapshot = field(default_factory=lambda: RecordSnapshot(0, None, "unknown", None))
 
 
 Located = tuple[str, dict[str, Any], str]  # (location, resource, fullUrl)
@@ -177,17 +182,22 @@ def facts_from_prefetch(
         out.patient_found = True
         f = row.fields
         facts.sex = f.get("sex") or "unknown"
+        out.snapshot.sex, out.snapshot.birth_date = facts.sex, f.get("birth_date")
+        out.snapshot.race = race_from_extensions(row.raw.get("extension"))
         birth = f.get("birth_date")
         if birth is not None:
             deceased_at = f.get("deceased_at")
             end = deceased_at.date() if deceased_at and deceased_at.date() < as_of.date() else as_of.date()
             facts.age = end.year - birth.year - ((end.month, end.day) < (birth.month, birth.day))
     _observations(facts, rows.get("Observation", []), plan, as_of)
+    _risk_observations(out.snapshot, rows.get("Observation", []), as_of)
     for row in rows.get("Condition", []):
         f = row.fields
         if f.get("clinical_status") in ACTIVE_CONDITION_STATUSES and f.get("status") != "entered-in-error":
             facts.conditions.append(CodedFact(canonical_system(f["code_system"]), f["code"], f["display"],
                                               f"Condition/{row.fhir_id}", f.get("onset_at"), f["clinical_status"]))
+            out.snapshot.conditions.append(record_inputs.CodedFact(f["code_system"], f["code"], f["display"],
+                                                                   row.fhir_id))
     meds = rows.get("MedicationRequest", [])
     # Draft orders first: a rule's evidence then names the order being placed.
     meds.sort(key=lambda r: ("MedicationRequest", r.fhir_id) not in draft_set)
@@ -198,6 +208,9 @@ def facts_from_prefetch(
             facts.medications.append(CodedFact(canonical_system(f["code_system"]), f["code"], f["display"],
                                                f"MedicationRequest/{row.fhir_id}", f.get("authored_at"),
                                                "draft" if is_draft else f["status"], dose_mg(f["display"])))
+            if not is_draft:  # an order being placed is not yet a treatment the scores count
+                out.snapshot.medications.append(record_inputs.CodedFact(f["code_system"], f["code"], f["display"],
+                                                                        row.fhir_id))
     for row in rows.get("AllergyIntolerance", []):
         f = row.fields
         if f.get("status") in ("entered-in-error", "refuted") or f.get("clinical_status") in INACTIVE_ALLERGY:
@@ -277,6 +290,23 @@ def _observations(facts: Facts, rows: list[Row], plan: FactPlan, as_of: dt.datet
             value_code=f.get("value_code", "")))
     for values in facts.observations.values():
         values.sort(key=lambda o: o.at, reverse=True)
+
+
+def _risk_observations(snapshot: RecordSnapshot, rows: list[Row], as_of: dt.datetime) -> None:
+    """The latest value per code that a risk calculator reads (``risk.record_inputs``: the same
+    codes and look-back as the risk job), in the unit recorded (the calculators convert)."""
+    codes = record_inputs.observation_codes()
+    since = as_of - dt.timedelta(days=record_inputs.max_lookback_days())
+    latest = snapshot.observations
+    for row in rows:
+        f = row.fields
+        at = f.get("effective_at")
+        if f.get("status") == "entered-in-error" or f["code"] not in codes or at is None or not since <= at <= as_of:
+            continue
+        current = latest.get(f["code"])
+        if current is None or at > current.at:
+            latest[f["code"]] = ObservationValue(f["code"], f.get("value_quantity"), f.get("value_unit", ""), at,
+                                                 row.fhir_id, f.get("value_code", ""))
 
 
 def _code_text(row: Row) -> str:

@@ -6,9 +6,12 @@ medications, allergies, genomics). Where the patient is stored here (``context.p
 FHIR id of a stored patient; of the client's site when it has one, else a unique match), a
 category the prefetch left out is read from the record, and the stored results (risk
 assessments, imaging findings, note findings) are always added, so model-based rules work. These
-are read as they were computed by the jobs (nothing is computed in the call). A category a rule
-needs that is neither prefetched nor stored answers 412 (no FHIR server is queried). A patient
-that exists only in the prefetch is answered from it.
+are read as they were computed by the jobs (nothing is computed in the call for a stored patient).
+A category a rule needs that is neither prefetched nor stored answers 412 (no FHIR server is
+queried). A patient that exists only in the prefetch is answered from it: the validated risk
+calculators the rules name (ASCVD, CHA2DS2-VASc, qSOFA, NEWS2...) are computed from the prefetch
+in the call, by the risk job's own input mapping and calculators (``risk.services.assessments_for``);
+trained models, note and image findings need a stored patient.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ from django.utils import timezone
 
 from cdss.audit import audit_record
 from decision import load as decision_load
-from decision.engine import evaluate
-from decision.facts import Facts
+from decision.engine import evaluate, needs
+from decision.facts import Facts, RiskFact
 from decision.load import load_facts_bulk
 from decision.models import Recommendation, RecommendationAction
 from decision.services import ActionRefused, recommendation_accept, recommendation_override
 from patients.models import Patient
+from risk.models import RiskAssessment
+from risk.record_inputs import RecordSnapshot
+from risk.services import assessments_for
 
 from .cards import build_card, cites
 from .catalog import SERVICES, Catalog, ServiceDef, catalog_get
@@ -194,6 +200,8 @@ def hook_call(request: HookRequest, *, client: TrustedClient | None, base_url: s
                             "service does not query FHIR servers: send these prefetch keys (null when empty)",
                             [f"prefetch.{k} is missing" for k in keys])
     rules = catalog.rules.get(service_id, [])
+    if patient is None:
+        facts.risks = prefetch_risks(parsed.snapshot, now, needs(rules)[0])
     site_id = patient.site_id if patient is not None else (client.site_id if client is not None else None)
     rules = [r for r in rules if r.version_id not in catalog.sites or site_id in catalog.sites[r.version_id]]
     results = [r for r in evaluate(rules, facts, trace_all=False) if r.fired]
@@ -212,6 +220,25 @@ def hook_call(request: HookRequest, *, client: TrustedClient | None, base_url: s
     log.info("cds-hooks %s: %d card(s) from %d rule(s), stored patient=%s, %.1f ms", service_id, len(cards),
              len(rules), patient is not None, seconds * 1000)
     return HookResponse(body={"cards": cards}, local=patient is not None, seconds=seconds)
+
+
+PREFETCH_RISK_SOURCE = "computed from the prefetch"
+
+
+def prefetch_risks(snapshot: RecordSnapshot, as_of: dt.datetime, calculators: set[str]) -> dict[str, RiskFact]:
+    """The named calculators scored from a prefetch, as the risk job scores a stored record (same
+    input mapping, look-back windows and applicability; nothing stored). A calculator that does
+    not apply is absent; one that lacks inputs has no value (its trace says so)."""
+    if not calculators:
+        return {}
+    out = {}
+    for row in assessments_for(snapshot, as_of=as_of, calculators=calculators):
+        computed = row["status"] == RiskAssessment.Status.COMPUTED
+        out[row["calculator"]] = RiskFact(
+            calculator=row["calculator"], value=row["value"] if computed else None, unit=row["unit"],
+            category=row["category"] if computed else "", at=as_of, source=PREFETCH_RISK_SOURCE,
+            contributions=row["contributions"] if computed else {})
+    return out
 
 
 RECORD_CATEGORIES = frozenset({"patient", "observations", "conditions", "medications", "allergies", "genomics"})

@@ -3,11 +3,13 @@
 Every error is JSON in the project's one error shape, ``{"error": {"status", "code", "message",
 "details"}}``, with a 4xx status naming the problem: 400 malformed JSON or request, 401 token
 (with ``WWW-Authenticate``), 404 unknown service or card, 405 method, 412 data missing, 413 body
-over ``CDS_HOOKS_MAX_BODY_BYTES`` (5 MiB) or prefetch over 5000 resources, 415 not JSON.
+over ``CDS_HOOKS_MAX_BODY_BYTES`` (5 MiB) or prefetch over 5000 resources, 415 not JSON, 429 over
+the client's rate (``CDS_HOOKS_THROTTLE_RATE``, with ``Retry-After``).
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +21,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
 
 from cdss.audit import audit_record
+from cdss.throttling import cds_hooks_wait
 from patients.selectors import patient_list_for_user
 
 from .auth import AuthError, Caller, authenticate, base_url
@@ -73,6 +76,11 @@ def _endpoint(methods: tuple[str, ...]) -> Callable[[Handler], Handler]:
             except AuthError as exc:
                 return _error(401, "invalid_token", str(exc),
                               headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc}"'})
+            wait = cds_hooks_wait(request, caller.client.pk if caller.client is not None else None)
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                return _error(429, "throttled", f"too many requests from this client; retry in {seconds} s",
+                              headers={"Retry-After": str(seconds)})
             if request.method not in methods:
                 return _error(405, "method_not_allowed", f"use {' or '.join(methods)}",
                               headers={"Allow": ", ".join((*methods, "OPTIONS"))})

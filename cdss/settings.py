@@ -147,7 +147,18 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "cdss.api_errors.exception_handler",
+    # Request rates (cdss/throttling.py), per authenticated user for the API and per trusted client
+    # (else per address) for CDS Hooks: "N/second|minute|hour|day"; empty turns a limit off.
+    "DEFAULT_THROTTLE_CLASSES": ["cdss.throttling.ApiUserThrottle", "cdss.throttling.ImportThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "api": env.str("CDSS_API_THROTTLE_RATE", default="600/minute") or None,
+        "api-import": env.str("CDSS_API_IMPORT_THROTTLE_RATE", default="60/minute") or None,
+        "cds-hooks": env.str("CDS_HOOKS_THROTTLE_RATE", default="6000/minute") or None,
+    },
 }
+# The cache holds the throttles' counters: per process by default; set CDSS_CACHE_URL (e.g.
+# redis://127.0.0.1:6379/1) so that every server process shares them.
+CACHES = {"default": env.cache("CDSS_CACHE_URL", default="locmemcache://")}
 SPECTACULAR_SETTINGS = {
     "TITLE": "CDSS API",
     "DESCRIPTION": (

@@ -577,10 +577,20 @@ def _trace_entry(cond: Condition, facts: Facts) -> tuple[bool, dict[str, Any], F
 def _evaluate_group(group: Group, facts: Facts, depth: int, trace: list[dict[str, Any]],
                     values: dict[str, Found]) -> bool:
     results: list[bool] = []
+    from_held: set[str] = set()
     for item in group.items:
         if isinstance(item, Group):
             sub: list[dict[str, Any]] = []
-            held = _evaluate_group(item, facts, depth + 1, sub, values)
+            sub_values: dict[str, Found] = {}
+            held = _evaluate_group(item, facts, depth + 1, sub, sub_values)
+            # Branches may share names ({drug}, {allergy}): a placeholder shows the first branch
+            # that held, so the text names the evidence that fired the rule.
+            for key, found in sub_values.items():
+                if held and key not in from_held:
+                    values[key] = found
+                    from_held.add(key)
+                elif key not in values:
+                    values[key] = found
             trace.append({"kind": "group", "logic": item.logic, "held": held, "items": sub})
         else:
             held, entry, found = _trace_entry(item, facts)

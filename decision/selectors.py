@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,6 +205,42 @@ def active_recommendations(patient_ids: Any = None) -> QuerySet[Recommendation]:
 # Statistics (admin)
 
 
+@dataclass(frozen=True)
+class ExternalAnswers:
+    """Answers recorded outside ``RecommendationAction``, counted per rule, version, kind, reason
+    and month: CDS Hooks feedback on a card with no stored recommendation to attach to (a patient
+    known only to the EHR). ``action`` is a ``RecommendationAction.Action`` value."""
+
+    rule_id: int
+    version_number: int
+    action: str
+    reason_code: str
+    reason_display: str
+    month: dt.date
+    count: int
+
+
+@dataclass
+class ExternalStats:
+    fired: dict[int, int] = field(default_factory=dict)  # rule id -> patients shown the rule elsewhere
+    answers: list[ExternalAnswers] = field(default_factory=list)
+
+
+# Registered by the apps that keep such answers (``cdshooks.apps``); decision imports no app above
+# it. Called with a rule id (None: every rule) and ``since``.
+ANSWER_PROVIDERS: list[Callable[[int | None, dt.datetime | None], ExternalStats]] = []
+
+
+def _external(rule_id: int | None, since: dt.datetime | None) -> ExternalStats:
+    out = ExternalStats()
+    for provider in ANSWER_PROVIDERS:
+        stats = provider(rule_id, since)
+        for key, n in stats.fired.items():
+            out.fired[key] = out.fired.get(key, 0) + n
+        out.answers.extend(stats.answers)
+    return out
+
+
 @dataclass
 class ReasonCount:
     code: str
@@ -230,9 +266,11 @@ class MonthPoint:
 @dataclass
 class RuleStatistics:
     """How a rule's recommendations fared: ``fired`` counts recommendations shown to clinicians
-    (one per patient and episode of firing; re-evaluation does not count again), ``shadow`` those
-    recorded in shadow mode. Answers are clinicians' actions (in the application or CDS Hooks
-    feedback); the override rate is overridden / (accepted + overridden)."""
+    (one per patient and episode of firing; re-evaluation does not count again) and, once per
+    patient, CDS Hooks cards for patients not stored here; ``shadow`` those recorded in shadow
+    mode. Answers are clinicians' actions (in the application or CDS Hooks feedback, including
+    feedback on patients not stored here); the override rate is overridden / (accepted +
+    overridden)."""
 
     rule: Rule
     fired: int = 0
@@ -291,6 +329,17 @@ def rule_statistics_detail(*, rule: Rule, since: dt.datetime | None = None, now:
             stats.overridden += n
             entry = reasons.setdefault(code, ReasonCount(code=code, display=display or code or "(none)", count=0))
             entry.count += n
+    external = _external(rule.pk, since)
+    stats.fired += external.fired.get(rule.pk, 0)
+    stats.patients += external.fired.get(rule.pk, 0)
+    for answer in external.answers:
+        if answer.action == RecommendationAction.Action.ACCEPT:
+            stats.accepted += answer.count
+        elif answer.action == RecommendationAction.Action.OVERRIDE:
+            stats.overridden += answer.count
+            entry = reasons.setdefault(answer.reason_code, ReasonCount(
+                code=answer.reason_code, display=answer.reason_display or answer.reason_code or "(none)", count=0))
+            entry.count += answer.count
     stats.reasons = sorted(reasons.values(), key=lambda r: (-r.count, r.code))
 
     months: dict[dt.date, MonthPoint] = {}
@@ -303,6 +352,12 @@ def rule_statistics_detail(*, rule: Rule, since: dt.datetime | None = None, now:
             point.accepted += n
         elif action == RecommendationAction.Action.OVERRIDE:
             point.overridden += n
+    for answer in external.answers:
+        point = months.setdefault(answer.month, MonthPoint(month=answer.month, accepted=0, overridden=0))
+        if answer.action == RecommendationAction.Action.ACCEPT:
+            point.accepted += answer.count
+        elif answer.action == RecommendationAction.Action.OVERRIDE:
+            point.overridden += answer.count
     stats.months = [months[key] for key in sorted(months)]
 
     per_version = (
@@ -316,6 +371,9 @@ def rule_statistics_detail(*, rule: Rule, since: dt.datetime | None = None, now:
     per_version_actions: dict[int, dict[str, int]] = {}
     for number, action, n in actions.values_list("rule_version__number", "action").annotate(n=Count("pk")).order_by():
         per_version_actions.setdefault(number, {})[action] = n
+    for answer in external.answers:
+        counts = per_version_actions.setdefault(answer.version_number, {})
+        counts[answer.action] = counts.get(answer.action, 0) + answer.count
     stats.versions = [
         {
             "number": number,
@@ -374,6 +432,12 @@ def rule_statistics_list(*, since: dt.datetime | None = None) -> list[RuleSummar
     answers: dict[int, dict[str, int]] = {}
     for rule_id, action, n in actions.values_list("rule_id", "action").annotate(n=Count("pk")).order_by():
         answers.setdefault(rule_id, {})[action] = n
+    external = _external(None, since)
+    for key, n in external.fired.items():
+        fired[key] = fired.get(key, 0) + n
+    for answer in external.answers:
+        counts = answers.setdefault(answer.rule_id, {})
+        counts[answer.action] = counts.get(answer.action, 0) + answer.count
     severities = dict(
         RuleVersion.objects.filter(status=RuleVersion.Status.ACTIVE).values_list("rule_id", "severity")
     )

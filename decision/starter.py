@@ -50,6 +50,17 @@ def _med(display: str, code: str = "", system: str = "http://www.nlm.nih.gov/res
 AF = {"system": "http://snomed.info/sct", "code": "49436004", "display": "Atrial fibrillation"}
 
 
+def _allergy_branch(allergy_set: str, drug_set: str) -> dict[str, Any]:
+    """An allergy of one class and a medication (ordered or active) of the same class; the shared
+    names let the card say which allergy and which order matched, whichever branch held."""
+    return {"all": [{"fact": f"allergy:{allergy_set}", "op": "present", "name": "allergy"},
+                    {"fact": f"medication:{drug_set}", "op": "present", "name": "drug"}]}
+
+
+def _allergy(display: str, code: str = "", system: str = "http://snomed.info/sct") -> dict[str, Any]:
+    return {"system": system, "code": code, "display": display}
+
+
 def _af_branch(sex: str, threshold: int) -> dict[str, Any]:
     return {"all": [{"fact": "condition:atrial-fibrillation", "op": "present", "name": "af"},
                     {"fact": "medication:anticoagulants", "op": "absent"},
@@ -194,6 +205,52 @@ RULES: list[dict[str, Any]] = [
                        "observations": [_obs("33914-3", 35, EGFR, 20)]}},
             {"name": "not on metformin", "expect": "does-not-fire",
              "facts": {"observations": [_obs("33914-3", 20, EGFR, 20)]}},
+        ],
+    },
+    {
+        "slug": "drug-allergy", "title": "Medication of a class the patient is allergic to",
+        "category": "medication-safety", "severity": "warning",
+        "conditions": {"any": [_allergy_branch("penicillin-allergy", "penicillins"),
+                               _allergy_branch("sulfonamide-allergy", "sulfonamide-antibacterials")]},
+        "summary_template": "{drug} with a recorded allergy ({allergy}): same drug class; choose another drug or "
+                            "review the allergy.",
+        "rationale": "A medication whose ingredient or drug class matches an allergy on the patient's list (an "
+                     "AllergyIntolerance neither refuted, entered in error, inactive nor resolved). Classes checked: "
+                     "penicillins (a penicillin allergy label) and sulfonamide antibacterials (sulfamethoxazole, "
+                     "sulfadiazine). Cephalosporins are not flagged for a penicillin allergy, nor non-antibacterial "
+                     "sulfonamides (furosemide, thiazides, sulfonylureas) for a sulfonamide antibiotic allergy: "
+                     "cross-reactivity is low. Many penicillin allergy labels are wrong; referral for evaluation "
+                     "(delabelling) is an alternative to avoidance.",
+        "citation_source": "Khan DA, et al. Drug allergy: a 2022 practice parameter update. J Allergy Clin Immunol "
+                           "2022;150(6):1333-1393 (penicillin allergy, cephalosporin cross-reactivity, sulfonamide "
+                           "antibiotic allergy); Strom BL, et al. Absence of cross-reactivity between sulfonamide "
+                           "antibiotics and sulfonamide nonantibiotics. N Engl J Med 2003;349:1628-1635; matching "
+                           "of active allergies per HL7 FHIR R4 AllergyIntolerance (clinicalStatus, "
+                           "verificationStatus).",
+        "citation_url": "https://doi.org/10.1016/j.jaci.2022.08.028",
+        "suggested_actions": [{"label": "Cancel the order; choose a drug of another class", "type": "discontinue"},
+                              {"label": "Refer for allergy evaluation (delabelling)", "type": "review"}],
+        "tests": [
+            {"name": "penicillin allergy, amoxicillin / clavulanate ordered", "expect": "fires",
+             "expected_message": "Allergy to penicillin",
+             "facts": {"allergies": [_allergy("Allergy to penicillin", "91936005")],
+                       "medications": [_med("Amoxicillin 120 MG/ML / clavulanate potassium 8.58 MG/ML Oral "
+                                            "Suspension", "617993")]}},
+            {"name": "sulfonamide allergy (free text), trimethoprim / sulfamethoxazole", "expect": "fires",
+             "expected_message": "sulfamethoxazole 800 MG",
+             "facts": {"allergies": [{"display": "Sulfa drugs"}],
+                       "medications": [_med("sulfamethoxazole 800 MG / trimethoprim 160 MG Oral Tablet")]}},
+            {"name": "penicillin allergy, cephalexin", "expect": "does-not-fire",
+             "facts": {"allergies": [_allergy("Allergy to penicillin", "91936005")],
+                       "medications": [_med("cephalexin 500 MG Oral Capsule")]}},
+            {"name": "penicillin allergy, sulfamethoxazole", "expect": "does-not-fire",
+             "facts": {"allergies": [_allergy("Allergy to penicillin", "91936005")],
+                       "medications": [_med("sulfamethoxazole 800 MG / trimethoprim 160 MG Oral Tablet")]}},
+            {"name": "sulfonamide allergy, furosemide", "expect": "does-not-fire",
+             "facts": {"allergies": [_allergy("Allergy to sulfonamide", "91939003")],
+                       "medications": [_med("furosemide 40 MG Oral Tablet")]}},
+            {"name": "amoxicillin without an allergy", "expect": "does-not-fire",
+             "facts": {"medications": [_med("amoxicillin 500 MG Oral Capsule")]}},
         ],
     },
     {

@@ -41,6 +41,7 @@ class ImagingUploadApi(APIView):
 
     permission_classes = [IsAuthenticated]
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = "api-import"  # cdss.throttling: uploads have the stricter rate
 
     @extend_schema(request={"multipart/form-data": ImagingUploadInputSerializer}, responses={201: dict, 400: dict})
     def post(self, request: Request) -> Response:

@@ -116,6 +116,7 @@ class FhirBundleImportApi(APIView):
 
     permission_classes = [IsAuthenticated]
     parser_classes = [FhirJsonParser, PlainJsonBytesParser]
+    throttle_scope = "api-import"  # cdss.throttling: bulk writes have the stricter rate
 
     @extend_schema(request={"application/fhir+json": OpenApiTypes.OBJECT, "application/json": OpenApiTypes.OBJECT},
                    responses={200: FhirImportOutputSerializer,

@@ -26,7 +26,7 @@ class ObservationValue:
     value: float | None
     unit: str
     at: dt.datetime
-    source_id: int
+    source_id: int | str  # a stored row's id, or a prefetched resource's FHIR id
     value_code: str = ""
 
 
@@ -35,7 +35,7 @@ class CodedFact:
     system: str
     code: str
     display: str
-    source_id: int
+    source_id: int | str
 
 
 @dataclass

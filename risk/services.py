@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from .record_inputs import (
 RACE_CODES = {"2106-3": "white", "2054-5": "african_american"}  # CDC race categories (OMB)
 
 
-def _race(extensions: Any) -> str | None:
+def race_from_extensions(extensions: Any) -> str | None:
     """Race from the US Core race extension (OMB category); any other category is "other"."""
     if not isinstance(extensions, list):
         return None
@@ -55,7 +55,7 @@ def snapshots_load(patient_ids: Sequence[int], *, as_of: dt.datetime) -> dict[in
     for pk, birth_date, sex, extensions in Patient.objects.filter(pk__in=patient_ids).values_list(
         "pk", "birth_date", "sex", "raw__extension"
     ):
-        snapshots[pk] = RecordSnapshot(patient_id=pk, birth_date=birth_date, sex=sex, race=_race(extensions))
+        snapshots[pk] = RecordSnapshot(patient_id=pk, birth_date=birth_date, sex=sex, race=race_from_extensions(extensions))
     if not snapshots:
         return snapshots
     since = as_of - dt.timedelta(days=max_lookback_days())
@@ -94,11 +94,15 @@ class BatchSummary:
     written: int
 
 
-def assessments_for(snapshot: RecordSnapshot, *, as_of: dt.datetime, job_id: int | None = None) -> list[dict[str, Any]]:
-    """The assessments of every applicable calculator for one snapshot, as plain column values
-    (pure computation; model instances would cost more than the arithmetic at population scale)."""
+def assessments_for(snapshot: RecordSnapshot, *, as_of: dt.datetime, job_id: int | None = None,
+                    calculators: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """The assessments of every applicable calculator (or of those named) for one snapshot, as
+    plain column values (pure computation; model instances would cost more than the arithmetic at
+    population scale). CDS Hooks scores a patient known only from a prefetch with it."""
     rows: list[dict[str, Any]] = []
     for calculator in all_calculators():
+        if calculators is not None and calculator.name not in calculators:
+            continue
         if not applicable(calculator.name, snapshot, as_of):
             continue
         mapped = inputs_for(calculator, snapshot, as_of)

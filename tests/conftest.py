@@ -68,3 +68,12 @@ def patient_b(site_b):
 def client_a(client, clinician_a):
     client.force_login(clinician_a)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_counters():
+    """Each test starts with no request counted against any rate (cdss.throttling: the counters
+    live in the default cache, which outlives a test)."""
+    from django.core.cache import cache
+
+    cache.clear()

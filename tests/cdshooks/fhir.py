@@ -90,3 +90,14 @@ def order_select(pid: str, orders: list[dict[str, Any]], selected: list[str] | N
     if prefetch is not None:
         body["prefetch"] = prefetch
     return body
+
+
+def allergy(pid: str, aid: str, code: str, display: str, *, system: str = SNOMED,
+            verification: str = "confirmed", clinical: str = "active") -> dict[str, Any]:
+    return {"resourceType": "AllergyIntolerance", "id": aid,
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                                     "allergyintolerance-clinical", "code": clinical}]},
+            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                                         "allergyintolerance-verification", "code": verification}]},
+            "code": {"coding": [{"system": system, "code": code, "display": display}]},
+            "patient": {"reference": f"Patient/{pid}"}}

@@ -14,11 +14,11 @@ pytestmark = pytest.mark.django_db
 def test_order_services_take_the_medication_rules_that_fire_on_an_order(starter):
     catalog = catalog_get()
     order = {r.slug for r in catalog.rules["order-select"]}
-    assert order == {"metformin-egfr-30", "pgx-cyp2c19-clopidogrel", "pgx-hla-b5701-abacavir",
+    assert order == {"drug-allergy", "metformin-egfr-30", "pgx-cyp2c19-clopidogrel", "pgx-hla-b5701-abacavir",
                      "pgx-slco1b1-simvastatin"}
     assert {r.slug for r in catalog.rules["order-sign"]} == order
-    assert len(catalog.rules["patient-view"]) == 12
-    assert catalog.categories["order-select"] == {"observations", "medications", "genomics"}
+    assert len(catalog.rules["patient-view"]) == 13
+    assert catalog.categories["order-select"] == {"observations", "medications", "genomics", "allergies"}
 
 
 def test_the_catalog_follows_rule_changes(starter):

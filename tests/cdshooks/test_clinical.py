@@ -82,7 +82,7 @@ def test_a_client_of_another_site_does_not_see_the_stored_patient(ehr, starter, 
 def test_pgx_order_select_for_clopidogrel_with_a_cyp2c19_poor_metabolizer(ehr, starter):
     pid = "pgx-7"
     draft = medication_request(pid, "draft-1", "309362", "clopidogrel 75 MG Oral Tablet", status="draft")
-    prefetch = {"observations": None, "medications": None,
+    prefetch = {"observations": None, "medications": None, "allergies": None,
                 "genomics": bundle(genotype(pid, "g1", "CYP2C19", "Poor metabolizer", "*2/*2"))}
     response = ehr.call("order-select", order_select(pid, [draft], prefetch=prefetch))
     assert _topics(response) == ["pgx-cyp2c19-clopidogrel"]
@@ -96,7 +96,7 @@ def test_pgx_order_select_for_clopidogrel_with_a_cyp2c19_poor_metabolizer(ehr, s
 def test_order_select_with_a_normal_metabolizer_gives_no_card(ehr, starter):
     pid = "pgx-8"
     draft = medication_request(pid, "draft-1", "309362", "clopidogrel 75 MG Oral Tablet", status="draft")
-    prefetch = {"observations": None, "medications": None,
+    prefetch = {"observations": None, "medications": None, "allergies": None,
                 "genomics": bundle(genotype(pid, "g1", "CYP2C19", "Normal metabolizer"))}
     assert _topics(ehr.call("order-select", order_select(pid, [draft], prefetch=prefetch))) == []
 
@@ -107,7 +107,7 @@ def test_order_select_reports_only_rules_about_the_selected_orders(ehr, starter)
     pid = "p-9"
     prefetch = {"observations": bundle(observation(pid, "e1", EGFR, 20, "mL/min/{1.73_m2}", days_ago(5))),
                 "medications": bundle(medication_request(pid, "m1", "860975", "metformin 500 MG Oral Tablet")),
-                "genomics": None}
+                "genomics": None, "allergies": None}
     draft = medication_request(pid, "d1", "309362", "clopidogrel 75 MG Oral Tablet", status="draft")
     assert _topics(ehr.call("order-select", order_select(pid, [draft], prefetch=prefetch))) == []
     pv = ehr.call("patient-view", patient_view(pid, empty_prefetch(pid, **prefetch)))
@@ -117,7 +117,7 @@ def test_order_select_reports_only_rules_about_the_selected_orders(ehr, starter)
 def test_order_sign_of_metformin_with_egfr_24_suggests_deleting_the_draft(ehr, starter):
     pid = "p-10"
     prefetch = {"observations": bundle(observation(pid, "e1", EGFR, 24, "mL/min/{1.73_m2}", days_ago(5))),
-                "medications": None, "genomics": None}
+                "medications": None, "genomics": None, "allergies": None}
     draft = medication_request(pid, "d-met", "860975", "metformin 500 MG Oral Tablet", status="draft")
     response = ehr.call("order-sign", order_select(pid, [draft], prefetch=prefetch, hook="order-sign"))
     assert _topics(response) == ["metformin-egfr-30"]
@@ -131,7 +131,7 @@ def test_order_select_without_the_needed_prefetch_is_412(ehr, starter):
     response = ehr.call("order-select", order_select("p-11", [draft], prefetch={"medications": None}))
     assert response.status_code == 412
     message = response.json()["error"]["message"]
-    assert "observations" in message and "genomics" in message
+    assert "observations" in message and "genomics" in message and "allergies" in message
 
 
 def test_a_patient_only_in_the_prefetch_is_answered_and_nothing_is_stored_about_them(ehr, starter):

@@ -148,3 +148,30 @@ def test_card_statistics_count_feedback_on_patients_not_stored_here(ehr, visitor
     stats = card_statistics(IssuedCard.objects.get().rule_id)
     assert stats == {"issued": 1, "answered": 1, "by_outcome": {"overridden": 1},
                      "overrides_by_reason": {"patient-ineligible": 1}, "stored_patients": 0}
+
+
+def test_feedback_on_patients_not_stored_here_counts_in_the_admin_rule_statistics(ehr, visitor_card, af_card):
+    from decision.models import Rule
+    from decision.selectors import rule_statistics_detail, rule_statistics_list
+
+    statin = Rule.objects.get(slug="statin-ldl-190")
+    before = rule_statistics_detail(rule=statin)
+    assert (before.fired, before.patients, before.answered) == (1, 1, 0)  # the visitor's card, once per patient
+    body = {"feedback": [{"card": visitor_card["uuid"], "outcome": "overridden",
+                          "outcomeTimestamp": "2026-11-25T10:00:00Z",
+                          "overrideReason": {"reason": {"system": NON_ADHERENCE, "code": "patient-ineligible"}}}]}
+    ehr.feedback("patient-view", body)
+    ehr.feedback("patient-view", body)  # again: counted once
+    stats = rule_statistics_detail(rule=statin)
+    assert (stats.fired, stats.accepted, stats.overridden, stats.override_rate) == (1, 0, 1, 1.0)
+    assert [(r.code, r.display, r.count) for r in stats.reasons] == [
+        ("patient-ineligible", "Patient does not meet eligibility for the recommended action", 1)]
+    assert [(p.accepted, p.overridden) for p in stats.months] == [(0, 1)]
+    assert [(v["number"], v["overridden"]) for v in stats.versions] == [(1, 1)]
+    # Feedback on a stored patient's card is its recommendation's action: counted once, not twice.
+    _, card = af_card
+    ehr.feedback("patient-view", _accepted(card))
+    af = rule_statistics_detail(rule=Rule.objects.get(slug="af-anticoagulation"))
+    assert (af.fired, af.accepted, af.overridden) == (1, 1, 0)
+    rows = {r.rule.slug: (r.fired, r.accepted, r.overridden) for r in rule_statistics_list()}
+    assert rows["statin-ldl-190"] == (1, 0, 1) and rows["af-anticoagulation"] == (1, 1, 0)

@@ -258,6 +258,38 @@ def test_the_summary_shows_fact_values_and_shown_facts_are_traced():
     assert result.trace[-1]["kind"] == "shown" and result.trace[-1]["value"] == 3
 
 
+def test_a_placeholder_shared_by_any_branches_shows_the_branch_that_held():
+    """Drug-allergy style: each branch pairs an allergy class with a drug class under the same
+    names; the text and the trace name the allergy and the order that matched."""
+    sets = {**VALUE_SETS,
+            "pen-allergy": Members("pen-allergy", "allergy", codes={SNOMED: frozenset({"91936005"})}),
+            "penicillins": Members("penicillins", "medication", names=("amoxicillin",)),
+            "sulfa-allergy": Members("sulfa-allergy", "allergy", names=("sulfonamide",)),
+            "sulfas": Members("sulfas", "medication", names=("sulfamethoxazole",))}
+
+    def branch(allergy: str, drug: str) -> dict[str, Any]:
+        return {"all": [{"fact": f"allergy:{allergy}", "op": "present", "name": "allergy"},
+                        {"fact": f"medication:{drug}", "op": "present", "name": "drug"}]}
+
+    r = compile_rule(slug="r", version=1, severity="warning", value_sets=sets,
+                     conditions={"any": [branch("pen-allergy", "penicillins"), branch("sulfa-allergy", "sulfas")]},
+                     summary_template="{drug} / {allergy}")
+    f = facts(allergies=[{"system": SNOMED, "code": "91936005", "display": "Allergy to penicillin",
+                          "source": "AllergyIntolerance/a1"}],
+              medications=[{"display": "amoxicillin 500 MG Oral Capsule", "source": "MedicationRequest/d1"},
+                           {"display": "sulfamethoxazole 800 MG Oral Tablet", "source": "MedicationRequest/m2"}])
+    result = evaluate([r], f)[0]
+    assert result.fired and result.summary == "amoxicillin 500 MG Oral Capsule / Allergy to penicillin"
+    held = [g for g in result.trace if g["held"]]
+    assert len(held) == 1 and [c["source"] for c in held[0]["items"]] == ["AllergyIntolerance/a1",
+                                                                          "MedicationRequest/d1"]
+    only_sulfa = facts(allergies=[{"display": "Allergy to sulfonamide"}],
+                       medications=[{"display": "amoxicillin 500 MG Oral Capsule"},
+                                    {"display": "sulfamethoxazole 800 MG Oral Tablet"}])
+    assert evaluate([r], only_sulfa)[0].summary == "sulfamethoxazole 800 MG Oral Tablet / Allergy to sulfonamide"
+    assert not evaluate([r], facts(medications=[{"display": "amoxicillin 500 MG Oral Capsule"}]))[0].fired
+
+
 def test_the_trace_names_value_unit_date_source_threshold_and_outcome():
     result = evaluate([rule({"all": [{**LDL, "op": ">=", "value": 190}]})], facts(observations=[ldl(195)]))[0]
     entry = result.trace[0]

@@ -18,7 +18,7 @@ from patients.models import MedicationRequest, Observation, Patient
 
 pytestmark = pytest.mark.django_db
 SLUGS = {"statin-primary-prevention", "statin-ldl-190", "af-anticoagulation", "sepsis-screen", "metformin-egfr-30",
-         "hba1c-9", "ckd-suspected", "pgx-cyp2c19-clopidogrel", "pgx-hla-b5701-abacavir", "pgx-slco1b1-simvastatin",
+         "drug-allergy", "hba1c-9", "ckd-suspected", "pgx-cyp2c19-clopidogrel", "pgx-hla-b5701-abacavir", "pgx-slco1b1-simvastatin",
          "note-condition-not-on-problem-list", "imaging-pneumonia-unreported"}
 
 
@@ -29,13 +29,13 @@ def _load() -> str:
 
 
 def test_the_starter_library_loads_with_every_test_passing_and_loading_again_changes_nothing():
-    assert "12 created, 12 new versions activated" in _load()
+    assert "13 created, 13 new versions activated" in _load()
     assert set(Rule.objects.values_list("slug", flat=True)) == SLUGS
     active = RuleVersion.objects.filter(status="active")
-    assert active.count() == 12 and all(v.tests_passed for v in active)
+    assert active.count() == 13 and all(v.tests_passed for v in active)
     assert all(v.citation_source and v.rule.test_cases.count() >= 2 for v in active)
-    assert "0 new versions activated, 12 unchanged" in _load()
-    assert RuleVersion.objects.count() == 12
+    assert "0 new versions activated, 13 unchanged" in _load()
+    assert RuleVersion.objects.count() == 13
 
 
 def test_every_starter_rule_cites_a_source_with_a_year_and_has_cases_both_ways():
