@@ -5,6 +5,11 @@ calculator's inputs, each with its value, unit, date and source row, and lists w
 Nothing is guessed: a laboratory value or a smoking status that is not in the record within its
 look-back window is missing. A diagnosis or a medication, by contrast, is a fact of the problem
 list and medication list: when none matches, the input is False and says so.
+
+The acute scores' bedside inputs come from coded observations of the last 24 hours (see
+``_acute_input``): altered mentation and NEWS2 consciousness from the Glasgow Coma Scale total,
+supplemental oxygen from the inhaled oxygen flow rate or concentration. With none of them
+recorded the input is missing (no observation of air is not an observation of air).
 """
 
 from __future__ import annotations
@@ -91,9 +96,25 @@ CURRENT_SMOKER = frozenset({"449868002", "428041000124106", "77176002", "6556800
 NON_SMOKER = frozenset({"266919005", "8517006", "LA18978-9", "LA15920-4"})
 
 
+# Bedside observations of the acute scores (LOINC), read within ACUTE_WINDOW like the vital signs.
+GCS_TOTAL = "9269-2"  # Glasgow coma score total (3-15)
+OXYGEN_FLOW = "3151-8"  # Inhaled oxygen flow rate (L/min)
+OXYGEN_FRACTION = "3150-0"  # Inhaled oxygen concentration (FiO2, % or a fraction 0.21-1)
+ACUTE_CODED = (GCS_TOTAL, OXYGEN_FLOW, OXYGEN_FRACTION)
+ACUTE_WINDOW = dt.timedelta(days=1)
+# ICD-10-CM respiratory failure "with hypercapnia" (J96.02 acute, J96.12 chronic, J96.22 acute on
+# chronic, J96.92 unspecified): the patients for whom NEWS2 SpO2 Scale 2 may have been prescribed.
+HYPERCAPNIC_FAILURE_ICD = ("J96.02", "J96.12", "J96.22", "J96.92")
+# SNOMED CT 65710008 "Acute respiratory failure" is not enough: only the hypercapnic kind counts.
+NEWS2_SCALE_SOURCE = (
+    "RCP NEWS2 2017, Chart 1: SpO2 Scale 1 unless a clinician has prescribed a target range of 88-92% "
+    "(Scale 2, e.g. hypercapnic respiratory failure); no hypercapnic respiratory failure on the problem list"
+)
+
+
 def observation_codes() -> set[str]:
     codes = {code for source in ALL_SOURCES.values() for code in source.codes}
-    return codes | {SMOKING_STATUS}
+    return codes | {SMOKING_STATUS, *ACUTE_CODED}
 
 
 def max_lookback_days() -> int:
@@ -152,6 +173,7 @@ class InputValue:
     unit: str = ""
     at: str | None = None
     source: str = ""  # e.g. "Observation:123", "Condition:9", "Patient", "no matching active condition"
+    note: str = ""  # how a derived input was read from its source ("Glasgow Coma Scale 14 < 15")
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": self.value}
@@ -160,7 +182,17 @@ class InputValue:
         if self.at:
             out["at"] = self.at
         out["source"] = self.source
+        if self.note:
+            out["note"] = self.note
         return out
+
+
+class _Unreadable(ValueError):
+    """A recorded value that cannot give the input (reported as a problem, never guessed)."""
+
+
+class _Unknown(LookupError):
+    """An optional input whose usual value the record contradicts: listed as missing."""
 
 
 @dataclass
@@ -192,9 +224,14 @@ def applicable(calculator: str, snapshot: RecordSnapshot, as_of: dt.datetime) ->
     return calculator != "wells_pe"
 
 
-def _fresh(snapshot: RecordSnapshot, name: str, as_of: dt.datetime) -> ObservationValue | None:
+# Scores of the patient's state now: every vital sign they read (blood pressure included, whose
+# chronic-risk look-back is a year) must be from the last 24 hours.
+ACUTE_SCORES = frozenset({"qsofa", "news2"})
+
+
+def _fresh(snapshot: RecordSnapshot, name: str, as_of: dt.datetime, *, acute: bool = False) -> ObservationValue | None:
     source = ALL_SOURCES[name]
-    window = dt.timedelta(days=source.lookback_days)
+    window = ACUTE_WINDOW if acute else dt.timedelta(days=source.lookback_days)
     best: ObservationValue | None = None
     for code in source.codes:
         obs = snapshot.observations.get(code)
@@ -219,7 +256,14 @@ def inputs_for(calculator: Calculator, snapshot: RecordSnapshot, as_of: dt.datet
     problems: dict[str, str] = {}
     for param in calculator.params:
         name = param.name
-        item = _input_value(name, snapshot, as_of)
+        try:
+            item = _input_value(name, snapshot, as_of, acute=calculator.name in ACUTE_SCORES)
+        except _Unreadable as exc:
+            problems[name] = str(exc)
+            continue
+        except _Unknown:
+            missing.append(name)
+            continue
         if item is None:
             if param.required:
                 missing.append(name)
@@ -234,7 +278,7 @@ def inputs_for(calculator: Calculator, snapshot: RecordSnapshot, as_of: dt.datet
     return MappedInputs(values=values, missing=missing, problems=problems)
 
 
-def _input_value(name: str, snapshot: RecordSnapshot, as_of: dt.datetime) -> InputValue | None:
+def _input_value(name: str, snapshot: RecordSnapshot, as_of: dt.datetime, *, acute: bool = False) -> InputValue | None:
     if name == "age":
         age = _age(snapshot, as_of)
         return None if age is None else InputValue(age, "a", None, "Patient.birthDate")
@@ -243,7 +287,7 @@ def _input_value(name: str, snapshot: RecordSnapshot, as_of: dt.datetime) -> Inp
     if name == "race":
         return InputValue(snapshot.race, source="Patient.extension us-core-race") if snapshot.race else None
     if name in ALL_SOURCES:
-        obs = _fresh(snapshot, name, as_of)
+        obs = _fresh(snapshot, name, as_of, acute=acute)
         if obs is None:
             return None
         return InputValue(round(obs.value, 6) if obs.value is not None else None, obs.unit, obs.at.isoformat(),
@@ -257,6 +301,8 @@ def _input_value(name: str, snapshot: RecordSnapshot, as_of: dt.datetime) -> Inp
         if obs.value_code in NON_SMOKER:
             return InputValue(False, at=obs.at.isoformat(), source=f"Observation:{obs.source_id}")
         return None  # an answer we cannot read is missing, not guessed
+    if name in ("altered_mentation", "consciousness", "on_oxygen", "spo2_scale"):
+        return _acute_input(name, snapshot, as_of)
     if name in CONDITION_SETS:
         fact = _condition_match(snapshot.conditions, name)
         if fact is None:
@@ -268,6 +314,90 @@ def _input_value(name: str, snapshot: RecordSnapshot, as_of: dt.datetime) -> Inp
             return InputValue(False, source="no matching active medication")
         return InputValue(True, source=f"MedicationRequest:{med.source_id}")
     return None  # questionnaire items (FINDRISC lifestyle, Wells judgement...) are not in the record
+
+
+def _recent(snapshot: RecordSnapshot, code: str, as_of: dt.datetime) -> ObservationValue | None:
+    obs = snapshot.observations.get(code)
+    if obs is None or obs.value is None or obs.at > as_of or as_of - obs.at > ACUTE_WINDOW:
+        return None
+    return obs
+
+
+def _gcs(snapshot: RecordSnapshot, as_of: dt.datetime) -> ObservationValue | None:
+    obs = _recent(snapshot, GCS_TOTAL, as_of)
+    if obs is not None and (obs.value is None or not 3 <= obs.value <= 15 or obs.value != int(obs.value)):
+        raise _Unreadable(f"Glasgow Coma Scale total {obs.value} is not a whole number from 3 to 15")
+    return obs
+
+
+def _oxygen(obs: ObservationValue) -> tuple[bool, str]:
+    """On supplemental oxygen from one flow rate or FiO2 observation, with how it was read."""
+    assert obs.value is not None
+    unit = obs.unit.strip()
+    if obs.code == OXYGEN_FLOW:
+        factor = {"L/min": 1.0, "l/min": 1.0, "L/min{O2}": 1.0, "mL/min": 0.001, "ml/min": 0.001}.get(unit)
+        if factor is None or obs.value < 0:
+            raise _Unreadable(f"inhaled oxygen flow rate in {unit!r} cannot be read (L/min or mL/min)")
+        litres = obs.value * factor
+        return litres > 0, f"inhaled oxygen flow {litres:g} L/min ({'> 0: on oxygen' if litres > 0 else '0: air'})"
+    # FiO2: percent, or a fraction written with unit "1" (UCUM) or none
+    if unit == "%":
+        percent = obs.value
+    elif unit in ("1", "", "{fraction}", "{ratio}") and obs.value <= 1:
+        percent = obs.value * 100
+    else:
+        raise _Unreadable(f"inhaled oxygen concentration {obs.value} {unit!r} cannot be read (% or a fraction <= 1)")
+    if not 21 <= percent <= 100:
+        raise _Unreadable(f"inhaled oxygen concentration {percent:g}% is outside 21-100%")
+    on = percent > 21
+    return on, f"FiO2 {percent:g}% ({'> 21%: on oxygen' if on else '21%: air'})"
+
+
+def _acute_input(name: str, snapshot: RecordSnapshot, as_of: dt.datetime) -> InputValue | None:
+    """qSOFA's altered mentation and NEWS2's consciousness, supplemental oxygen and SpO2 scale.
+
+    * Altered mentation (Seymour et al., JAMA 2016: Glasgow Coma Scale < 15): GCS total (LOINC
+      9269-2) < 15 True, 15 False.
+    * Consciousness (RCP NEWS2 2017, Chart 1: Alert 0 points; new Confusion, Voice, Pain or
+      Unresponsive 3 points): from the GCS total, 15 "A"; below 15 the patient is not alert, which
+      scores 3 whichever of C, V, P or U it is; the record does not say which, so it is entered as
+      "C" and the note says so. No LOINC code for ACVPU with a published answer list is in common
+      use, so none is read.
+    * Supplemental oxygen (Chart 1: air 0, oxygen 2 points): the latest of inhaled oxygen flow rate
+      (LOINC 3151-8, > 0 L/min) and inhaled oxygen concentration (LOINC 3150-0, FiO2 > 21%; a
+      fraction such as 0.4 is read as 40%). With neither in the last 24 hours it is missing.
+    * SpO2 scale: 1, the chart's scale for every patient not prescribed a target of 88-92% (Scale
+      2); where hypercapnic respiratory failure is on the problem list a clinician may have
+      prescribed Scale 2, which the record does not say, so the scale is missing.
+    """
+    if name in ("altered_mentation", "consciousness"):
+        gcs = _gcs(snapshot, as_of)
+        if gcs is None:
+            return None
+        assert gcs.value is not None
+        score = int(gcs.value)
+        at, source = gcs.at.isoformat(), f"Observation:{gcs.source_id}"
+        if name == "altered_mentation":
+            return InputValue(score < 15, at=at, source=source,
+                              note=f"Glasgow Coma Scale {score} ({'< 15: altered' if score < 15 else '15: not altered'})")
+        if score == 15:
+            return InputValue("A", at=at, source=source, note="Glasgow Coma Scale 15: alert")
+        return InputValue("C", at=at, source=source,
+                          note=f"Glasgow Coma Scale {score} < 15: not alert; RCP NEWS2 2017 Chart 1 scores C, V, P "
+                               "and U alike (3 points); which of them applies is not recorded")
+    if name == "on_oxygen":
+        found = [o for o in (_recent(snapshot, OXYGEN_FLOW, as_of), _recent(snapshot, OXYGEN_FRACTION, as_of))
+                 if o is not None]
+        if not found:
+            return None
+        latest = max(found, key=lambda o: o.at)
+        on, how = _oxygen(latest)
+        return InputValue(on, at=latest.at.isoformat(), source=f"Observation:{latest.source_id}", note=how)
+    # spo2_scale
+    for fact in snapshot.conditions:
+        if fact.system.endswith("icd-10-cm") and fact.code.startswith(HYPERCAPNIC_FAILURE_ICD):
+            raise _Unknown(name)
+    return InputValue(1, source=NEWS2_SCALE_SOURCE)
 
 
 def heart_disease_features(snapshot: RecordSnapshot, as_of: dt.datetime, names: Iterable[str]) -> MappedInputs:

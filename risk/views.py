@@ -189,7 +189,8 @@ def _input_rows(inputs: dict[str, Any], order: dict[str, int]) -> tuple[InputRow
                 value_text(item.get("value")),
                 str(item.get("unit", "")),
                 at,
-                source_label(str(item.get("source", ""))),
+                # a derived input says how it was read ("Glasgow Coma Scale 14 < 15: altered")
+                source_label(str(item.get("source", ""))) + (f" ({item['note']})" if item.get("note") else ""),
             )
         )
     return tuple(rows)

@@ -93,3 +93,35 @@ def test_a_prefetch_only_af_patient_is_scored_with_cha2ds2_vasc(ehr, starter):
     younger = empty_prefetch(pid, patient=_patient(pid, age=45), conditions=conditions)
     cards = _cards(ehr.call("patient-view", patient_view(pid, younger)))
     assert "af-anticoagulation" not in [c["source"]["topic"]["code"] for c in cards]  # score 1
+
+
+def _acute(pid: str, gcs: float) -> list[dict]:
+    hours_ago = days_ago(2 / 24)
+    return [observation(pid, "rr", "9279-1", 24, "/min", hours_ago),
+            observation(pid, "sbp", "8480-6", 95, "mm[Hg]", hours_ago),
+            observation(pid, "gcs", "9269-2", gcs, "{score}", hours_ago)]
+
+
+def test_discovery_asks_for_the_bedside_observations_of_qsofa_and_news2(starter):
+    template = catalog_get().prefetch["patient-view"]["observations"]
+    # Glasgow Coma Scale total, inhaled oxygen flow rate and concentration, besides the vital signs
+    for code in ("9269-2", "3151-8", "3150-0", "9279-1", "8480-6", "59408-5"):
+        assert f"{LOINC}|{code}" in template
+
+
+def test_a_prefetch_only_patient_with_rr_24_sbp_95_gcs_14_gets_the_sepsis_card(ehr, starter):
+    pid = "visitor-sepsis"
+    prefetch = empty_prefetch(pid, patient=_patient(pid), observations=bundle(*_acute(pid, 14)))
+    cards = _cards(ehr.call("patient-view", patient_view(pid, prefetch)))
+    sepsis = [c for c in cards if c["source"]["topic"]["code"] == "sepsis-screen"]
+    assert len(sepsis) == 1 and "qSOFA 3 points" in sepsis[0]["summary"]
+    assert sepsis[0]["indicator"] == "critical"
+
+
+def test_a_prefetch_only_patient_with_gcs_15_gets_no_sepsis_card(ehr, starter):
+    pid = "visitor-alert"
+    observations = [o for o in _acute(pid, 15) if o["id"] != "rr"]
+    observations.append(observation(pid, "rr", "9279-1", 18, "/min", days_ago(1 / 24)))
+    prefetch = empty_prefetch(pid, patient=_patient(pid), observations=bundle(*observations))
+    cards = _cards(ehr.call("patient-view", patient_view(pid, prefetch)))
+    assert "sepsis-screen" not in [c["source"]["topic"]["code"] for c in cards]  # qSOFA 1 (SBP 95 only)
