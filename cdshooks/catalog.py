@@ -104,7 +104,8 @@ def _all_conditions(rule: CompiledRule) -> list[Condition]:
 
 def _orders_rule(rule: CompiledRule, category: str) -> bool:
     return category in ORDER_CATEGORIES and any(
-        c.kind == "medication" and (c.op == "present" or c.attr == "dose_mg") for c in _all_conditions(rule))
+        (c.kind == "medication" and (c.op == "present" or c.attr == "dose_mg"))
+        or (c.kind == "same-ingredient" and c.op == "present") for c in _all_conditions(rule))
 
 
 def data_categories(rules: Iterable[CompiledRule]) -> set[str]:
@@ -124,6 +125,8 @@ def data_categories(rules: Iterable[CompiledRule]) -> set[str]:
                 out.add("medications")
             elif c.kind == "allergy":
                 out.add("allergies")
+            elif c.kind == "same-ingredient":
+                out |= {"medications", "allergies"}
             elif c.kind == "genomic":
                 out.add("genomics")
     return out

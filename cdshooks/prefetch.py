@@ -205,9 +205,10 @@ def facts_from_prefetch(
         f = row.fields
         is_draft = ("MedicationRequest", row.fhir_id) in draft_set
         if is_draft or f.get("status") in ACTIVE_MEDICATION_STATUSES:
-            facts.medications.append(CodedFact(canonical_system(f["code_system"]), f["code"], f["display"],
-                                               f"MedicationRequest/{row.fhir_id}", f.get("authored_at"),
-                                               "draft" if is_draft else f["status"], dose_mg(f["display"])))
+            system = canonical_system(f["code_system"])
+            facts.medications.append(CodedFact(system, f["code"], f["display"], f"MedicationRequest/{row.fhir_id}",
+                                               f.get("authored_at"), "draft" if is_draft else f["status"],
+                                               dose_mg(f["display"]), plan.ingredients_of(system, f["code"])))
             if not is_draft:  # an order being placed is not yet a treatment the scores count
                 out.snapshot.medications.append(record_inputs.CodedFact(f["code_system"], f["code"], f["display"],
                                                                         row.fhir_id))
@@ -215,9 +216,10 @@ def facts_from_prefetch(
         f = row.fields
         if f.get("status") in ("entered-in-error", "refuted") or f.get("clinical_status") in INACTIVE_ALLERGY:
             continue
-        facts.allergies.append(CodedFact(canonical_system(f["code_system"]), f["code"], f["display"],
-                                         f"AllergyIntolerance/{row.fhir_id}", f.get("recorded_at"),
-                                         f.get("clinical_status", "")))
+        system = canonical_system(f["code_system"])
+        facts.allergies.append(CodedFact(system, f["code"], f["display"], f"AllergyIntolerance/{row.fhir_id}",
+                                         f.get("recorded_at"), f.get("clinical_status", ""),
+                                         ingredients=plan.ingredients_of(system, f["code"])))
     pregnancy(facts, plan)
     return out
 

@@ -17,7 +17,10 @@ least ``min_span_days`` apart); ``condition:<value set>``, ``allergy:<value set>
 ``medication:<value set>`` (present/absent) and ``medication:<value set>.dose_mg``;
 ``genomic:<gene or allele>`` (phenotype text; ``=`` takes a list of accepted phenotypes);
 ``risk:<calculator>`` (value, unit as stored) and ``.category``; ``imaging:<label>``
-(probability 0-1) and ``.reported``; ``note:<value set>`` (an affirmed finding in a note).
+(probability 0-1) and ``.reported``; ``note:<value set>`` (an affirmed finding in a note);
+``same-ingredient:medication`` and ``same-ingredient:allergy`` (present/absent): a medication
+(ordered or active) that contains a drug ingredient the patient is allergic to, and that allergy
+(``ingredient_pairs``: no value set, the allergy itself names the ingredient).
 
 Operators: ``<  <=  >  >=  =  !=  present  absent  between  changed by``. ``changed by`` compares
 the latest value with the oldest in the window: a negative threshold means "fell by at least",
@@ -45,7 +48,7 @@ NUMERIC_OPS = ("<", "<=", ">", ">=")
 OPERATORS = (*NUMERIC_OPS, "=", "!=", "present", "absent", "between", "changed by")
 SEVERITIES = ("info", "warning", "critical")
 KINDS = ("age", "sex", "pregnant", "observation", "condition", "medication", "allergy", "genomic", "risk", "imaging",
-         "note")
+         "note", "same-ingredient")
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)(?:\.(value|unit|date))?\}")
 DEFAULT_OBSERVATION_LOOKBACK = 365
 
@@ -92,7 +95,7 @@ class Condition:
 
 
 _COST = {"age": 0, "sex": 0, "pregnant": 0, "genomic": 1, "medication": 1, "condition": 1, "allergy": 1,
-         "risk": 2, "imaging": 2, "note": 2, "observation": 3}
+         "same-ingredient": 2, "risk": 2, "imaging": 2, "note": 2, "observation": 3}
 
 
 @dataclass
@@ -190,7 +193,9 @@ def _compile_condition(raw: Any, where: str, value_sets: ValueSetIndex, problems
                      min_span_days=int(raw.get("min_span_days", 0) or 0), relative=bool(raw.get("relative", False)))
 
     # what each kind of fact accepts
-    presence_only = kind in ("condition", "allergy", "note") or (kind == "medication" and not attr)
+    presence_only = kind in ("condition", "allergy", "note", "same-ingredient") or (kind == "medication" and not attr)
+    if kind == "same-ingredient" and (arg not in ("medication", "allergy") or attr):
+        problems.append(f"{where} ({fact}): use same-ingredient:medication (the order) or same-ingredient:allergy")
     if kind in ("observation", "condition", "medication", "allergy", "note"):
         members = value_sets.get(arg)
         if members is None:
@@ -399,6 +404,69 @@ def _in_window(at: dt.datetime | None, facts: Facts, days: int | None) -> bool:
     return facts.as_of - dt.timedelta(days=days) <= at <= facts.as_of
 
 
+# An allergy that no longer holds (HL7 FHIR R4 AllergyIntolerance clinicalStatus and
+# verificationStatus); the loaders leave these out, a test case may state them.
+ALLERGY_NOT_HELD = frozenset({"inactive", "resolved", "refuted", "entered-in-error"})
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+# What an allergy's name says besides its substance ("Allergy to lisinopril", "Penicillin (substance)").
+_ALLERGY_WORDS = re.compile(r"\b(?:adverse\s+(?:drug\s+)?)?(?:allerg(?:y|ies|ic)|hypersensitivity|intolerance|"
+                            r"sensitivity|reaction)\b(?:\s+(?:to|of))?|\((?:substance|product|medicinal product)\)")
+# Names that are not one ingredient: a class, or no substance at all.
+_NOT_AN_INGREDIENT = frozenset({"drug", "drugs", "medication", "medications", "medicine", "medicines", "substance",
+                                "no known", "unknown", "nkda", "nka", "food", "multiple drug", "multiple drugs"})
+
+
+def allergen_name(display: str) -> str:
+    """The substance an allergy names, lower case ("Allergy to lisinopril" -> "lisinopril"); ""
+    when it names none or only a class ("Drug allergy")."""
+    name = _ALLERGY_WORDS.sub(" ", display.lower())
+    name = " ".join(re.sub(r"[^a-z0-9/-]+", " ", name).split())
+    if len(name) < 4 or name in _NOT_AN_INGREDIENT or name.startswith("no known"):
+        return ""
+    return name
+
+
+@dataclass(frozen=True)
+class IngredientPair:
+    allergy: Any  # CodedFact
+    medication: Any  # CodedFact
+    ingredient: str
+    how: str
+
+
+def ingredient_pairs(facts: Facts) -> list[IngredientPair]:
+    """Each (medication, allergy) where the medication contains the allergy's ingredient, in the
+    medications' order (a CDS Hooks request lists its draft orders first). An allergy held (not
+    inactive, resolved, refuted or entered in error) matches a medication:
+
+    * by code: both RxNorm, and the allergy's code or ingredients (``CodedFact.ingredients``, from
+      the is-a table) meet the medication's code or ingredients;
+    * by name: the allergy's substance name (``allergen_name``) is a whole word or phrase of the
+      medication's name (RxNorm names list their ingredients: "lisinopril 10 MG Oral Tablet").
+    """
+    cached = facts.cache.get("same-ingredient")
+    if cached is not None:
+        pairs: list[IngredientPair] = cached
+        return pairs
+    held = [a for a in facts.allergies if a.status not in ALLERGY_NOT_HELD]
+    named = [(a, allergen_name(a.display)) for a in held]
+    patterns = {name: re.compile(r"(?<![a-z0-9])" + re.escape(name) + r"(?![a-z0-9])") for _, name in named if name}
+    pairs = []
+    for med in facts.medications:
+        med_codes = {med.code, *med.ingredients} - {""} if med.system == RXNORM else set()
+        med_name = med.display.lower()
+        for allergy, name in named:
+            shared = sorted(med_codes & ({allergy.code, *allergy.ingredients} - {""})) if allergy.system == RXNORM \
+                else []
+            if shared:
+                pairs.append(IngredientPair(allergy, med, shared[0], f"RxNorm code {shared[0]} in both"))
+            elif name and patterns[name].search(med_name):
+                pairs.append(IngredientPair(allergy, med, name, f"the allergy's substance {name!r} is in the "
+                                                                "medication's name"))
+    facts.cache["same-ingredient"] = pairs
+    return pairs
+
+
 def _matching(facts: Facts, kind: str, members: Members) -> list[Any]:
     key = (kind, members.slug)
     cached = facts.cache.get(key)
@@ -410,7 +478,8 @@ def _matching(facts: Facts, kind: str, members: Members) -> list[Any]:
     elif kind == "medication":
         found = [c for c in facts.medications if members.matches(c.system, c.code, c.display)]
     elif kind == "allergy":
-        found = [c for c in facts.allergies if members.matches(c.system, c.code, c.display)]
+        found = [c for c in facts.allergies
+                 if c.status not in ALLERGY_NOT_HELD and members.matches(c.system, c.code, c.display)]
     elif kind == "note":
         found = [n for n in facts.notes if n.affirmed and (n.concept == members.slug or any(
             members.matches(system, code) for system, code in n.codes))]
@@ -449,6 +518,23 @@ def _resolve(cond: Condition, facts: Facts) -> Found:
             problem = f"recorded unit {latest.unit!r} differs from the rule's {cond.unit!r}"
         value: Any = latest.value if latest.value is not None else latest.text
         return Found(value, latest.unit, latest.at, latest.source, True, problem=problem, values=values)
+    if kind == "same-ingredient":
+        pairs = ingredient_pairs(facts)
+        if not pairs:
+            return Found(present=False)
+        pair = pairs[0]
+        item = pair.medication if cond.arg == "medication" else pair.allergy
+        return Found(item.display or item.code, at=item.at, source=item.source, present=True,
+                     explanation={"ingredient": pair.ingredient, "matched_by": pair.how,
+                                  "allergy": pair.allergy.display or pair.allergy.code,
+                                  "allergy_source": pair.allergy.source,
+                                  "medication": pair.medication.display or pair.medication.code,
+                                  "medication_source": pair.medication.source,
+                                  "matches": list(dict.fromkeys(
+                                      (p.medication if cond.arg == "medication" else p.allergy).source
+                                      for p in pairs))[:5],
+                                  "pairs": [{"medication": p.medication.source, "allergy": p.allergy.source,
+                                             "ingredient": p.ingredient} for p in pairs[:5]]})
     if kind in ("condition", "allergy", "note") or (kind == "medication" and not cond.attr):
         assert cond.members is not None
         items = _matching(facts, kind, cond.members)

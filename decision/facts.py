@@ -48,7 +48,9 @@ class ObservationFact:
 @dataclass(frozen=True, slots=True)
 class CodedFact:
     """A condition, medication or allergy: its code, name and dates. ``dose_mg`` is a medication's
-    strength read from its RxNorm name ("simvastatin 40 MG Oral Tablet" -> 40.0)."""
+    strength read from its RxNorm name ("simvastatin 40 MG Oral Tablet" -> 40.0). ``ingredients``:
+    the RxNorm ingredient codes an RxNorm-coded medication (or allergy) contains, from the is-a
+    table (``decision.load.FactPlan.ingredients``)."""
 
     system: str
     code: str
@@ -57,12 +59,15 @@ class CodedFact:
     at: dt.datetime | None = None
     status: str = ""
     dose_mg: float | None = None
+    ingredients: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"system": self.system, "code": self.code, "display": self.display, "source": self.source,
                                "at": _iso(self.at), "status": self.status}
         if self.dose_mg is not None:
             out["dose_mg"] = self.dose_mg
+        if self.ingredients:
+            out["ingredients"] = list(self.ingredients)
         return out
 
 
@@ -209,10 +214,14 @@ class Facts:
             for i, e in enumerate(_entries(entries, kind)):
                 display = str(e.get("display", ""))
                 dose = e.get("dose_mg", dose_mg(display) if kind == "medications" else None)
+                ingredients = e.get("ingredients") or []
+                if not isinstance(ingredients, list):
+                    raise ValueError(f"{kind}[{i}]: 'ingredients' must be a list of RxNorm codes")
                 out.append(CodedFact(system=str(e.get("system", "")), code=str(e.get("code", "")), display=display,
                                      source=str(e.get("source", f"test:{kind}[{i}]")), at=at(e, f"{kind}[{i}]"),
                                      status=str(e.get("status", "active")),
-                                     dose_mg=float(dose) if dose is not None else None))
+                                     dose_mg=float(dose) if dose is not None else None,
+                                     ingredients=tuple(str(c) for c in ingredients)))
             return out
 
         facts = cls(patient_id=int(data.get("patient_id", 0)), as_of=when, age=data.get("age"),

@@ -55,6 +55,7 @@ GENE_PATTERN = re.compile(_GENES, re.IGNORECASE)  # the same pattern runs in Pos
 PREGNANCY_STATUS = "82810-3"  # LOINC Pregnancy status
 PREGNANT_ANSWERS = frozenset({"LA15173-0", "77386006"})  # "Pregnant" (LOINC answer, SNOMED CT)
 NOT_PREGNANT_ANSWERS = frozenset({"LA26683-5", "60001007"})
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 @dataclass
@@ -65,6 +66,8 @@ class FactPlan:
     value_sets: ValueSetIndex = field(default_factory=dict)
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
     risk_calculators: set[str] | None = None  # None: every calculator and model
+    # RxNorm product code -> the ingredient codes it contains (the is-a table's RxNorm rows)
+    ingredients: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dimensions: dict[str, str] = {}
@@ -80,21 +83,31 @@ class FactPlan:
     def observation_codes(self) -> set[str]:
         return set(self.dimensions) | {PREGNANCY_STATUS}
 
+    def ingredients_of(self, system: str, code: str) -> tuple[str, ...]:
+        """The RxNorm ingredient codes of an RxNorm-coded medication or allergy (none otherwise)."""
+        if system != RXNORM or not code:
+            return ()
+        return tuple(sorted(self.ingredients.get(code, ())))
+
 
 def fact_plan(*, lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> FactPlan:
-    """The value sets as a plan (three queries)."""
+    """The value sets as a plan (three queries). The is-a query also reads every RxNorm row, so
+    that a medication's ingredients are known (same-ingredient allergy checks)."""
     from .models import ConceptIsA, ValueSet, ValueSetCode
 
     sets = {vs.pk: vs for vs in ValueSet.objects.all()}
     codes = list(ValueSetCode.objects.values_list("value_set_id", "system", "code", "match"))
     parents = {(system, code) for _, system, code, match in codes if match == ValueSetCode.Match.IS_A}
     children: dict[tuple[str, str], set[str]] = {}
+    ingredients: dict[str, set[str]] = {}
     if parents:
-        query = Q()
+        query = Q(system=RXNORM)
         for system, code in parents:
             query |= Q(system=system, parent=code)
         for system, parent, child in ConceptIsA.objects.filter(query).values_list("system", "parent", "child"):
             children.setdefault((system, parent), set()).add(child)
+            if system == RXNORM:
+                ingredients.setdefault(child, set()).add(parent)
     exact: dict[int, dict[str, set[str]]] = {pk: {} for pk in sets}
     prefixes: dict[int, dict[str, list[str]]] = {pk: {} for pk in sets}
     names: dict[int, list[str]] = {pk: [] for pk in sets}
@@ -115,7 +128,8 @@ def fact_plan(*, lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> FactPlan:
             codes={system: frozenset(c) for system, c in exact[pk].items()},
             prefixes={system: tuple(p) for system, p in prefixes[pk].items()}, names=tuple(names[pk]),
         )
-    return FactPlan(value_sets=index, lookback_days=lookback_days)
+    return FactPlan(value_sets=index, lookback_days=lookback_days,
+                    ingredients={child: frozenset(codes) for child, codes in ingredients.items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +197,7 @@ def load_facts_bulk(
         return out
     ids = list(out)
     _observations(out, ids, as_of, plan)
-    _coded(out, ids, as_of)
+    _coded(out, ids, as_of, plan)
     _genomics(out, ids, as_of)
     add_risks(out, ids, as_of, plan)
     add_notes(out, ids, as_of)
@@ -253,7 +267,7 @@ def _converter(unit: str, dimension: str) -> tuple[Callable[[float], float], str
     return ALL_DIMENSIONS[dimension_of(dimension)][1][normalised], canonical_unit(dimension)
 
 
-def _coded(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
+def _coded(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
     for patient_id, system, code, display, pk, onset, status in Condition.objects.filter(
         ACTIVE_CONDITION, _any(Condition, "patient_id", ids)
     ).values_list("patient_id", "code_system", "code", "display", "pk", "onset_at", "clinical_status"):
@@ -262,16 +276,18 @@ def _coded(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None:
     for patient_id, system, code, display, pk, authored, status in MedicationRequest.objects.filter(
         _any(MedicationRequest, "patient_id", ids), status__in=ACTIVE_MEDICATION_STATUSES
     ).values_list("patient_id", "code_system", "code", "display", "pk", "authored_at", "status"):
-        out[patient_id].medications.append(CodedFact(canonical_system(system), code, display,
-                                                     f"MedicationRequest:{pk}", authored, status, dose_mg(display)))
+        system = canonical_system(system)
+        out[patient_id].medications.append(CodedFact(system, code, display, f"MedicationRequest:{pk}", authored, status,
+                                                     dose_mg(display), plan.ingredients_of(system, code)))
     for patient_id, system, code, display, pk, recorded, status in (
         AllergyIntolerance.objects.filter(_any(AllergyIntolerance, "patient_id", ids))
         .exclude(status__in=[ENTERED_IN_ERROR, "refuted"])
         .exclude(clinical_status__in=["inactive", "resolved"])
         .values_list("patient_id", "code_system", "code", "display", "pk", "recorded_at", "clinical_status")
     ):
-        out[patient_id].allergies.append(CodedFact(canonical_system(system), code, display,
-                                                   f"AllergyIntolerance:{pk}", recorded, status))
+        system = canonical_system(system)
+        out[patient_id].allergies.append(CodedFact(system, code, display, f"AllergyIntolerance:{pk}", recorded, status,
+                                                   ingredients=plan.ingredients_of(system, code)))
 
 
 def gene_keys(gene: str, diplotype: str) -> list[str]:

@@ -374,7 +374,8 @@ def active_rules(*, value_sets: ValueSetIndex | None = None) -> tuple[list[Compi
 def plan_for_rules(plan: FactPlan, rules: Sequence[CompiledRule]) -> FactPlan:
     """The plan narrowed to what the rules read (risk calculators, observation history)."""
     calculators, longest = needs(rules)
-    narrowed = FactPlan(value_sets=plan.value_sets, lookback_days=longest, risk_calculators=calculators)
+    narrowed = FactPlan(value_sets=plan.value_sets, lookback_days=longest, risk_calculators=calculators,
+                        ingredients=plan.ingredients)
     return narrowed
 
 

@@ -57,6 +57,13 @@ def _allergy_branch(allergy_set: str, drug_set: str) -> dict[str, Any]:
                     {"fact": f"medication:{drug_set}", "op": "present", "name": "drug"}]}
 
 
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+# An allergy to a drug ingredient and a medication containing it (decision.engine.ingredient_pairs);
+# the names match the class branches', so the card names the allergy and the order either way.
+SAME_INGREDIENT_BRANCH = {"all": [{"fact": "same-ingredient:allergy", "op": "present", "name": "allergy"},
+                                  {"fact": "same-ingredient:medication", "op": "present", "name": "drug"}]}
+
+
 def _allergy(display: str, code: str = "", system: str = "http://snomed.info/sct") -> dict[str, Any]:
     return {"system": system, "code": code, "display": display}
 
@@ -208,14 +215,18 @@ RULES: list[dict[str, Any]] = [
         ],
     },
     {
-        "slug": "drug-allergy", "title": "Medication of a class the patient is allergic to",
+        "slug": "drug-allergy", "title": "Medication the patient is allergic to (same ingredient or class)",
         "category": "medication-safety", "severity": "warning",
-        "conditions": {"any": [_allergy_branch("penicillin-allergy", "penicillins"),
+        "conditions": {"any": [SAME_INGREDIENT_BRANCH,
+                               _allergy_branch("penicillin-allergy", "penicillins"),
                                _allergy_branch("sulfonamide-allergy", "sulfonamide-antibacterials")]},
-        "summary_template": "{drug} with a recorded allergy ({allergy}): same drug class; choose another drug or "
-                            "review the allergy.",
+        "summary_template": "{drug} with a recorded allergy ({allergy}): same ingredient or drug class; choose "
+                            "another drug or review the allergy.",
         "rationale": "A medication whose ingredient or drug class matches an allergy on the patient's list (an "
-                     "AllergyIntolerance neither refuted, entered in error, inactive nor resolved). Classes checked: "
+                     "AllergyIntolerance neither refuted, entered in error, inactive nor resolved). Same ingredient: "
+                     "an allergy to a drug ingredient (an RxNorm ingredient code, or its name) and a medication that "
+                     "contains it (the ingredient's RxNorm code or a product of it in the is-a table, or the name "
+                     "in the medication's name). Classes checked: "
                      "penicillins (a penicillin allergy label) and sulfonamide antibacterials (sulfamethoxazole, "
                      "sulfadiazine). Cephalosporins are not flagged for a penicillin allergy, nor non-antibacterial "
                      "sulfonamides (furosemide, thiazides, sulfonylureas) for a sulfonamide antibiotic allergy: "
@@ -226,7 +237,8 @@ RULES: list[dict[str, Any]] = [
                            "antibiotic allergy); Strom BL, et al. Absence of cross-reactivity between sulfonamide "
                            "antibiotics and sulfonamide nonantibiotics. N Engl J Med 2003;349:1628-1635; matching "
                            "of active allergies per HL7 FHIR R4 AllergyIntolerance (clinicalStatus, "
-                           "verificationStatus).",
+                           "verificationStatus); ingredients per NLM RxNorm (ingredient and clinical drug concepts, "
+                           "has_ingredient).",
         "citation_url": "https://doi.org/10.1016/j.jaci.2022.08.028",
         "suggested_actions": [{"label": "Cancel the order; choose a drug of another class", "type": "discontinue"},
                               {"label": "Refer for allergy evaluation (delabelling)", "type": "review"}],
@@ -249,6 +261,23 @@ RULES: list[dict[str, Any]] = [
             {"name": "sulfonamide allergy, furosemide", "expect": "does-not-fire",
              "facts": {"allergies": [_allergy("Allergy to sulfonamide", "91939003")],
                        "medications": [_med("furosemide 40 MG Oral Tablet")]}},
+            {"name": "lisinopril allergy (RxNorm ingredient), lisinopril ordered", "expect": "fires",
+             "expected_message": "lisinopril 10 MG Oral Tablet with a recorded allergy (lisinopril)",
+             "facts": {"allergies": [_allergy("lisinopril", "29046", RXNORM)],
+                       "medications": [_med("lisinopril 10 MG Oral Tablet", "314076") | {"ingredients": ["29046"]}]}},
+            {"name": "lisinopril allergy (name only), lisinopril / hydrochlorothiazide ordered", "expect": "fires",
+             "expected_message": "Allergy to lisinopril",
+             "facts": {"allergies": [{"display": "Allergy to lisinopril"}],
+                       "medications": [_med("hydrochlorothiazide 12.5 MG / lisinopril 10 MG Oral Tablet")]}},
+            {"name": "lisinopril allergy, amlodipine ordered", "expect": "does-not-fire",
+             "facts": {"allergies": [_allergy("lisinopril", "29046", RXNORM)],
+                       "medications": [_med("amlodipine 5 MG Oral Tablet", "197361") | {"ingredients": ["17767"]}]}},
+            {"name": "refuted lisinopril allergy, lisinopril ordered", "expect": "does-not-fire",
+             "facts": {"allergies": [_allergy("lisinopril", "29046", RXNORM) | {"status": "refuted"}],
+                       "medications": [_med("lisinopril 10 MG Oral Tablet", "314076")]}},
+            {"name": "inactive lisinopril allergy, lisinopril ordered", "expect": "does-not-fire",
+             "facts": {"allergies": [{"display": "Allergy to lisinopril", "status": "inactive"}],
+                       "medications": [_med("lisinopril 10 MG Oral Tablet", "314076")]}},
             {"name": "amoxicillin without an allergy", "expect": "does-not-fire",
              "facts": {"medications": [_med("amoxicillin 500 MG Oral Capsule")]}},
         ],

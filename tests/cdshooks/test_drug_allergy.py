@@ -94,3 +94,36 @@ def test_patient_view_flags_an_active_penicillin_with_the_allergy(ehr, starter):
                               allergies=bundle(allergy(pid, "al-5", "91936005", "Allergy to penicillin")))
     cards = _cards(ehr.call("patient-view", patient_view(pid, prefetch)))
     assert "drug-allergy" in [c["source"]["topic"]["code"] for c in cards]
+
+
+LISINOPRIL = ("314076", "lisinopril 10 MG Oral Tablet")  # RxNorm clinical drug of ingredient 29046
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def test_a_draft_order_of_the_ingredient_the_patient_is_allergic_to_gets_a_card_naming_both(ehr, starter):
+    pid = "allergic-ingredient"
+    draft = medication_request(pid, "d-lis", *LISINOPRIL, status="draft")
+    prefetch = _prefetch(pid, allergy(pid, "al-lis", "29046", "lisinopril", system=RXNORM))
+    cards = _cards(ehr.call("order-select", order_select(pid, [draft], prefetch=prefetch)))
+    assert [c["source"]["topic"]["code"] for c in cards] == ["drug-allergy"]
+    card = cards[0]
+    assert card["summary"].startswith("lisinopril 10 MG Oral Tablet with a recorded allergy (lisinopril)")
+    assert "AllergyIntolerance/al-lis" in card["detail"] and "MedicationRequest/d-lis" in card["detail"]
+    assert card["suggestions"][0]["actions"][0]["resourceId"] == "MedicationRequest/d-lis"
+
+
+def test_an_order_whose_text_lacks_the_ingredient_is_matched_through_the_is_a_table(ehr, starter):
+    pid = "allergic-ingredient-code"
+    draft = medication_request(pid, "d-brand", LISINOPRIL[0], "Zestril 10 mg tablet", status="draft")
+    prefetch = _prefetch(pid, allergy(pid, "al-lis", "29046", "lisinopril", system=RXNORM))
+    cards = _cards(ehr.call("order-select", order_select(pid, [draft], prefetch=prefetch)))
+    assert [c["source"]["topic"]["code"] for c in cards] == ["drug-allergy"]
+    assert "Zestril 10 mg tablet" in cards[0]["summary"]
+
+
+def test_a_draft_of_another_ingredient_does_not_fire(ehr, starter):
+    pid = "allergic-other"
+    draft = medication_request(pid, "d-aml", "197361", "amlodipine 5 MG Oral Tablet", status="draft")
+    prefetch = _prefetch(pid, allergy(pid, "al-lis", "29046", "lisinopril", system=RXNORM),
+                         allergy(pid, "al-2", "", "Allergy to lisinopril"))
+    assert _cards(ehr.call("order-select", order_select(pid, [draft], prefetch=prefetch))) == []

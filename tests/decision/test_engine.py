@@ -302,3 +302,62 @@ def test_the_trace_names_value_unit_date_source_threshold_and_outcome():
 def test_bad_test_case_facts_are_named():
     with pytest.raises(ValueError, match=r"observations\[0\]: 'value' must be a number"):
         Facts.from_json({"observations": [{"code": "x", "value": "high", "days_ago": 1}]}, as_of=NOW)
+
+
+# --------------------------------------------------------------------------------------------
+# Same ingredient: an allergy to a drug ingredient and a medication containing it
+
+SAME = {"all": [{"fact": "same-ingredient:allergy", "op": "present", "name": "allergy"},
+                {"fact": "same-ingredient:medication", "op": "present", "name": "drug"}]}
+
+
+@pytest.mark.parametrize("display,name", [
+    ("Allergy to lisinopril", "lisinopril"), ("Lisinopril", "lisinopril"), ("Penicillin (substance)", "penicillin"),
+    ("Adverse reaction to aspirin", "aspirin"), ("Drug allergy", ""), ("No known allergies", ""), ("NKDA", ""),
+])
+def test_the_substance_an_allergy_names(display, name):
+    from decision.engine import allergen_name
+
+    assert allergen_name(display) == name
+
+
+def test_same_ingredient_by_rxnorm_code_through_the_ingredients_of_the_product():
+    allergy = {"system": RXNORM, "code": "29046", "display": "", "source": "AllergyIntolerance:1"}
+    order = {"system": RXNORM, "code": "314076", "display": "Zestril", "ingredients": ["29046"],
+             "source": "MedicationRequest:2"}
+    result = evaluate([rule(SAME, "{drug} / {allergy}")], facts(allergies=[allergy], medications=[order]))[0]
+    assert result.fired and result.summary == "Zestril / 29046"
+    drug = result.trace[1]
+    assert drug["source"] == "MedicationRequest:2"
+    assert drug["explanation"]["matched_by"] == "RxNorm code 29046 in both"
+    assert drug["explanation"]["allergy_source"] == "AllergyIntolerance:1"
+    # without the product's ingredients (no is-a row) and without the name, nothing matches
+    bare = {**order, "ingredients": []}
+    assert not fires(SAME, facts(allergies=[allergy], medications=[bare]))
+
+
+def test_same_ingredient_by_name_is_a_whole_word_and_skips_allergies_no_longer_held():
+    allergy = {"display": "Allergy to lisinopril"}
+    assert fires(SAME, facts(allergies=[allergy], medications=[{"display": "lisinopril 20 MG Oral Tablet"}]))
+    assert not fires(SAME, facts(allergies=[allergy], medications=[{"display": "amlodipine 5 MG Oral Tablet"}]))
+    assert not fires(SAME, facts(allergies=[{"display": "Allergy to penicillin"}],
+                                 medications=[{"display": "amoxicillin 500 MG Oral Capsule"}]))  # a class, not this
+    for status in ("refuted", "inactive", "resolved", "entered-in-error"):
+        held_not = {**allergy, "status": status}
+        assert not fires(SAME, facts(allergies=[held_not], medications=[{"display": "lisinopril 20 MG"}])), status
+
+
+def test_same_ingredient_names_the_order_listed_first_and_every_match():
+    allergy = {"display": "lisinopril", "source": "AllergyIntolerance:9"}
+    meds = [{"display": "lisinopril 10 MG Oral Tablet", "source": "MedicationRequest/draft"},
+            {"display": "lisinopril 20 MG Oral Tablet", "source": "MedicationRequest:5"}]
+    drug = evaluate([rule(SAME)], facts(allergies=[allergy], medications=meds))[0].trace[1]
+    assert drug["source"] == "MedicationRequest/draft"
+    assert drug["explanation"]["matches"] == ["MedicationRequest/draft", "MedicationRequest:5"]
+
+
+def test_same_ingredient_takes_only_its_two_arguments_and_presence():
+    with pytest.raises(RuleDefinitionError, match="same-ingredient:medication"):
+        rule({"all": [{"fact": "same-ingredient:drug", "op": "present"}]})
+    with pytest.raises(RuleDefinitionError, match="only 'present' or 'absent'"):
+        rule({"all": [{"fact": "same-ingredient:medication", "op": ">", "value": 1}]})

@@ -158,3 +158,21 @@ def test_findings_of_active_imaging_models_are_facts_with_their_heat_map(site_a,
     assert [(f.label, f.probability, f.source) for f in imaging] == [("pneumonia", 0.91, f"ImagingFinding:{finding.pk}")]
     assert imaging[0].heatmap_url.endswith(f"/findings/{finding.external_id}/heatmap.png")
     assert imaging[0].reported is False
+
+
+def test_medications_and_allergies_carry_their_rxnorm_ingredients_from_the_is_a_table(site_a):
+    from decision.models import ConceptIsA, ValueSet, ValueSetCode
+
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    vs = ValueSet.objects.create(slug="ace-inhibitors", name="ACE inhibitors", kind="medication")
+    ValueSetCode.objects.create(value_set=vs, system=rxnorm, code="29046", match="is-a")
+    ConceptIsA.objects.create(system=rxnorm, parent="29046", child="314076")
+    p = PatientFactory(site=site_a)
+    MedicationRequestFactory(patient=p, code_system=rxnorm, code="314076", display="lisinopril 10 MG Oral Tablet",
+                             status="active")
+    AllergyFactory(patient=p, code_system=rxnorm, code="29046", display="lisinopril")
+    plan = fact_plan()
+    assert plan.ingredients == {"314076": frozenset({"29046"})}
+    f = load_facts(p, plan=plan)
+    assert f.medications[0].ingredients == ("29046",)
+    assert f.allergies[0].ingredients == ()  # an ingredient has no ingredients of its own
