@@ -3,8 +3,8 @@
 - ``patient-view`` (hook patient-view): every active rule not in shadow mode.
 - ``order-select`` and ``order-sign`` (those hooks): the medication rules that can fire on a drug
   being ordered, i.e. rules of the medication-safety and pharmacogenomics categories with a
-  condition that a medication is present (or on its dose): drug-allergy, drug-genotype (the
-  pgx-* starter rules) and renal dosing (metformin-egfr-30).
+  condition that a medication is present (or on its dose) or a same-ingredient condition:
+  drug-allergy, drug-genotype (the pgx-* starter rules) and renal dosing (metformin-egfr-30).
 
 Each service's prefetch templates ask for what its rules read (CDS Hooks 2.0.1, "Prefetch
 template"; only the recommended query subset: instance read, search by patient, token equality
