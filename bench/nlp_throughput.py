@@ -28,9 +28,10 @@ loguru logger is disabled (it logs note text). Prints figures; asserts nothing.
 ``--long-chars`` (default 1,000,000), through the rule path read in chunks of
 ``nlp.extract.CHUNK_CHARS`` and in chunks of 100,000 characters (the former chunk size), and
 checks that both give the same facts. Measured 2026-11-26, 2-core machine shared with other
-work: a 200,808-character note took 3.8 s in 100 kB chunks and 1.6 s in 5 kB chunks (same 252
-facts); a 172,718-character note with cuts inside transcriptions 3.6 s read whole, 0.5 s in
-5 kB chunks (same 187 facts).
+work: 1,000,000 characters of MTSamples, 2.1 s in 2 kB chunks (561) and 3.6 s in 100 kB chunks
+(11), the same 645 facts. A note dense with mentions ("Denies chest pain. History of HTN, DM and
+CAD. Mother had breast cancer." repeated; not timed here) shows the difference best: 200 kB in
+6.3 s in 2 kB chunks, unfinished after 280 s in 100 kB ones; 1 MB (67,565 facts) in 31 s.
 
 Measured 2026-11-25, first 500 notes, 2-core machine shared with other work (another process at
 ~200% CPU), torch 1 thread: A 10.6, B 64.6, P 90.4, T 31.7 notes/s (T/A 2.99x, T/B 0.49x, T/P
