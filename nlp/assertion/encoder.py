@@ -32,6 +32,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ENCODER_ENV = "CDSS_NLP_ENCODER_DIR"
 THREADS_ENV = "CDSS_NLP_TORCH_THREADS"
+DEVICE_ENV = "CDSS_NLP_DEVICE"  # "auto" (default: cuda when present, else cpu), "cpu", "cuda", "cuda:N"
 MAX_TOKENS = 64  # a mention's window rarely needs more (dev sentences: mean 95 characters, 27 tokens)
 WINDOW_BEFORE = 150  # characters of context kept before / after the mention (ConText's scope is
 WINDOW_AFTER = 100  # the sentence; the cost of a forward pass grows with the tokens)
@@ -108,8 +109,28 @@ def _threads() -> int:
     return max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
+def choose_device(requested: str | None = None) -> str:
+    """The torch device: ``requested``, else ``CDSS_NLP_DEVICE``, else ``auto`` (``cuda`` when
+    present, else ``cpu``). EncoderError for a value that is not one of those, or cuda asked for
+    where there is none."""
+    import torch
+
+    value = (requested or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cpu":
+        return value
+    if value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
+        index = int(value[5:]) if ":" in value else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise EncoderError(f"{DEVICE_ENV}={value}, but this machine has no such CUDA device")
+        return value
+    raise EncoderError(f"{DEVICE_ENV}={value!r} is not one of auto, cpu, cuda, cuda:N")
+
+
 class Encoder:
-    """MiniLM loaded once, on ``cuda`` when present, else CPU; ``features`` is batched."""
+    """MiniLM loaded once, on the device of ``choose_device`` (cuda when present, by default);
+    ``features`` is batched (``BATCH_SIZE`` mentions a forward pass)."""
 
     def __init__(self, folder: Path | None = None, *, device: str | None = None) -> None:
         import torch
@@ -121,7 +142,7 @@ class Encoder:
         folder = Path(folder) if folder is not None else default_encoder_dir()
         if not (folder / "config.json").is_file():
             raise EncoderError(f"{folder} is not a model folder (no config.json); set {ENCODER_ENV} to a local folder")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = choose_device(device)
         if self.device == "cpu" and torch.get_num_threads() != _threads():
             torch.set_num_threads(_threads())
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)

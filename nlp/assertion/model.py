@@ -33,7 +33,7 @@ from nlp.assertion.head import LinearHead
 ARTEFACT_DIR = Path(__file__).with_name("artefact")
 HEAD_JSON = ARTEFACT_DIR / "assertion-head.json"
 HEAD_ENV = "CDSS_NLP_ASSERTION_HEAD"
-FORMAT = 1
+FORMAT = 2  # 2: a head may blend several linear members (coef (m, dim), weights (m,))
 FLAGS = ("negated", "historical", "hypothetical", "family")
 RULE_FEATURE = {"negated": "rule_negated", "historical": "rule_historical", "hypothetical": "rule_hypothetical",
                 "family": "rule_family"}
@@ -117,10 +117,12 @@ class AssertionClassifier:
             for flag, spec in meta["flags"].items():
                 self.modes[flag] = spec["mode"]
                 if spec["mode"] in ("model", "or"):
+                    coef = np.atleast_2d(arrays[f"{flag}_coef"].astype(np.float64))
                     self.heads[flag] = LinearHead(
-                        coef=arrays[f"{flag}_coef"].astype(np.float64),
-                        intercept=float(arrays[f"{flag}_intercept"][0]),
+                        coef=coef,
+                        intercept=arrays[f"{flag}_intercept"].astype(np.float64).reshape(len(coef)),
                         threshold=float(spec["config"]["threshold"]),
+                        weights=arrays[f"{flag}_weights"].astype(np.float64).reshape(len(coef)),
                     )
         self._encoder = encoder
         if self.heads:
@@ -134,8 +136,8 @@ class AssertionClassifier:
                 )
             dim = enc.dim + len(RULE_FEATURE_NAMES)
             for flag, head in self.heads.items():
-                if head.coef.shape != (dim,):
-                    raise AssertionModelError(f"{flag} head has {head.coef.shape[0]} weights, features have {dim}")
+                if head.dim != dim:
+                    raise AssertionModelError(f"{flag} head has {head.dim} weights, features have {dim}")
 
     @property
     def encoder(self) -> Encoder:

@@ -124,9 +124,11 @@ def train(
             "inner_cv_f1": {k: round(v, 4) for k, v in sorted(choice.inner_f1.items())},
         }
         if choice.config.mode != "rules":
-            fitted = heads.fit_linear(dev.encoded, dev.rules, gold, choice.config, seed=seed)
-            arrays[f"{flag}_coef"] = fitted.coef.astype(np.float32)
-            arrays[f"{flag}_intercept"] = np.asarray([fitted.intercept], dtype=np.float64)
+            fitted = heads.fit_head(dev.encoded, dev.rules, gold, choice.config, seed=seed)
+            arrays[f"{flag}_coef"] = np.atleast_2d(fitted.coef).astype(np.float32)
+            arrays[f"{flag}_intercept"] = np.atleast_1d(np.asarray(fitted.intercept, dtype=np.float64))
+            weights = np.ones(1) if fitted.weights is None else fitted.weights
+            arrays[f"{flag}_weights"] = np.asarray(weights, dtype=np.float64)
         if evaluation and flag in evaluation:
             ev = evaluation[flag]
             spec["nested_cv"] = {
@@ -140,7 +142,8 @@ def train(
     meta: dict[str, Any] = {
         "format": FORMAT,
         "what": "assertion heads (negated, historical, hypothetical, family) over frozen all-MiniLM-L6-v2 "
-        "features of a marked mention and the ConText rules' features",
+        "features of a marked mention and the ConText rules', layout and cue-word features; trained on "
+        "all rows of the data file (the nested_cv figures are the out-of-fold ones)",
         "data": {
             "file": data_path.name,
             "sha256": sha256_file(data_path),

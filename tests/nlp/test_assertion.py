@@ -215,3 +215,58 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
         digests.append(training.write_artefact(tmp_path / name / "head.json", arrays, meta))
     assert digests[0] == digests[1]
     assert (tmp_path / "a" / "head.json").read_bytes() == (tmp_path / "b" / "head.json").read_bytes()
+
+
+def test_a_blended_head_averages_the_encoder_model_and_the_cues_only_model():
+    rng = np.random.default_rng(5)
+    encoded = rng.normal(size=(150, 10))
+    rules = (rng.random(size=(150, 5)) < 0.4).astype(float)
+    y = (encoded[:, 0] + 2 * rules[:, 2] + rng.normal(size=150)) > 1.0
+    config = heads.Config(mode="model", c=0.1, blend=0.5, threshold=0.6)
+    blended = heads.fit_head(encoded, rules, y, config, seed=0)
+    main = heads.fit_linear(encoded, rules, y, config, seed=0)
+    cues = heads.fit_cues(encoded, rules, y, config, seed=0)
+    assert np.all(cues.coef[:10] == 0.0)  # the cues-only member reads no encoder feature
+    x = np.hstack([encoded, rules])
+    np.testing.assert_allclose(blended.proba(x), 0.5 * main.proba(x) + 0.5 * cues.proba(x), atol=1e-12)
+    assert np.array_equal(blended.predict(x), blended.proba(x) >= 0.6)
+    assert heads.fit_head(encoded, rules, y, heads.Config(mode="model"), seed=0).weights is None
+
+
+def test_cue_features_read_the_words_around_the_mention():
+    from nlp.assertion.features import rule_features
+
+    def cues(text: str, target: str) -> dict[str, float]:
+        start = text.index(target)
+        flags = {"negated": False, "historical": False, "hypothetical": False, "uncertain": False,
+                 "experiencer": "patient"}
+        row = rule_features(flags, set(), None, False, text, start, start + len(target))
+        return dict(zip(NAMES, row.tolist(), strict=True))
+
+    past = cues("Past medical history is significant for HTN, DM, COPD and CAD.", "CAD")
+    assert past["before_past_history"] == past["before_significant_for"] == past["comma_list"] == 1.0
+    assert past["before_present_illness"] == 0.0
+    dated = cues("She had a food impaction eight years ago.", "food impaction")
+    assert dated["around_ago_or_date"] == dated["around_past_tense"] == 1.0
+    assert dated["before_history"] == 0.0
+    assert cues("CLINICAL HISTORY: History of thymoma.", "thymoma")["before_indication"] == 1.0
+    assert cues("The patient smokes cigarettes.", "smokes cigarettes")["social_mention"] == 1.0
+    assert cues("Status post liver transplant.", "liver transplant")["procedure_mention"] == 1.0
+
+
+def test_the_device_is_chosen_by_setting(monkeypatch):
+    import torch
+
+    from nlp.assertion.encoder import DEVICE_ENV, EncoderError, choose_device
+
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert choose_device() == "cpu"
+    monkeypatch.setenv(DEVICE_ENV, "auto")
+    assert choose_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv(DEVICE_ENV, "tpu")
+    with pytest.raises(EncoderError, match="not one of auto, cpu, cuda"):
+        choose_device()
+    monkeypatch.setenv(DEVICE_ENV, "cuda:99")
+    with pytest.raises(EncoderError, match="no such CUDA device"):
+        choose_device()
+    assert choose_device("cpu") == "cpu"  # an explicit argument wins over the setting
