@@ -20,7 +20,13 @@ timings, same model, same batch size, same run, the passes alternating after one
 Prints figures; asserts nothing. Without ``--model-file`` the network has fresh weights (the
 throughput does not depend on their values).
 
-Figures (2026-11-26, CPU: 2 shared cores, torch 2.14.1; FIGURES)
+Figures (2026-11-26; 2 CPU cores shared with other work, torch 2.14.1; more in imaging/README.md):
+    OMP_NUM_THREADS=1 python bench/imaging.py --arch resnet18 --input-size 28
+        bare 333-375 images/s, whole path 254-266 images/s: 71-76% kept (before: 161-167, 43-51%)
+    OMP_NUM_THREADS=1 python bench/imaging.py --arch inception_v3 --images 256 --repeats 2
+        bare 139 images/s, whole path 120 images/s: 87% kept
+With torch's two default threads on the busy shared cores the figures swung by a factor of five
+between runs (49-80% kept).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="Decode and PNG threads of the whole path (default: the job's)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
+    parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3, help="Timed passes of each kind; the best is shown (3)")
     args = parser.parse_args()
 
@@ -60,6 +67,8 @@ def main() -> None:
     from imaging.ml.pipeline import THREADS, read_images
     from imaging.pixels import model_image
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     data_dir = args.data_dir or Path(os.environ.get("CDSS_DATA_DIR") or ROOT.parent / "shared" / "data")
     source = data_dir / "imaging" / "pneumoniamnist.npz"
     if not source.is_file():
@@ -80,6 +89,7 @@ def main() -> None:
         size = args.input_size or arch.default_input_size
         config = {"architecture": arch.name, "labels": ["finding"], "thresholds": {"finding": 0.5}, "input_size": size,
                   "normalisation": {"mean": 0.5, "std": 0.25}}
+        torch.manual_seed(0)
         net = build_model(arch.name, 1, init_weights="")
         model = LoadedImagingModel(name="bench", version="0", model_version_id=0, metrics={}, config=config,
                                    state_dicts=[net.state_dict()], device=args.device)

@@ -2,9 +2,11 @@
 
 The active registry version of a name is loaded once per process (its file's sha256 checked by
 the registry first) and cached; a later call that finds another active version loads that one and
-closes the old one's Grad-CAM hooks. Images are preprocessed on a worker thread one batch ahead,
-so decoding and resizing stay off the network's critical path; on CUDA the forward pass runs
-under bf16 autocast. Only ``get_loaded_model`` touches Django (the model registry).
+closes the old one's Grad-CAM hooks. ``predict`` preprocesses images on a worker thread one batch
+ahead, so resizing stays off the network's critical path; ``read`` runs one batch for the job's
+pipeline (``pipeline.read_images``). One forward pass gives the probabilities and the Grad-CAM
+maps (closed form, ``gradcam``); on CUDA it runs under bf16 autocast. Only ``get_loaded_model``
+touches Django (the model registry).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from .architectures import build_model
@@ -98,11 +99,29 @@ def check_image(image: Any, index: int) -> np.ndarray:
 _RESIZE_PIXELS = 16 * 1024 * 1024
 
 
+def shrink(image: Any, size: int, *, index: int = 0) -> np.ndarray:
+    """A checked image (``check_image``) larger than ``size`` on either side, resized to
+    ``size`` x ``size`` float32 in [0, 1]: bilinear, antialiased (the triangle filter widened by the
+    scale factor; Pillow's resampling, which torch's ``antialias=True`` reproduces, on float32
+    pixels, releasing the GIL, so decoding threads can do it). Any other image is returned checked."""
+    arr = check_image(image, index)
+    if arr.shape[0] <= size and arr.shape[1] <= size:
+        return arr
+    pil = Image.fromarray(np.ascontiguousarray(arr))  # "L" for uint8, "F" for float32
+    if pil.mode != "F":
+        pil = pil.convert("F")
+    out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    if arr.dtype == np.uint8:
+        out = out / np.float32(255.0)
+    return np.clip(out, 0.0, 1.0)
+
+
 def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: int = 0) -> torch.Tensor:
     """Float or uint8 grey images of any size -> the normalised (N, 1, S, S) batch the network
-    takes. Images of the same size and type are converted and resized as one batch."""
+    takes: larger images shrunk one by one (``shrink``), the others converted and resized (up) in
+    batches of one size."""
     size = int(config["input_size"])
-    arrays = [check_image(image, offset + i) for i, image in enumerate(images)]
+    arrays = [shrink(image, size, index=offset + i) for i, image in enumerate(images)]
     out = torch.empty((len(arrays), 1, size, size), dtype=torch.float32)
     groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
     for i, arr in enumerate(arrays):

@@ -1,7 +1,8 @@
 """The read path of the imaging job, shared with ``bench/imaging.py``: images decoded on a thread
 pool one batch ahead of the model, each batch preprocessed and run through the network once
 (probabilities and Grad-CAM from the same forward pass), and the heat map overlay PNGs encoded
-on the same pool while the next batch runs. Pure code (no Django): the caller says how an item
+on the same pool while the next batch runs. Images larger than the network's input are shrunk on
+the pool too (``modelfile.shrink``), right after decoding. Pure code (no Django): the caller says how an item
 is decoded and how large its overlay is.
 """
 
@@ -16,6 +17,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from .inference import LoadedImagingModel, heatmap_overlay_png
+from .modelfile import shrink
 
 T = TypeVar("T")
 
@@ -39,12 +41,17 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     chunks = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+
+    def load(item: T) -> np.ndarray | None:  # decoded and shrunk to the input size on the pool
+        image = decode(item)
+        return None if image is None else shrink(image, model.input_size)
+
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imaging-read") as pool:
-        ahead = [pool.submit(decode, item) for item in chunks[0]] if chunks else []
+        ahead = [pool.submit(load, item) for item in chunks[0]] if chunks else []
         previous: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]] = []
         for k, chunk in enumerate(chunks):
             decoded = [future.result() for future in ahead]
-            ahead = [pool.submit(decode, item) for item in chunks[k + 1]] if k + 1 < len(chunks) else []
+            ahead = [pool.submit(load, item) for item in chunks[k + 1]] if k + 1 < len(chunks) else []
             readable = [i for i, image in enumerate(decoded) if image is not None]
             images = [image for image in decoded if image is not None]
             current: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]] = []

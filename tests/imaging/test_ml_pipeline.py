@@ -18,7 +18,7 @@ from imaging.imagefile import ImageFileError
 from imaging.ml.architectures import ARCHITECTURES, architecture, build_model
 from imaging.ml.gradcam import GradCAM
 from imaging.ml.inference import LoadedImagingModel, heatmap_overlay_png
-from imaging.ml.modelfile import preprocess
+from imaging.ml.modelfile import preprocess, resize_batch, shrink
 from imaging.ml.pipeline import read_images
 from imaging.pixels import load_image, model_image
 from tests.conftest import require_data
@@ -65,9 +65,13 @@ def test_uint8_and_float_images_preprocess_to_the_same_batch_in_any_order_of_siz
     floats = [im.astype(np.float32) / 255.0 for im in images]
     batch = preprocess(images, CONFIG)
     assert batch.shape == (4, 1, 28, 28)
-    assert torch.equal(batch, preprocess(floats, CONFIG))
-    one_by_one = torch.cat([preprocess([im], CONFIG) for im in floats])
-    assert torch.allclose(batch, one_by_one, atol=1e-6)
+    assert torch.allclose(batch, preprocess(floats, CONFIG), atol=1e-5)
+    one_by_one = torch.cat([preprocess([im], CONFIG) for im in images])
+    assert torch.equal(batch, one_by_one)
+    # shrinking (Pillow, float32) is torch's antialiased bilinear resize
+    for image in floats[:2]:
+        reference = resize_batch(torch.from_numpy(image)[None, None], 28)[0, 0].numpy()
+        assert np.abs(shrink(image, 28) - reference).max() < 1e-5
     with pytest.raises(ValueError, match=r"image 1: contains NaN"):
         preprocess([floats[0], np.full((5, 5), np.nan, np.float32)], CONFIG)
 
