@@ -26,9 +26,9 @@ Figures (2026-11-26; 2 CPU cores shared with other work, torch 2.14.1; more in i
     OMP_NUM_THREADS=1 python bench/imaging.py --arch inception_v3 --images 256 --repeats 2
         bare 139 images/s, whole path 120 images/s: 87% kept
 With torch's two default threads on the busy shared cores the figures swung by a factor of five
-between runs (32-80% kept), and the whole path before these changes was faster in absolute terms
-(161-223 against 53-77 images/s): the pipeline's threads now work during the forward pass and take
-the cores its OpenMP threads wait for (see imaging/README.md).
+between runs (32-89% kept; whole path 53-389 images/s, 161-223 before these changes): the
+pipeline's threads work during the forward pass and can take the cores its OpenMP threads wait for
+(see imaging/README.md).
 """
 
 from __future__ import annotations
