@@ -7,20 +7,18 @@ active version is recorded in the job's result as "no active model" and skipped.
 version has already read are skipped, and findings are unique per image, model version and
 label, so running a job twice writes nothing twice.
 
-The handler reads and predicts (no writes): files are decoded on a thread pool one batch ahead
-of the model, so decoding stays off its critical path, and each model sees its images in batches
-of up to 64 (one forward pass each on a GPU). A stored file that can no longer be read is counted
-in the result (``unreadable``) and the other images go on. The writer stores the findings and
-their heat map PNGs with the job's success, in one transaction.
+The handler reads and predicts (no writes) through ``imaging.ml.pipeline.read_images``: files are
+decoded on a thread pool one batch ahead of the model, each model sees its images in batches of up
+to 64 (one forward pass each, which gives the probabilities and the Grad-CAM heat maps), and the
+heat map overlay PNGs are encoded on the pool while the next batch runs. A stored file that can no
+longer be read is counted in the result (``unreadable``) and the other images go on. The writer
+stores the findings and their heat map PNGs with the job's success, in one transaction.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +30,11 @@ from cdss.models import Job
 
 from .dicom import ImageFileError
 from .models import ImagingFinding, ImagingInstance
-from .pixels import load_image
+from .pixels import model_image
 
 log = logging.getLogger("cdss.imaging")
 
 IMAGING_KIND = "imaging"
-DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
-PREDICT_BATCH = 64
 
 
 @dataclass
@@ -54,26 +50,18 @@ class FindingRow:
 
 
 def _decode(instance: ImagingInstance) -> np.ndarray | None:
-    """The float image the models read: the stored file rendered as its preview was (same frame,
-    default window); None if the stored file cannot be read any more."""
+    """The image the models read: the stored file rendered as its preview was (same frame,
+    default window; ``imaging.pixels.model_image``); None if the stored file cannot be read any more."""
     try:
         with default_storage.open(str(instance.file.name), "rb") as fh:
             data = fh.read()
-        return load_image(data, frame=instance.frame_index).rendering.image
+        return model_image(data, frame=instance.frame_index)
     except (OSError, ImageFileError):
         return None
 
 
-def _decoded(instances: list[ImagingInstance], pool: ThreadPoolExecutor,
-             size: int) -> Iterator[tuple[list[ImagingInstance], list[np.ndarray | None]]]:
-    """Chunks of ``size`` images, the next chunk decoding on the pool while the caller runs the
-    model on this one (at most two chunks in memory)."""
-    chunks = [instances[i:i + size] for i in range(0, len(instances), size)]
-    ahead = [pool.submit(_decode, i) for i in chunks[0]] if chunks else []
-    for k, chunk in enumerate(chunks):
-        current = ahead
-        ahead = [pool.submit(_decode, i) for i in chunks[k + 1]] if k + 1 < len(chunks) else []
-        yield chunk, [future.result() for future in current]
+def _overlay_size(instance: ImagingInstance) -> tuple[int, int]:
+    return instance.preview_width, instance.preview_height
 
 
 def _instances(job: Job) -> list[ImagingInstance]:
@@ -89,7 +77,8 @@ def _instances(job: Job) -> list[ImagingInstance]:
 
 
 def run(job: Job, ctx: Any) -> dict[str, Any]:
-    from .ml.inference import get_loaded_model, heatmap_overlay_png, model_names_for
+    from .ml.inference import get_loaded_model, model_names_for
+    from .ml.pipeline import BATCH, THREADS, read_images
 
     instances = _instances(job)
     by_model: dict[str, list[ImagingInstance]] = {}
@@ -117,25 +106,18 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
         skipped_done += len(group) - len(todo)
         if not todo:
             continue
-        with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="imaging-decode") as pool:
-            for chunk, decoded in _decoded(todo, pool, PREDICT_BATCH):
-                readable = [(i, image) for i, image in zip(chunk, decoded, strict=True) if image is not None]
-                unreadable += len(chunk) - len(readable)
-                if not readable:
-                    continue
-                predictions = model.predict([image for _, image in readable], cam=True, batch_size=PREDICT_BATCH)
-                for (instance, _), prediction in zip(readable, predictions, strict=True):
-                    for label in model.labels:
-                        heat = prediction.heatmaps.get(label)
-                        png = (heatmap_overlay_png(heat, width=instance.preview_width,
-                                                   height=instance.preview_height) if heat is not None else b"")
-                        rows.append(FindingRow(
-                            instance_id=instance.pk, patient_id=instance.patient_id,
-                            model_version_id=model.model_version_id, label=label,
-                            probability=float(prediction.probabilities[label]),
-                            threshold=float(model.thresholds[label]), positive=bool(prediction.positive[label]),
-                            heatmap_png=png,
-                        ))
+        for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, threads=THREADS):
+            if out.probabilities is None:
+                unreadable += 1
+                continue
+            instance = out.item
+            for label in model.labels:
+                rows.append(FindingRow(
+                    instance_id=instance.pk, patient_id=instance.patient_id,
+                    model_version_id=model.model_version_id, label=label,
+                    probability=out.probabilities[label], threshold=float(model.thresholds[label]),
+                    positive=out.positive[label], heatmap_png=out.overlays.get(label, b""),
+                ))
         ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)), f"{name}: {len(todo)} image(s)")
     return {
         "rows": rows,

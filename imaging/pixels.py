@@ -16,26 +16,23 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from .dicom import (
+from .imagefile import (
     MAX_FRAME_PIXELS,
     MONOCHROME,
     ImageFileError,
     ImageMeta,
     Preset,
-    decode_frame,
-    dicom_meta,
-    frame_view,
     looks_like_part10,
-    read_dicom,
     uid_from_digest,
-    window_presets,
 )
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 PREVIEW_MAX_SIDE = 1024
 THUMBNAIL_MAX_SIDE = 160
@@ -93,16 +90,37 @@ def load_image(data: bytes, *, frame: int | None = None, preset: int | None = No
     if kind in ("png", "jpeg"):
         meta, rendering = load_bitmap(data, kind=kind, digest=digest)
         return LoadedImage(meta=meta, rendering=rendering, sha256=digest)
+    from .dicom import dicom_meta, read_dicom  # pydicom only for DICOM files
+
     ds = read_dicom(data)
     meta = dicom_meta(ds, digest=digest)
     rendering = render_dicom(ds, meta, frame=frame, preset=preset)
     return LoadedImage(meta=meta, rendering=rendering, sha256=digest, dataset=ds)
 
 
+def model_image(data: bytes, *, frame: int | None = None) -> np.ndarray:
+    """The 2-D grey image the models read, as ``load_image(data, frame=frame).rendering.image``,
+    without what only storing a file needs (its digest, metadata and colour preview). An 8-bit grey
+    PNG or JPEG comes back as its uint8 array (divided by 255 in float32 it is that float image,
+    bit for bit), so the models' batched preprocessing converts it; anything else as the float32
+    image. ``ImageFileError`` says why a file cannot be read."""
+    if not data:
+        raise ImageFileError("not-image", "the file is empty")
+    kind = sniff(data)
+    if kind in ("png", "jpeg"):
+        image = _open_bitmap(data, kind)
+        if image.mode in ("1", "L", "LA"):
+            return np.asarray(image if image.mode == "L" else image.convert("L"))
+        return _bitmap_grey(image)[0]
+    return load_image(data, frame=frame).rendering.image
+
+
 # --- DICOM --------------------------------------------------------------------------------------
 
 
 def render_dicom(ds: Dataset, meta: ImageMeta, *, frame: int | None = None, preset: int | None = None) -> Rendering:
+    from .dicom import decode_frame, frame_view, window_presets
+
     index = meta.frames // 2 if frame is None else frame
     if not 0 <= index < meta.frames:
         raise ImageFileError("not-image", f"frame {index} does not exist (the image has {meta.frames})")
@@ -128,6 +146,10 @@ def render_dicom(ds: Dataset, meta: ImageMeta, *, frame: int | None = None, pres
 
 def modality_values(ds: Dataset, index: int) -> np.ndarray:
     """Frame ``index`` after the Modality LUT or rescale (e.g. HU on CT), as float64."""
+    from pydicom.pixels import apply_modality_lut
+
+    from .dicom import decode_frame, frame_view
+
     return apply_modality_lut(decode_frame(ds, index), frame_view(ds, index)).astype(np.float64)
 
 
@@ -141,6 +163,9 @@ def _choose(presets: list[Preset], preset: int | None) -> Preset | None:
 
 def _grayscale(raw: np.ndarray, view: Dataset, preset: Preset | None) -> np.ndarray:
     """Modality LUT, then the preset's VOI step, scaled to [0, 1] by that step's output range."""
+    from pydicom.dataset import Dataset as DicomDataset
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     try:
         values = apply_modality_lut(raw, view).astype(np.float64)
     except Exception as exc:  # noqa: BLE001 - a malformed Modality LUT module
@@ -154,7 +179,7 @@ def _grayscale(raw: np.ndarray, view: Dataset, preset: Preset | None) -> np.ndar
             bits = int(view.VOILUTSequence[preset.index].LUTDescriptor[2])
             lo, hi = 0.0, float(2**bits - 1)
         else:
-            window = Dataset()
+            window = DicomDataset()
             for keyword in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation", "RescaleSlope",
                             "RescaleIntercept", "ModalityLUTSequence"):
                 if keyword in view:
@@ -198,6 +223,8 @@ def _stretch(values: np.ndarray) -> np.ndarray:
 
 
 def _colour(raw: np.ndarray, ds: Dataset, meta: ImageMeta) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut
+
     photometric = meta.photometric
     if photometric == "PALETTE COLOR":
         try:
@@ -224,9 +251,8 @@ def _finite(image: np.ndarray) -> np.ndarray:
 # --- PNG and JPEG -------------------------------------------------------------------------------
 
 
-def load_bitmap(data: bytes, *, kind: str, digest: str) -> tuple[ImageMeta, Rendering]:
-    """A PNG or JPEG: grey or colour at its own bit depth (16-bit grey stretched to its range);
-    JPEG EXIF orientation applied. It has no UIDs, so they are made from its content."""
+def _open_bitmap(data: bytes, kind: str) -> Image.Image:
+    """The decoded PNG or JPEG, EXIF orientation applied, or ``ImageFileError``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -246,6 +272,29 @@ def load_bitmap(data: bytes, *, kind: str, digest: str) -> tuple[ImageMeta, Rend
         code = "truncated" if "truncat" in text or "end of file" in text else "corrupt"
         raise ImageFileError(code, f"the {kind.upper()} file is {'truncated' if code == 'truncated' else 'corrupt'} "
                                    f"({type(exc).__name__})") from None
+    return image
+
+
+def load_bitmap(data: bytes, *, kind: str, digest: str) -> tuple[ImageMeta, Rendering]:
+    """A PNG or JPEG: grey or colour at its own bit depth (16-bit grey stretched to its range);
+    JPEG EXIF orientation applied. It has no UIDs, so they are made from its content."""
+    image = _open_bitmap(data, kind)
+    gray, rgb, bits = _bitmap_grey(image)
+    meta = ImageMeta(
+        format=kind,
+        sop_instance_uid=uid_from_digest(digest, "instance"),
+        photometric="RGB" if rgb is not None else "MONOCHROME2",
+        rows=int(gray.shape[0]),
+        columns=int(gray.shape[1]),
+        frames=1,
+        bits_stored=bits,
+        uids_derived=True,
+    )
+    return meta, Rendering(image=gray, rgb=rgb, frame_index=0, preset=None)
+
+
+def _bitmap_grey(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(float32 grey image in [0, 1], the RGB image for colour ones, bits per sample)."""
     mode = image.mode
     rgb: np.ndarray | None = None
     if mode in ("1", "L", "LA"):
@@ -258,17 +307,7 @@ def load_bitmap(data: bytes, *, kind: str, digest: str) -> tuple[ImageMeta, Rend
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         gray = (rgb @ LUMA).astype(np.float32)
         bits = 8
-    meta = ImageMeta(
-        format=kind,
-        sop_instance_uid=uid_from_digest(digest, "instance"),
-        photometric="RGB" if rgb is not None else "MONOCHROME2",
-        rows=int(gray.shape[0]),
-        columns=int(gray.shape[1]),
-        frames=1,
-        bits_stored=bits,
-        uids_derived=True,
-    )
-    return meta, Rendering(image=_finite(gray), rgb=rgb, frame_index=0, preset=None)
+    return _finite(gray), rgb, bits
 
 
 # --- PNG output ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from django.db import IntegrityError, transaction
 from cdss.audit import audit_record
 from patients.models import Patient, Site
 
-from .dicom import ImageFileError, ImageMeta, uid_from_digest
+from .imagefile import ImageFileError, ImageMeta, uid_from_digest
 from .models import ImagingInstance, ImagingSeries, ImagingStudy
 from .pixels import load_image, preview_png, preview_size, sha256_of, thumbnail_png
 

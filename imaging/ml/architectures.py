@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from .gradcam import LinearHead
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -34,6 +36,7 @@ class Architecture:
     min_input_size: int
     build: Callable[[int], nn.Module]
     cam_layer: Callable[[nn.Module], nn.Module]  # the last convolutional block, for Grad-CAM
+    cam_head: Callable[[nn.Module], LinearHead]  # what follows it: pool and linear (closed-form Grad-CAM)
 
 
 def _small_stem(channels: int) -> nn.Conv2d:
@@ -75,13 +78,26 @@ def _child(model: nn.Module, path: str) -> nn.Module:
     return model.get_submodule(path)
 
 
+def _head(path: str, *, relu: bool = False) -> Callable[[nn.Module], LinearHead]:
+    def get(model: nn.Module) -> LinearHead:
+        linear = model.get_submodule(path)
+        assert isinstance(linear, nn.Linear)
+        return LinearHead(linear, relu=relu)
+
+    return get
+
+
 ARCHITECTURES: dict[str, Architecture] = {
+    # ResNet: layer4 -> average pool -> fc; DenseNet: features -> ReLU -> average pool -> classifier;
+    # Inception-V3: Mixed_7c -> average pool -> dropout (identity in eval) -> fc.
     "resnet18": Architecture("resnet18", 28, 8, lambda n: _resnet18(n, maxpool=True),
-                             lambda m: _child(m, "layer4")),
+                             lambda m: _child(m, "layer4"), _head("fc")),
     "resnet18_full": Architecture("resnet18_full", 28, 8, lambda n: _resnet18(n, maxpool=False),
-                                  lambda m: _child(m, "layer4")),
-    "densenet121": Architecture("densenet121", 28, 16, _densenet121, lambda m: _child(m, "features")),
-    "inception_v3": Architecture("inception_v3", 75, 75, _InceptionV3, lambda m: _child(m, "net.Mixed_7c")),
+                                  lambda m: _child(m, "layer4"), _head("fc")),
+    "densenet121": Architecture("densenet121", 28, 16, _densenet121, lambda m: _child(m, "features"),
+                                _head("classifier", relu=True)),
+    "inception_v3": Architecture("inception_v3", 75, 75, _InceptionV3, lambda m: _child(m, "net.Mixed_7c"),
+                                 _head("net.fc")),
 }
 
 

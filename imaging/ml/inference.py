@@ -2,9 +2,11 @@
 
 The active registry version of a name is loaded once per process (its file's sha256 checked by
 the registry first) and cached; a later call that finds another active version loads that one and
-closes the old one's Grad-CAM hooks. Images are preprocessed on a worker thread one batch ahead,
-so decoding and resizing stay off the network's critical path; on CUDA the forward pass runs
-under bf16 autocast. Only ``get_loaded_model`` touches Django (the model registry).
+closes the old one's Grad-CAM hooks. ``predict`` preprocesses images on a worker thread one batch
+ahead, so resizing stays off the network's critical path; ``read`` runs one batch for the job's
+pipeline (``pipeline.read_images``). One forward pass gives the probabilities and the Grad-CAM
+maps (closed form, ``gradcam``); on CUDA it runs under bf16 autocast. Only ``get_loaded_model``
+touches Django (the model registry).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class LoadedImagingModel:
         if self.device.type == "cuda":
             self.members = [m.to(memory_format=torch.channels_last) for m in self.members]
         arch = architecture(self.architecture)
-        self._cams = [GradCAM(arch.cam_layer(m)) for m in self.members]  # one per member, for life
+        # one per member, for life; closed form (no backward pass) through the known pooled head
+        self._cams = [GradCAM(arch.cam_layer(m), arch.cam_head(m)) for m in self.members]
         self._lock = threading.Lock()  # one prediction at a time per loaded model
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imaging-preprocess")
 
@@ -134,18 +137,34 @@ class LoadedImagingModel:
     def _results(self, probs_t: torch.Tensor, heat_t: torch.Tensor | None,
                  batch: Sequence[np.ndarray]) -> list[ImagePrediction]:
         probs = probs_t.float().cpu().numpy()
+        maps: list[np.ndarray | None] = [None] * len(batch)
+        if heat_t is not None:
+            heat = heat_t.float().cpu()
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, image in enumerate(batch):
+                by_shape.setdefault(tuple(image.shape), []).append(i)
+            for shape, idx in by_shape.items():  # one upsampling per image size
+                up = F.interpolate(heat[idx], size=shape, mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+                for j, i in enumerate(idx):
+                    maps[i] = up[j].numpy()
         results = []
-        for i, image in enumerate(batch):
+        for i in range(len(batch)):
             p = {label: float(probs[i, k]) for k, label in enumerate(self.labels)}
             positive = {label: p[label] >= self.thresholds[label] for label in self.labels}
-            heatmaps: dict[str, np.ndarray] = {}
-            if heat_t is not None:
-                h, w = image.shape
-                up = F.interpolate(heat_t[i:i + 1].float(), size=(h, w), mode="bilinear", align_corners=False)
-                maps = up.clamp(0.0, 1.0)[0].cpu().numpy().astype(np.float32)
-                heatmaps = {label: maps[k] for k, label in enumerate(self.labels)}
+            found = maps[i]
+            heatmaps = {} if found is None else {label: found[k] for k, label in enumerate(self.labels)}
             results.append(ImagePrediction(p, positive, heatmaps))
         return results
+
+    def read(self, images: Sequence[np.ndarray], *, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """One batch of float or uint8 images (at most a batch: they are preprocessed and run
+        together): (mean member probabilities N x L, Grad-CAM heat maps N x L x h x w at the CAM
+        layer's resolution, float32 in [0, 1]). ``heatmap_overlay_png`` takes these maps as they
+        are and upsamples them to the image while it encodes."""
+        x = self.preprocess(images, offset=offset)
+        with self._lock:
+            probs, heat = self.forward_with_cam(x)
+        return probs.float().cpu().numpy(), heat.float().cpu().numpy()
 
 
 _CACHE: dict[str, LoadedImagingModel] = {}
@@ -220,18 +239,24 @@ def _lut() -> np.ndarray:
 
 
 _LUT = _lut()
+_LUT_BYTES = _LUT.tobytes()
 
 
 def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> bytes:
-    """RGBA PNG of the heat map alone (colour map, transparent where cold) sized to the image."""
+    """PNG of the heat map alone (colour map, transparent where cold) sized to the image: a heat
+    map of another size (e.g. the CAM layer's few pixels) is upsampled bilinearly first. The PNG is
+    8-bit palette with a transparency table (the 256 RGBA colours of the map): the same pixels as
+    an RGBA PNG, a quarter of the data to compress."""
     if heatmap.ndim != 2:
         raise ValueError(f"heat map must be 2-D, got shape {heatmap.shape}")
     if width < 1 or height < 1:
         raise ValueError("width and height must be positive")
     heat = np.clip(np.nan_to_num(heatmap.astype(np.float32, copy=False)), 0.0, 1.0)
     if heat.shape != (height, width):
-        heat = np.asarray(Image.fromarray(heat, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        heat = np.asarray(Image.fromarray(heat).resize((width, height), Image.Resampling.BILINEAR))
     levels = np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    image = Image.fromarray(levels)  # "L"
+    image.putpalette(_LUT_BYTES, rawmode="RGBA")
     buf = io.BytesIO()
-    Image.fromarray(_LUT[levels], mode="RGBA").save(buf, format="PNG", compress_level=1)
+    image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -9,6 +9,7 @@ sha256 (checked before loading) and the same config in the ModelVersion row.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
-
-from cdss.hashing import file_sha256
 
 from .architectures import build_model
 
@@ -31,6 +31,8 @@ class ModelFormatError(ValueError):
 
 def save_model_file(path: Path, config: dict[str, Any], state_dicts: Sequence[dict[str, torch.Tensor]]) -> str:
     """Writes the file and returns its sha256."""
+    from cdss.hashing import file_sha256  # here, so that loading and inference import nothing of cdss
+
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "config": config,
                "state_dicts": [{k: v.detach().cpu().clone() for k, v in sd.items()} for sd in state_dicts]}
@@ -77,24 +79,59 @@ def normalise(x: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
 
 
 def check_image(image: Any, index: int) -> np.ndarray:
-    """A float32 2-D array in [0, 1], or a ValueError naming the image and the problem."""
+    """A 2-D image the network can take: uint8 (0-255 standing for [0, 1]) as it is, anything else
+    as float32 in [0, 1]; otherwise a ValueError naming the image and the problem."""
     if not isinstance(image, np.ndarray) or image.ndim != 2 or min(image.shape) < 1:
         shape = getattr(image, "shape", type(image).__name__)
         raise ValueError(f"image {index}: expected a 2-D grey array, got {shape}")
+    if image.dtype == np.uint8:
+        return image
     arr = image.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
+    low, high = float(arr.min()), float(arr.max())  # NaN propagates into both
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"image {index}: contains NaN or infinite values")
-    low, high = float(arr.min()), float(arr.max())
     if low < -1e-3 or high > 1.0 + 1e-3:
         raise ValueError(f"image {index}: values must lie in [0, 1] (found {low:.3g} to {high:.3g})")
-    return np.clip(arr, 0.0, 1.0)
+    return np.clip(arr, 0.0, 1.0) if low < 0.0 or high > 1.0 else arr
+
+
+# Pixels resized in one call at most (64 MiB as float32): same-sized images are resized together.
+_RESIZE_PIXELS = 16 * 1024 * 1024
+
+
+def shrink(image: Any, size: int, *, index: int = 0) -> np.ndarray:
+    """A checked image (``check_image``) larger than ``size`` on either side, resized to
+    ``size`` x ``size`` float32 in [0, 1]: bilinear, antialiased (the triangle filter widened by the
+    scale factor; Pillow's resampling, which torch's ``antialias=True`` reproduces, on float32
+    pixels, releasing the GIL, so decoding threads can do it). Any other image is returned checked."""
+    arr = check_image(image, index)
+    if arr.shape[0] <= size and arr.shape[1] <= size:
+        return arr
+    pil = Image.fromarray(np.ascontiguousarray(arr))  # "L" for uint8, "F" for float32
+    if pil.mode != "F":
+        pil = pil.convert("F")
+    out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    if arr.dtype == np.uint8:
+        out = out / np.float32(255.0)
+    return np.clip(out, 0.0, 1.0)
 
 
 def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: int = 0) -> torch.Tensor:
-    """Float images of any size -> the normalised (N, 1, S, S) batch the network takes."""
+    """Float or uint8 grey images of any size -> the normalised (N, 1, S, S) batch the network
+    takes: larger images shrunk one by one (``shrink``), the others converted and resized (up) in
+    batches of one size."""
     size = int(config["input_size"])
-    out = torch.empty((len(images), 1, size, size), dtype=torch.float32)
-    for i, image in enumerate(images):
-        t = torch.from_numpy(check_image(image, offset + i))[None, None]
-        out[i] = resize_batch(t, size)[0]
+    arrays = [shrink(image, size, index=offset + i) for i, image in enumerate(images)]
+    out = torch.empty((len(arrays), 1, size, size), dtype=torch.float32)
+    groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
+    for i, arr in enumerate(arrays):
+        groups.setdefault((arr.shape, arr.dtype.str), []).append(i)
+    for (shape, _), members in groups.items():
+        step = max(1, _RESIZE_PIXELS // (shape[0] * shape[1]))
+        for start in range(0, len(members), step):
+            idx = members[start:start + step]
+            batch = torch.from_numpy(np.stack([arrays[i] for i in idx]))[:, None]
+            if batch.dtype == torch.uint8:
+                batch = batch.float() / 255.0  # bit for bit the float32 image x / 255 of the decoders
+            out[idx] = resize_batch(batch, size)
     return normalise(out, config)

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .architectures import architecture, build_model
 from .data import Dataset, Split, load_npz, stratified_holdout
@@ -54,6 +53,7 @@ class TrainSettings:
     input_size: int | None = None  # default: the architecture's
     max_train_images: int | None = None
     seed: int = 0
+    augment: float = 1.0  # scale of the augmentation ranges (0: none)
 
 
 # The recommended default per data set: ResNet-18 with the small-input stem, trained on a CPU in
@@ -79,23 +79,25 @@ def _to_input(images: np.ndarray, size: int) -> torch.Tensor:
     return resize_batch(x, size)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, *, hflip: bool) -> torch.Tensor:
-    """Random small affine transforms and intensity changes of a [0, 1] batch (N, 1, S, S)."""
+def augment(x: torch.Tensor, gen: torch.Generator, *, hflip: bool, strength: float = 1.0) -> torch.Tensor:
+    """Random small affine transforms and intensity changes of a [0, 1] batch (N, 1, S, S); the
+    ranges (module docstring) are multiplied by ``strength``. The random numbers come from ``gen``
+    on the CPU, whatever the batch's device, so a seed gives the same augmentation everywhere."""
     n = x.shape[0]
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=gen) * (high - low) + low
+        return torch.rand(n, generator=gen) * (high - low) * strength + low * strength
 
     angle = uniform(-10.0, 10.0) * math.pi / 180.0
-    scale = uniform(0.9, 1.1)
+    scale = 1.0 + uniform(-0.1, 0.1)
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, uniform(-0.16, 0.16)], dim=1),
-                         torch.stack([sin * flip, cos, uniform(-0.16, 0.16)], dim=1)], dim=1)
+                         torch.stack([sin * flip, cos, uniform(-0.16, 0.16)], dim=1)], dim=1).to(x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    contrast = uniform(0.9, 1.1)[:, None, None, None]
-    brightness = uniform(-0.1, 0.1)[:, None, None, None]
+    contrast = (1.0 + uniform(-0.1, 0.1))[:, None, None, None].to(x.device)
+    brightness = uniform(-0.1, 0.1)[:, None, None, None].to(x.device)
     mean = out.mean(dim=(2, 3), keepdim=True)
     return ((out - mean) * contrast + mean + brightness).clamp(0.0, 1.0)
 
@@ -112,7 +114,8 @@ def _probabilities(members: list[nn.Module], x: torch.Tensor, batch_size: int = 
     total = None
     for net in members:
         net.eval()
-        out = torch.cat([torch.sigmoid(net(x[idx]).float()) for idx in _batches(len(x), batch_size, None)])
+        out = torch.cat([torch.sigmoid(net(x[idx.to(x.device)]).float()).cpu()
+                         for idx in _batches(len(x), batch_size, None)])
         total = out if total is None else total + out
     assert total is not None
     return (total / len(members)).numpy().astype(np.float64)
@@ -127,9 +130,12 @@ def _subsample(split: Split, limit: int | None, seed: int) -> Split:
     return Split(split.images[keep], split.file_labels[keep], split.targets[keep])
 
 
-def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False) -> TrainResult:
-    """Trains ``settings.members`` networks and measures them (see the module docstring)."""
+def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
+          device: str | torch.device = "cpu") -> TrainResult:
+    """Trains ``settings.members`` networks and measures them (see the module docstring). Pure
+    computation (no Django): ``bench/imaging_gpu_search.py`` runs it on a GPU with ``device``."""
     started = time.perf_counter()
+    dev = torch.device(device)
     arch = architecture(settings.arch)
     size = settings.input_size or arch.default_input_size
     if size < arch.min_input_size:
@@ -138,8 +144,8 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False) 
         raise ValueError("epochs and members must be at least 1")
     spec = dataset.spec
     train_split = _subsample(dataset.splits["train"], settings.max_train_images, settings.seed)
-    x_all = _to_input(train_split.images, size)
-    y_all = torch.from_numpy(train_split.targets)[:, None]
+    x_all = _to_input(train_split.images, size).to(dev)
+    y_all = torch.from_numpy(train_split.targets)[:, None].to(dev)
     norm = {"mean": round(float(x_all.mean()), 6), "std": round(float(x_all.std()), 6)}
     config: dict[str, Any] = {
         "format": FORMAT, "architecture": arch.name, "input_size": size, "labels": [spec.label],
@@ -155,17 +161,17 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False) 
     held_counts = np.zeros(len(y_all))
     history: list[dict[str, Any]] = []
     steps_total = settings.members * settings.epochs
-    bar = tqdm(total=steps_total, desc=f"{spec.name} {arch.name}", unit="epoch", disable=not progress)
+    bar = _progress_bar(steps_total, f"{spec.name} {arch.name}", progress)
     for m in range(settings.members):
         seed = settings.seed * 1000 + m
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         fit_idx, held_idx = stratified_holdout(train_split.targets, settings.holdout_fraction, seed)
         x_fit, y_fit = x_all[fit_idx], y_all[fit_idx]
-        x_held, y_held = norm_x(x_all[held_idx]), y_all[held_idx].numpy()
+        x_held, y_held = norm_x(x_all[held_idx]), y_all[held_idx].cpu().numpy()
         n_pos = float(y_fit.sum())
-        pos_weight = torch.tensor([(len(y_fit) - n_pos) / max(n_pos, 1.0)])
-        net = build_model(arch.name, 1)
+        pos_weight = torch.tensor([(len(y_fit) - n_pos) / max(n_pos, 1.0)], device=dev)
+        net = build_model(arch.name, 1).to(dev)
         opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         per_epoch = math.ceil(len(x_fit) / settings.batch_size)
         total, warm = per_epoch * settings.epochs, per_epoch
@@ -183,7 +189,10 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False) 
             for idx in _batches(len(x_fit), settings.batch_size, gen):
                 if len(idx) < 2:
                     continue  # batch norm needs two images
-                xb = norm_x(augment(x_fit[idx], gen, hflip=spec.hflip))
+                idx = idx.to(dev)
+                xb = x_fit[idx] if settings.augment == 0 else augment(x_fit[idx], gen, hflip=spec.hflip,
+                                                                      strength=settings.augment)
+                xb = norm_x(xb)
                 loss = F.binary_cross_entropy_with_logits(net(xb), y_fit[idx], pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -220,7 +229,7 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False) 
         split = dataset.splits.get(split_name)
         if split is None:
             continue
-        probs = _probabilities(members, norm_x(_to_input(split.images, size)))[:, 0]
+        probs = _probabilities(members, norm_x(_to_input(split.images, size).to(dev)))[:, 0]
         metrics[key] = binary_summary(split.targets, probs, threshold)
     metrics["test_auc"] = metrics["test"]["auc"] if "test" in metrics else None
     metrics["validation_auc"] = metrics["validation"]["auc"]
@@ -231,7 +240,27 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False) 
     seconds = time.perf_counter() - started
     metrics["training"] = {"seconds": round(seconds, 1), "settings": settings.__dict__, "history": history,
                            "train_images": len(y_all)}
-    return TrainResult(config, [m.state_dict() for m in members], metrics, seconds, settings, history)
+    state_dicts = [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in members]
+    return TrainResult(config, state_dicts, metrics, seconds, settings, history)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm  # only for a progress bar on a terminal
+
+    return tqdm(total=total, desc=desc, unit="epoch")
 
 
 def split_text(result: TrainResult) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.template.defaultfilters import floatformat
 from django.urls import reverse
 from PIL import Image
 
@@ -85,7 +86,8 @@ def test_the_job_stores_one_finding_per_label_with_its_heat_map_once(pneumonia_m
     with default_storage.open(str(finding.heatmap.name), "rb") as fh:
         heat = Image.open(fh)
         heat.load()
-    assert heat.mode == "RGBA" and heat.size == (chest.preview_width, chest.preview_height)
+    assert heat.format == "PNG" and heat.size == (chest.preview_width, chest.preview_height)
+    assert heat.mode == "P" and "transparency" in heat.info  # the overlay's RGBA colours as a palette
 
     assert job_run(jobs[1].pk) == "succeeded"
     assert ImagingFinding.objects.filter(instance=png).count() == 1
@@ -126,7 +128,7 @@ def test_an_upload_is_analysed_at_commit_and_the_panel_shows_the_finding(
     text = viewer.content.decode()
     assert reverse("imaging-heatmap", args=[patient_a.external_id, finding.external_id]) in text
     auc = pneumonia_model.metrics.get("test_auc") or pneumonia_model.metrics["validation_auc"]
-    assert f"Measured AUC {auc:.3f}" in text
+    assert f"Measured AUC {floatformat(auc, 3)}" in text  # the template's rounding (half up), not format()'s
     assert np.isfinite(finding.probability)
 
 

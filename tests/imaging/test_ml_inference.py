@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cdss.model_registry import ModelFileTampered, model_version_activate
 from imaging.ml import inference
@@ -15,7 +13,6 @@ from imaging.ml.inference import (
     ImagePrediction,
     NoActiveModel,
     get_loaded_model,
-    heatmap_overlay_png,
     model_names_for,
     require_loaded_model,
 )
@@ -141,13 +138,3 @@ def test_no_active_model_is_none_or_a_clear_error(model_dir):
 ])
 def test_model_names_for_the_modality_and_body_part(modality, body_part, names):
     assert model_names_for(modality, body_part) == names
-
-
-def test_the_overlay_is_an_rgba_png_of_the_image_size_transparent_where_cold():
-    heat = np.zeros((4, 4), np.float32)
-    heat[0, 0] = 1.0
-    png = heatmap_overlay_png(heat, width=64, height=48)
-    image = Image.open(io.BytesIO(png))
-    assert image.format == "PNG" and image.mode == "RGBA" and image.size == (64, 48)
-    alpha = np.asarray(image)[..., 3]
-    assert alpha[0, 0] > 100 and alpha[-1, -1] == 0

@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Recipe search for an imaging default (BreastMNIST by default), on a GPU or a CPU, without Django.
+
+    python bench/imaging_gpu_search.py --device cuda --data-dir DIR [--dataset breastmnist] [--seeds 0,1,2] \\
+        --recipe arch=resnet18,epochs=40,members=1,lr=2e-3,batch_size=64,augment=1.0 \\
+        --recipe arch=resnet18_full,epochs=60,lr=1e-3,input_size=28,weight_decay=1e-3 ...
+
+Needs only torch, torchvision, numpy and Pillow (imaging.ml.train, imaging.ml.data and their
+imports use no Django, pydicom or tqdm). Each recipe is the keyword arguments of
+``imaging.ml.train.TrainSettings`` (arch, epochs, members, batch_size, lr, weight_decay,
+holdout_fraction, patience, input_size, max_train_images, augment), given as ``key=value`` pairs; the
+rest keep their defaults, and ``--base default`` starts from the data set's current default
+(``imaging.ml.train.DEFAULTS``) instead. Every recipe is trained by ``imaging.ml.train.train``, the
+code ``train_imaging_model`` runs, once per seed:
+- it learns from the official ``train`` split only; a stratified part of it (``holdout_fraction``,
+  10%) is held out per member for early stopping and the threshold. Choose recipes by that
+  held-out AUC (``holdout``);
+- the official ``val`` split is only reported (``val``); a test split is never read.
+Prints one line per run and a summary per recipe (mean and spread over the seeds), and with
+``--json FILE`` writes every run's figures. Training on CUDA is float32 (TF32 matmuls allowed);
+``train_imaging_model`` trains on the CPU, so time a chosen recipe there before making it a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parse_recipe(text: str, base: Any) -> Any:
+    """``key=value,key=value`` -> a TrainSettings based on ``base``; a clear error for a bad key."""
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    changes: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields or key == "seed":
+            raise ValueError(f"recipe {text!r}: {part!r} is not key=value with a key among "
+                             f"{', '.join(k for k in fields if k != 'seed')}")
+        current = getattr(base, key)
+        if key == "arch":
+            changes[key] = value.strip()
+        elif value.strip().lower() == "none":
+            changes[key] = None
+        elif isinstance(current, float) or key in ("lr", "weight_decay", "holdout_fraction", "augment"):
+            changes[key] = float(value)
+        else:
+            changes[key] = int(value)
+    return dataclasses.replace(base, **changes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="breastmnist", choices=["breastmnist", "pneumoniamnist"])
+    parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/<dataset>.npz "
+                                                      "(default: CDSS_DATA_DIR, else ../shared/data)")
+    parser.add_argument("--recipe", action="append", default=[], help="key=value,... (repeatable; "
+                                                                      "default: one run of the base)")
+    parser.add_argument("--base", choices=["default", "plain"], default="default",
+                        help="Start each recipe from the data set's default (default) or from TrainSettings()")
+    parser.add_argument("--seeds", default="0", help="Comma-separated seeds; each recipe runs once per seed (0)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--json", type=Path, help="Write every run's figures to this file")
+    args = parser.parse_args()
+
+    import torch
+
+    from imaging.ml.data import DataError, load_npz
+    from imaging.ml.train import DEFAULTS, TrainSettings, train
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    data_dir = args.data_dir or Path(os.environ.get("CDSS_DATA_DIR") or ROOT.parent / "shared" / "data")
+    try:
+        data = load_npz(data_dir / "imaging" / f"{args.dataset}.npz", args.dataset, splits=("train", "val"))
+    except DataError as exc:
+        parser.error(f"{exc} (give --data-dir, the folder that holds imaging/{args.dataset}.npz)")
+    base = DEFAULTS[args.dataset] if args.base == "default" else TrainSettings()
+    try:
+        recipes = [parse_recipe(r, base) for r in args.recipe] or [base]
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        parser.error(str(exc))
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    print(f"{args.dataset}: {len(data.splits['train'].targets)} train, {len(data.splits['val'].targets)} val images; "
+          f"device {name}; torch {torch.__version__}; {len(recipes)} recipe(s) x {len(seeds)} seed(s)", flush=True)
+    runs: list[dict[str, Any]] = []
+    for k, recipe in enumerate(recipes):
+        rows = []
+        for seed in seeds:
+            settings = dataclasses.replace(recipe, seed=seed)
+            started = time.perf_counter()
+            result = train(data, settings, device=device)
+            m = result.metrics
+            row = {"recipe": k, "settings": dataclasses.asdict(settings), "seconds": round(time.perf_counter() - started, 1),
+                   "holdout_auc": m["holdout"]["auc"], "val_auc": m["validation"]["auc"],
+                   "val_accuracy": m["validation"]["accuracy"], "val_accuracy_at_0_5": m["validation"]["accuracy_at_0_5"],
+                   "best_epochs": [h["best_epoch"] for h in result.history if "best_epoch" in h]}
+            rows.append(row)
+            runs.append(row)
+            print(f"  recipe {k} seed {seed}: holdout AUC {row['holdout_auc']:.4f}  val AUC {row['val_auc']:.4f}  "
+                  f"val acc {row['val_accuracy']:.4f}  ({row['seconds']:.1f} s, best epochs {row['best_epochs']})",
+                  flush=True)
+        changed = {f: getattr(recipe, f) for f in dataclasses.asdict(recipe) if getattr(recipe, f) != getattr(base, f)}
+        print(f"recipe {k} {changed or '(base)'}: holdout AUC {_spread([r['holdout_auc'] for r in rows])}, "
+              f"val AUC {_spread([r['val_auc'] for r in rows])}, val acc {_spread([r['val_accuracy'] for r in rows])}, "
+              f"{statistics.fmean(r['seconds'] for r in rows):.1f} s per run", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"dataset": args.dataset, "device": name, "runs": runs}, indent=1))
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} (sd {statistics.stdev(values):.4f}, min {min(values):.4f})"
+
+
+if __name__ == "__main__":
+    main()

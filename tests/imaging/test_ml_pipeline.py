@@ -1,0 +1,176 @@
+"""The imaging read path without a database: the model-input decoder, batched preprocessing,
+closed-form Grad-CAM, the shared pipeline, and the pure modules importing without Django."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imaging.imagefile import ImageFileError
+from imaging.ml.architectures import ARCHITECTURES, architecture, build_model
+from imaging.ml.gradcam import GradCAM
+from imaging.ml.inference import LoadedImagingModel, heatmap_overlay_png
+from imaging.ml.modelfile import preprocess, resize_batch, shrink
+from imaging.ml.pipeline import read_images
+from imaging.pixels import load_image, model_image
+from tests.conftest import require_data
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG: dict[str, Any] = {"architecture": "resnet18", "labels": ["x"], "thresholds": {"x": 0.5}, "input_size": 28,
+          "normalisation": {"mean": 0.5, "std": 0.25}}
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _model(config: dict[str, Any] | None = None) -> LoadedImagingModel:
+    config = config or CONFIG
+    torch.manual_seed(0)
+    net = build_model(config["architecture"], len(config["labels"]), init_weights="")
+    return LoadedImagingModel(name="t", version="1", model_version_id=1, metrics={}, config=config,
+                              state_dicts=[net.state_dict()], device="cpu")
+
+
+def test_model_image_is_the_rendered_image_of_grey_colour_and_16_bit_files():
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (40, 30), dtype=np.uint8)
+    colour = rng.integers(0, 256, (20, 25, 3), dtype=np.uint8)
+    deep = (rng.integers(0, 4096, (16, 16)) * 16).astype(np.uint16)
+    for array in (grey, colour, deep):
+        data = _png(array)
+        fast, full = model_image(data), load_image(data).rendering.image
+        as_float = fast.astype(np.float32) / np.float32(255.0) if fast.dtype == np.uint8 else fast
+        assert as_float.shape == full.shape and np.array_equal(as_float, full)
+    assert model_image(_png(grey)).dtype == np.uint8
+    with pytest.raises(ImageFileError, match="empty"):
+        model_image(b"")
+    with pytest.raises(ImageFileError):
+        model_image(_png(grey)[:60])
+
+
+def test_uint8_and_float_images_preprocess_to_the_same_batch_in_any_order_of_sizes():
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((64, 64), (30, 50), (64, 64), (28, 28))]
+    floats = [im.astype(np.float32) / 255.0 for im in images]
+    batch = preprocess(images, CONFIG)
+    assert batch.shape == (4, 1, 28, 28)
+    assert torch.allclose(batch, preprocess(floats, CONFIG), atol=1e-5)
+    one_by_one = torch.cat([preprocess([im], CONFIG) for im in images])
+    assert torch.equal(batch, one_by_one)
+    # shrinking (Pillow, float32) is torch's antialiased bilinear resize
+    for image in floats[:2]:
+        reference = resize_batch(torch.from_numpy(image)[None, None], 28)[0, 0].numpy()
+        assert np.abs(shrink(image, 28) - reference).max() < 1e-5
+    with pytest.raises(ValueError, match=r"image 1: contains NaN"):
+        preprocess([floats[0], np.full((5, 5), np.nan, np.float32)], CONFIG)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_closed_form_grad_cam_equals_grad_cam_by_backpropagation(name):
+    arch = architecture(name)
+    torch.manual_seed(0)
+    net = build_model(name, 2, init_weights="").eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    side = max(arch.default_input_size, 28)
+    x = torch.randn(3, 1, side, side)
+    by_grad = GradCAM(arch.cam_layer(net))
+    logits_a, heat_a = by_grad(lambda: net(x))
+    by_grad.close()
+    closed = GradCAM(arch.cam_layer(net), arch.cam_head(net))
+    logits_b, heat_b = closed(lambda: net(x))
+    closed.close()
+    assert torch.allclose(logits_a, logits_b, atol=1e-5)
+    assert heat_a.shape == heat_b.shape and float(heat_a.max()) > 0
+    assert torch.allclose(heat_a, heat_b, atol=1e-4)
+
+
+def test_the_overlay_is_a_png_of_the_image_size_transparent_where_cold():
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0] = 1.0
+    png = heatmap_overlay_png(heat, width=64, height=48)
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size == (64, 48)
+    assert image.mode == "P" and "transparency" in image.info  # palette with an alpha table
+    alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    assert alpha[0, 0] > 100 and alpha[-1, -1] == 0
+
+
+def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict():
+    model = _model()
+    rng = np.random.default_rng(2)
+    files = [_png(rng.integers(0, 256, (32 + i, 40), dtype=np.uint8)) for i in range(7)]
+    files[3] = b"not an image"
+
+    def decode(data: bytes) -> np.ndarray | None:
+        try:
+            return model_image(data)
+        except ImageFileError:
+            return None
+
+    outs = list(read_images(model, files, decode, lambda data: (50, 20 + len(data) % 7), batch_size=3, threads=2))
+    assert [o.item for o in outs] == files
+    assert outs[3].probabilities is None and outs[3].overlays == {}
+    readable = [i for i in range(7) if i != 3]
+    expected = model.predict([load_image(files[i]).rendering.image for i in readable], cam=False)
+    for i, pred in zip(readable, expected, strict=True):
+        out = outs[i]
+        assert out.probabilities is not None
+        assert out.probabilities["x"] == pytest.approx(pred.probabilities["x"], abs=1e-5)
+        assert out.positive["x"] == (out.probabilities["x"] >= 0.5)
+        overlay = Image.open(io.BytesIO(out.overlays["x"]))
+        assert overlay.size == (50, 20 + len(files[i]) % 7)
+    model.close()
+
+
+BLOCKED = ("import sys\n"
+           "for name in ('django', 'celery', 'cdss', 'pydicom', 'tqdm', 'rest_framework'):\n"
+           "    sys.modules[name] = None\n")
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", BLOCKED + code, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_the_pure_imaging_modules_import_without_django_pydicom_or_tqdm():
+    done = _run("import imaging.ml.train, imaging.ml.inference, imaging.ml.pipeline, imaging.pixels\n"
+                "import numpy as np, io\n"
+                "from PIL import Image\n"
+                "buf = io.BytesIO(); Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, format='PNG')\n"
+                "print(imaging.pixels.model_image(buf.getvalue()).shape)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(8, 8)"
+    refused = _run("import imaging.dicom")  # the check itself works: DICOM needs pydicom
+    assert refused.returncode != 0 and "pydicom" in refused.stderr
+
+
+@pytest.mark.needs_data
+def test_the_benches_run_without_django(tmp_path):
+    data = require_data("imaging/breastmnist.npz").parent.parent
+    require_data("imaging/pneumoniamnist.npz")
+    runner = ("import runpy\n"
+              "sys.argv = sys.argv[1:]\n"
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    bench = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1",
+                 "--device", "cpu", "--data-dir", str(data))
+    assert bench.returncode == 0, bench.stderr
+    assert "whole path keeps" in bench.stdout
+    out = tmp_path / "runs.json"
+    search = _run(runner, "bench/imaging_gpu_search.py", "--device", "cpu", "--data-dir", str(data), "--recipe",
+                  "epochs=1,members=1,max_train_images=60,augment=0.5", "--json", str(out))
+    assert search.returncode == 0, search.stderr
+    assert "val AUC" in search.stdout and out.is_file()
+    bad = _run(runner, "bench/imaging_gpu_search.py", "--data-dir", str(data), "--recipe", "colour=blue")
+    assert bad.returncode != 0 and "'colour=blue' is not key=value" in bad.stderr
