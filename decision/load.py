@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import BooleanField, FloatField, Model, Q
+from django.db.models import BooleanField, Exists, FloatField, Model, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
@@ -34,6 +34,7 @@ from patients.models import (
     ACTIVE_CONDITION,
     ENTERED_IN_ERROR,
     AllergyIntolerance,
+    ClinicalNote,
     Condition,
     GenomicResult,
     MedicationRequest,
@@ -136,31 +137,50 @@ def fact_plan(*, lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> FactPlan:
 # Imaging: a provider hook
 
 
+# LOINC document types of a radiology report: 18748-4 "Diagnostic imaging study", 18782-3
+# "Radiology Study observation (narrative)", 18726-0 "Radiology studies (set)".
+RADIOLOGY_REPORT_CODES = ("18748-4", "18782-3", "18726-0")
+
 ImagingProvider = Callable[[Sequence[int], dt.datetime], dict[int, list[ImagingFinding]]]
 
 
 def imaging_findings_bulk(patient_ids: Sequence[int], as_of: dt.datetime) -> dict[int, list[ImagingFinding]]:
     """Findings of the active imaging models per patient, in one query: label, probability, the
-    study date (else when the image was analysed) and the heat map's page address. Radiology
-    reports are not stored yet, so ``reported`` stays False."""
+    study date (else when the image was analysed), the heat map's page address, and ``reported``:
+    whether the patient has a radiology report (a note whose type is one of
+    ``RADIOLOGY_REPORT_CODES``, from a DiagnosticReport or a DocumentReference) written on or after
+    the study date (else after the analysis) and by ``as_of``. A report is matched to the patient's
+    imaging by date, not by accession number, which FHIR reports rarely carry."""
     from imaging.models import ImagingFinding as FindingRow
 
     ids = list(patient_ids)
     out: dict[int, list[ImagingFinding]] = {}
     if not ids:
         return out
+    reports = (
+        ClinicalNote.objects.filter(patient_id=OuterRef("patient_id"), code__in=RADIOLOGY_REPORT_CODES,
+                                    written_at__lte=as_of)
+        .exclude(status=ENTERED_IN_ERROR)
+    )
     rows = (
         FindingRow.objects.filter(_any(FindingRow, "patient_id", ids), model_version__active=True)
+        .annotate(
+            report_since_study=Exists(reports.filter(written_at__date__gte=OuterRef("instance__series__study__study_date"))),
+            report_since_reading=Exists(reports.filter(written_at__gte=OuterRef("created_at"))),
+        )
         .values_list("patient_id", "patient__external_id", "external_id", "pk", "label", "probability",
-                     "instance__series__study__study_date", "created_at")
+                     "instance__series__study__study_date", "created_at", "report_since_study",
+                     "report_since_reading")
     )
-    for patient_id, patient_uuid, finding_uuid, pk, label, probability, study_date, created_at in rows:
+    for (patient_id, patient_uuid, finding_uuid, pk, label, probability, study_date, created_at, since_study,
+         since_reading) in rows:
         at = dt.datetime.combine(study_date, dt.time(), tzinfo=dt.UTC) if study_date else created_at
         if at > as_of:
             continue
         url = reverse("imaging-heatmap", kwargs={"external_id": patient_uuid, "finding_id": finding_uuid})
         out.setdefault(patient_id, []).append(ImagingFinding(
-            label=label, probability=probability, at=at, source=f"ImagingFinding:{pk}", heatmap_url=url))
+            label=label, probability=probability, at=at, source=f"ImagingFinding:{pk}", heatmap_url=url,
+            reported=bool(since_study if study_date else since_reading)))
     return out
 
 

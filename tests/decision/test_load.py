@@ -160,6 +160,30 @@ def test_findings_of_active_imaging_models_are_facts_with_their_heat_map(site_a,
     assert imaging[0].reported is False
 
 
+def test_a_radiology_report_written_after_the_study_marks_its_findings_reported(site_a, plan, patient_a):
+    from tests.imaging.test_pages import finding_for, model_version, upload
+
+    instance = upload(patient_a)[0]
+    finding = finding_for(instance, model_version(), p=0.91)
+    study_day = instance.series.study.study_date
+    # the study's day when the header has one, else when the image was read
+    since = dt.datetime.combine(study_day, dt.time(), tzinfo=dt.UTC) if study_day else finding.created_at
+
+    def note(fhir_id: str, code: str, at: dt.datetime, status: str = "") -> None:
+        m.ClinicalNote.objects.create(patient=patient_a, fhir_id=fhir_id, source_type="DiagnosticReport", text="x",
+                                      code_system="http://loinc.org", code=code, written_at=at, status=status)
+
+    after = since + dt.timedelta(seconds=30)
+    note("old-report", "18748-4", since - dt.timedelta(days=3))  # a report of an earlier study
+    note("discharge", "18842-5", after)  # a discharge summary, not a radiology report
+    note("withdrawn", "18748-4", after, status="entered-in-error")
+    as_of = after + dt.timedelta(minutes=1)
+    assert load_facts(patient_a, plan=plan, as_of=as_of).imaging[0].reported is False
+    note("report", "18782-3", after)
+    assert load_facts(patient_a, plan=plan, as_of=as_of).imaging[0].reported is True
+    assert load_facts(patient_a, plan=plan, as_of=after - dt.timedelta(seconds=1)).imaging[0].reported is False
+
+
 def test_medications_and_allergies_carry_their_rxnorm_ingredients_from_the_is_a_table(site_a):
     from decision.models import ConceptIsA, ValueSet, ValueSetCode
 
