@@ -170,6 +170,8 @@ MEDICATIONS: dict[str, tuple[str, str, str, str, bool]] = {
                  "Take 1 tablet (220 mg) by mouth every 12 hours as needed for knee pain, with food.", True),
     "amox_clav": ("562251", "amoxicillin 250 MG / clavulanate 125 MG Oral Tablet", "amoxicillin-clavulanate",
                   "Take 1 tablet by mouth every 8 hours for 7 days.", False),
+    "amoxicillin": ("308192", "amoxicillin 500 MG Oral Capsule", "amoxicillin 500 mg",
+                    "Take 1 capsule (500 mg) by mouth every 8 hours.", False),
 }
 BP_AGENTS = ("lisinopril", "amlodipine", "hctz", "metoprolol")
 
@@ -251,7 +253,8 @@ PROCEDURES = {
 
 # Patients 0-4 always have these problems, so that even a small demo shows the interesting cases:
 # uncontrolled diabetes, clopidogrel with a CYP2C19 poor metabolizer, metformin with falling
-# eGFR, warfarin with INR checks, asthma with a penicillin allergy.
+# eGFR, warfarin with INR checks, asthma with a penicillin allergy. Patient 4 also comes to the
+# emergency department a few hours before ``as_of`` (see ``_PatientBuilder.add_acute_visit``).
 SHOWCASE: tuple[dict[str, Any], ...] = (
     {"conditions": {"htn", "t2dm", "hld"}, "sex": "female", "age": 64, "uncontrolled": True},
     {"conditions": {"cad", "hld", "htn", "old_mi"}, "sex": "male", "age": 67, "clopidogrel": True,
@@ -259,8 +262,23 @@ SHOWCASE: tuple[dict[str, Any], ...] = (
     {"conditions": {"ckd3", "t2dm", "htn", "oa_knee"}, "sex": "male", "age": 72, "naproxen": True},
     {"conditions": {"af", "hf", "htn"}, "sex": "female", "age": 78, "anticoagulant": "warfarin",
      "genes": {"CYP2C9": "*1/*3"}},
-    {"conditions": {"asthma"}, "sex": "female", "age": 41, "allergies": {"penicillin"}},
+    {"conditions": {"asthma"}, "sex": "female", "age": 41, "allergies": {"penicillin"}, "acute_visit": True},
 )
+
+# The acute visit's bedside observations (LOINC, display, value, UCUM unit), fixed values: qSOFA 3
+# (respiratory rate >= 22, systolic BP <= 100, GCS < 15; Singer et al., JAMA 2016, Box 4) and
+# NEWS2 14 on Scale 1 (RCP 2017, Chart 1: RR 24 -> 2, SpO2 93% -> 2, oxygen -> 2, SBP 95 -> 2,
+# HR 112 -> 2, not alert -> 3, 38.6 Cel -> 1).
+ACUTE_VITALS: tuple[tuple[str, str, float, str], ...] = (
+    ("9279-1", "Respiratory rate", 24, "/min"),
+    ("8867-4", "Heart rate", 112, "/min"),
+    ("8310-5", "Body temperature", 38.6, "Cel"),
+    ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", 93, "%"),
+    ("3151-8", "Inhaled oxygen flow rate", 2, "L/min"),
+    ("9269-2", "Glasgow coma score total", 14, "{score}"),
+)
+ACUTE_BP = (95, 58)  # systolic, diastolic mm[Hg]
+ACUTE_HOURS_BEFORE = 3  # the visit starts this long before midnight of ``as_of``
 
 
 @dataclass(frozen=True)
@@ -436,6 +454,8 @@ class _PatientBuilder:
         self.plan_medications()
         self.plan_genomics()
         self.write_timeline()
+        if show.get("acute_visit"):
+            self.add_acute_visit()
         for index in sorted(self.practitioners_used):
             self.add_practitioner(index)
         bundle = {
@@ -802,6 +822,30 @@ class _PatientBuilder:
                     self.add_genomic(enc, gene, diplotype, phenotype)
             if i in note_at:
                 self.add_note(enc, note_at[i], results)
+
+    def add_acute_visit(self) -> None:
+        """An emergency visit still in progress a few hours before ``as_of``: fever, fast breathing,
+        low blood pressure and drowsiness (the acute scores' inputs), with amoxicillin ordered despite
+        the recorded penicillin allergy. Written after the rest of the record and with fixed values
+        (no draw from ``self.rng``), so everything else about the patient stays as it was."""
+        start = self.today - dt.timedelta(hours=ACUTE_HOURS_BEFORE)
+        enc = _Enc(index=len(self.encs), days_ago=0, start=start, end=start, kind="emergency", reason="",
+                   practitioner=3 if self.site is GENERAL else 0, id=self.new_id("Encounter"))
+        self.add_encounter(enc)
+        encounter = self.entries[-1]["resource"]
+        encounter["status"] = "in-progress"
+        encounter["period"] = {"start": _ts(start)}
+        encounter["reasonCode"] = [{"text": "Fever, cough and shortness of breath for two days; drowsy"}]
+        systolic, diastolic = ACUTE_BP
+        self.observation(enc, "vital-signs", VITALS["bp"], component=[
+            {"code": _concept(LOINC, VITALS[k][0], VITALS[k][1]), "valueQuantity": self.quantity(v, "mm[Hg]")}
+            for k, v in (("sbp", systolic), ("dbp", diastolic))
+        ])
+        for code, display, value, unit in ACUTE_VITALS:
+            self.observation(enc, "vital-signs", (code, display, unit), valueQuantity=self.quantity(value, unit))
+        rx = _Rx(key="amoxicillin", start=enc.index, reason="", id=self.new_id("MedicationRequest"))
+        self.encs.append(enc)
+        self.add_medication(rx)
 
     def add_organization(self) -> None:
         site = self.site

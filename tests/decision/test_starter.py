@@ -106,3 +106,35 @@ def test_on_the_demo_rules_follow_changes_to_the_record(demo):
     fired = [f for f in _evaluate(ckd.mrn) if f["rule"] == "metformin-egfr-30"]
     assert len(fired) == 1 and fired[0]["severity"] == "critical" and "eGFR 25" in fired[0]["summary"]
     assert Recommendation.objects.filter(patient=ckd, rule__slug="metformin-egfr-30", status="active").exists()
+
+
+def test_on_the_demo_the_acute_visit_patient_gets_the_sepsis_screen_and_the_drug_allergy_cards(demo):
+    from decision.load import fact_plan
+    from decision.services import active_rules, evaluate_batch, plan_for_rules, recommendations_apply
+    from risk.models import RiskAssessment
+    from risk.services import risk_compute_for_patients
+
+    # demo patient 4 (showcase): penicillin allergy; at the emergency visit 3 hours before midnight
+    # of the load day, amoxicillin is ordered and RR 24, SBP 95, GCS 14, HR 112, 38.6 Cel, SpO2 93 %
+    # on 2 L/min oxygen are recorded. Scored at that midnight, so the vital signs are 3 hours old.
+    patient = _showcase(4)
+    at = dt.datetime(AS_OF.year, AS_OF.month, AS_OF.day, tzinfo=dt.UTC)
+    others = list(Patient.objects.exclude(pk=patient.pk).values_list("pk", flat=True))
+    ids = [patient.pk, *others]
+    risk_compute_for_patients(ids, as_of=at)
+    scores = {a.calculator: a.value for a in RiskAssessment.objects.filter(patient=patient,
+                                                                          calculator__in=("qsofa", "news2"))}
+    assert scores == {"qsofa": 3, "news2": 14}
+    plan = fact_plan()
+    rules, sites = active_rules(value_sets=plan.value_sets)
+    results = evaluate_batch(ids, rules, sites, as_of=at, plan=plan_for_rules(plan, rules))
+    fired = {r.rule: r for r in results[patient.pk] if r.fired}
+    assert "qSOFA 3 points" in fired["sepsis-screen"].summary and fired["sepsis-screen"].severity == "critical"
+    assert "amoxicillin 500 MG Oral Capsule" in fired["drug-allergy"].summary
+    assert "Allergy to penicillin" in fired["drug-allergy"].summary
+    # the acute visit is the only one: no other demo patient screens positive
+    assert [pk for pk in others if any(r.fired and r.rule == "sepsis-screen" for r in results[pk])] == []
+    recommendations_apply(results, now=at)
+    assert set(Recommendation.objects.filter(patient=patient, status="active",
+                                             rule__slug__in=("sepsis-screen", "drug-allergy"))
+               .values_list("rule__slug", flat=True)) == {"sepsis-screen", "drug-allergy"}
