@@ -692,7 +692,7 @@ def backtest_run(version: RuleVersion, *, patient_ids: Sequence[int] | None = No
                  job_id: int | None = None) -> Backtest:
     """The whole backtest in this process, chunk after chunk (the same code as the jobs)."""
     started = time.perf_counter()
-    active_version = version.rule.versions.filter(status=RuleVersion.Status.ACTIVE).exclude(pk=version.pk).first()
+    active_version = _other_active_version(version)
     bt = Backtest.objects.create(rule_version=version, compared_with=active_version, status=Backtest.Status.RUNNING,
                                  created_by=_user(user), job_id=job_id)
     ids = list(patient_ids) if patient_ids is not None else _population()
@@ -713,6 +713,11 @@ def backtest_run(version: RuleVersion, *, patient_ids: Sequence[int] | None = No
     return bt
 
 
+def _other_active_version(version: RuleVersion) -> RuleVersion | None:
+    """The rule's active version a backtest of ``version`` is compared with (None: none, or itself)."""
+    return version.rule.versions.filter(status=RuleVersion.Status.ACTIVE).exclude(pk=version.pk).first()
+
+
 def _population() -> list[int]:
     return list(Patient.objects.filter(active=True).order_by("pk").values_list("pk", flat=True))
 
@@ -725,7 +730,7 @@ def backtest_queue(version: RuleVersion, *, patient_ids: Sequence[int] | None = 
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    active_version = version.rule.versions.filter(status=RuleVersion.Status.ACTIVE).exclude(pk=version.pk).first()
+    active_version = _other_active_version(version)
     ids = list(patient_ids) if patient_ids is not None else _population()
     chunks = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
     with transaction.atomic():

@@ -24,7 +24,6 @@ from decision.services import (
     value_sets_import,
 )
 from tests.factories import ObservationFactory, PatientFactory, UserFactory
-from tests.integration.test_job_workers import platform  # noqa: F401 - the fixture
 from tests.integration.workers import wait_until
 
 pytestmark = [
@@ -41,7 +40,7 @@ def _ldl(value: float, at: dt.datetime) -> None:
                        effective_at=at)
 
 
-def test_a_backtest_run_by_a_worker_gives_the_in_process_figures(platform):  # noqa: F811 - the fixture
+def test_a_backtest_run_by_a_worker_gives_the_in_process_figures(platform):
     value_sets_import(json.loads(STARTER.read_text()))
     user = UserFactory(username="rules-admin")
     ldl = {"fact": "observation:ldl", "op": ">=", "value": 190, "unit": "mg/dL", "lookback_days": 730}
