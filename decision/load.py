@@ -44,6 +44,7 @@ from patients.models import (
 from patients.selectors import ACTIVE_MEDICATION_STATUSES
 from risk.models import RiskAssessment
 
+from .engine import RXNORM
 from .facts import CodedFact, Facts, GenomicFact, ImagingFinding, NoteFinding, ObservationFact, RiskFact, dose_mg
 from .units import ALL_DIMENSIONS, UnitError, canonical_unit, dimension_of, normalise_unit
 from .valuesets import Members, ValueSetIndex, canonical_system
@@ -56,7 +57,6 @@ GENE_PATTERN = re.compile(_GENES, re.IGNORECASE)  # the same pattern runs in Pos
 PREGNANCY_STATUS = "82810-3"  # LOINC Pregnancy status
 PREGNANT_ANSWERS = frozenset({"LA15173-0", "77386006"})  # "Pregnant" (LOINC answer, SNOMED CT)
 NOT_PREGNANT_ANSWERS = frozenset({"LA26683-5", "60001007"})
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 @dataclass

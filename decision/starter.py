@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
+from .engine import RXNORM
 from .models import Rule, RuleTestCase, RuleVersion
 from .services import (
     VERSION_FIELDS,
@@ -43,7 +44,7 @@ def _risk(calculator: str, value: float, unit: str, days_ago: int = 1) -> dict[s
     return {"calculator": calculator, "value": value, "unit": unit, "days_ago": days_ago}
 
 
-def _med(display: str, code: str = "", system: str = "http://www.nlm.nih.gov/research/umls/rxnorm") -> dict[str, Any]:
+def _med(display: str, code: str = "", system: str = RXNORM) -> dict[str, Any]:
     return {"system": system, "code": code, "display": display}
 
 
@@ -57,7 +58,6 @@ def _allergy_branch(allergy_set: str, drug_set: str) -> dict[str, Any]:
                     {"fact": f"medication:{drug_set}", "op": "present", "name": "drug"}]}
 
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 # An allergy to a drug ingredient and a medication containing it (decision.engine.ingredient_pairs);
 # the names match the class branches', so the card names the allergy and the order either way.
 SAME_INGREDIENT_BRANCH = {"all": [{"fact": "same-ingredient:allergy", "op": "present", "name": "allergy"},
