@@ -78,7 +78,7 @@ def _instances(job: Job) -> list[ImagingInstance]:
 
 def run(job: Job, ctx: Any) -> dict[str, Any]:
     from .ml.inference import get_loaded_model, model_names_for
-    from .ml.pipeline import BATCH, THREADS, read_images
+    from .ml.pipeline import BATCH, read_images
 
     instances = _instances(job)
     by_model: dict[str, list[ImagingInstance]] = {}
@@ -106,7 +106,7 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
         skipped_done += len(group) - len(todo)
         if not todo:
             continue
-        for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, threads=THREADS):
+        for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH):
             if out.probabilities is None:
                 unreadable += 1
                 continue

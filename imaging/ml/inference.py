@@ -79,7 +79,8 @@ class LoadedImagingModel:
         self._pool.shutdown(wait=False)
 
     def preprocess(self, images: Sequence[np.ndarray], *, offset: int = 0) -> torch.Tensor:
-        return preprocess(images, self.config, offset=offset)
+        """The normalised batch, on the model's device (converted and resized there on a GPU)."""
+        return preprocess(images, self.config, offset=offset, device=self.device)
 
     def _autocast(self) -> Any:
         if self.device.type == "cuda":
@@ -166,6 +167,20 @@ class LoadedImagingModel:
             probs, heat = self.forward_with_cam(x)
         return probs.float().cpu().numpy(), heat.float().cpu().numpy()
 
+    def read_levels(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], *,
+                    offset: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``read`` with the heat maps finished on the model's device: each upsampled to its
+        image's (width, height) in ``sizes`` and quantised (``heat_levels``), so that only the PNG
+        encoding (``overlay_png``) is left for the CPU. For GPU models, whose CPU side would
+        otherwise resize every map itself."""
+        if len(sizes) != len(images):
+            raise ValueError("one overlay size per image is needed")
+        x = self.preprocess(images, offset=offset)
+        with self._lock:
+            probs, heat = self.forward_with_cam(x)
+            levels = heat_levels(heat, sizes)
+        return probs.float().cpu().numpy(), levels
+
 
 _CACHE: dict[str, LoadedImagingModel] = {}
 _CACHE_LOCK = threading.Lock()
@@ -242,6 +257,44 @@ _LUT = _lut()
 _LUT_BYTES = _LUT.tobytes()
 
 
+def heat_levels(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Heat maps (N, L, h, w) in [0, 1], on any device -> per image an (L, height, width) uint8
+    array of colour-map levels at its (width, height): bilinear (antialiased when shrinking), as
+    ``heatmap_overlay_png`` resizes with Pillow, then rounded to 0-255; one resize and one copy to
+    the host per size, done on the maps' device."""
+    if heat.ndim != 4 or heat.shape[0] != len(sizes):
+        raise ValueError(f"expected (N, L, h, w) heat maps for {len(sizes)} sizes, got {tuple(heat.shape)}")
+    out: list[np.ndarray | None] = [None] * len(sizes)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, (width, height) in enumerate(sizes):
+        if width < 1 or height < 1:
+            raise ValueError("width and height must be positive")
+        by_size.setdefault((int(width), int(height)), []).append(i)
+    maps = torch.nan_to_num(heat.float()).clamp_(0.0, 1.0)
+    for (width, height), idx in by_size.items():
+        group = maps[idx]
+        if group.shape[-2:] != (height, width):
+            shrinking = height < group.shape[-2] or width < group.shape[-1]
+            group = F.interpolate(group, size=(height, width), mode="bilinear", align_corners=False,
+                                  antialias=shrinking).clamp_(0.0, 1.0)
+        levels = (group * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
+        for j, i in enumerate(idx):
+            out[i] = levels[j]
+    return [levels for levels in out if levels is not None]
+
+
+def overlay_png(levels: np.ndarray) -> bytes:
+    """The overlay PNG of a 2-D uint8 array of colour-map levels (``heat_levels``): 8-bit palette
+    with a transparency table (the 256 RGBA colours of the map), fast zlib level."""
+    if levels.ndim != 2 or levels.dtype != np.uint8:
+        raise ValueError(f"levels must be a 2-D uint8 array, got {levels.dtype} {levels.shape}")
+    image = Image.fromarray(levels)  # "L"
+    image.putpalette(_LUT_BYTES, rawmode="RGBA")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> bytes:
     """PNG of the heat map alone (colour map, transparent where cold) sized to the image: a heat
     map of another size (e.g. the CAM layer's few pixels) is upsampled bilinearly first. The PNG is
@@ -254,9 +307,4 @@ def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> byte
     heat = np.clip(np.nan_to_num(heatmap.astype(np.float32, copy=False)), 0.0, 1.0)
     if heat.shape != (height, width):
         heat = np.asarray(Image.fromarray(heat).resize((width, height), Image.Resampling.BILINEAR))
-    levels = np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    image = Image.fromarray(levels)  # "L"
-    image.putpalette(_LUT_BYTES, rawmode="RGBA")
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return overlay_png(np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8))

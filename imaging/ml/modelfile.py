@@ -116,13 +116,17 @@ def shrink(image: Any, size: int, *, index: int = 0) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: int = 0) -> torch.Tensor:
+def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: int = 0,
+               device: torch.device | str = "cpu") -> torch.Tensor:
     """Float or uint8 grey images of any size -> the normalised (N, 1, S, S) batch the network
     takes: larger images shrunk one by one (``shrink``), the others converted and resized (up) in
-    batches of one size."""
+    batches of one size. On another ``device`` (a GPU) each group of one size is stacked here and
+    copied as it is (uint8: a quarter of the bytes), then converted, resized and normalised there,
+    so the CPU only copies."""
     size = int(config["input_size"])
+    device = torch.device(device)
     arrays = [shrink(image, size, index=offset + i) for i, image in enumerate(images)]
-    out = torch.empty((len(arrays), 1, size, size), dtype=torch.float32)
+    out = torch.empty((len(arrays), 1, size, size), dtype=torch.float32, device=device)
     groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
     for i, arr in enumerate(arrays):
         groups.setdefault((arr.shape, arr.dtype.str), []).append(i)
@@ -130,7 +134,7 @@ def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: 
         step = max(1, _RESIZE_PIXELS // (shape[0] * shape[1]))
         for start in range(0, len(members), step):
             idx = members[start:start + step]
-            batch = torch.from_numpy(np.stack([arrays[i] for i in idx]))[:, None]
+            batch = torch.from_numpy(np.stack([arrays[i] for i in idx]))[:, None].to(device, non_blocking=True)
             if batch.dtype == torch.uint8:
                 batch = batch.float() / 255.0  # bit for bit the float32 image x / 255 of the decoders
             out[idx] = resize_batch(batch, size)

@@ -2,13 +2,18 @@
 pool one batch ahead of the model, each batch preprocessed and run through the network once
 (probabilities and Grad-CAM from the same forward pass), and the heat map overlay PNGs encoded
 on the same pool while the next batch runs. Images larger than the network's input are shrunk on
-the pool too (``modelfile.shrink``), right after decoding. Pure code (no Django): the caller says how an item
-is decoded and how large its overlay is.
+the pool too (``modelfile.shrink``), right after decoding. On a GPU the batch is copied as uint8
+and converted there, and the heat maps are resized to their overlays and quantised there too
+(``LoadedImagingModel.read_levels``): the CPU side is left with decoding and PNG encoding, which
+Pillow does without holding the GIL, so the pool's threads spread it over the cores. Pure code (no
+Django): the caller says how an item is decoded and how large its overlay is.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,13 +21,31 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from .inference import LoadedImagingModel, heatmap_overlay_png
+from .inference import LoadedImagingModel, heatmap_overlay_png, overlay_png
 from .modelfile import shrink
 
 T = TypeVar("T")
 
 BATCH = 64
-THREADS = max(1, min(4, os.cpu_count() or 1))
+THREADS = max(1, min(4, os.cpu_count() or 1))  # a CPU worker: the rest of the cores are torch's
+
+
+def default_threads(device: str) -> int:
+    """Pool threads for a model on ``device``: ``THREADS`` beside a CPU model; beside a GPU
+    model, which needs the CPU only to feed it, every core but one (at most 16)."""
+    if device == "cpu":
+        return THREADS
+    return max(THREADS, min(16, (os.cpu_count() or 1) - 1))
+
+
+STAGES = ("wait_decode", "forward", "wait_encode")
+
+# While the pool's threads run Python (opening and saving PNGs), a thread that gave the GIL up
+# waits for it up to the interpreter's switch interval (5 ms by default). The calling thread gives
+# it up at every torch operation (each CUDA kernel launch), so with the default it queued behind the
+# pool for most of a batch: on a GPU 0.8-1.1 ms per image where the bare forward takes 0.01-0.16 ms
+# (2026-11-26, H200). A short interval while the pipeline runs hands the GIL back within 0.1 ms.
+SWITCH_INTERVAL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -35,12 +58,35 @@ class ReadOut(Generic[T]):
 
 def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[[T], np.ndarray | None],
                 overlay_size: Callable[[T], tuple[int, int]], *, batch_size: int = BATCH,
-                threads: int = THREADS) -> Iterator[ReadOut[T]]:
+                threads: int | None = None, seconds: dict[str, float] | None = None,
+                switch_interval: float | None = SWITCH_INTERVAL) -> Iterator[ReadOut[T]]:
     """Yields one ``ReadOut`` per item, in order. ``decode`` returns the item's grey image (uint8,
-    or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height)."""
+    or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height).
+    ``threads``: the pool's (default ``default_threads``). ``seconds``, if given, gathers where the
+    calling thread spent its time (``STAGES``: waiting for decoded images, preprocessing and the
+    forward pass with the heat maps, waiting for the overlay PNGs). ``switch_interval``: the
+    interpreter's thread switch interval while the pipeline runs (restored after; None: unchanged)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    threads = default_threads(model.device.type) if threads is None else threads
+    spent = seconds if seconds is not None else {}
+    for stage in STAGES:
+        spent.setdefault(stage, 0.0)
     chunks = [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+
+    previous_interval = sys.getswitchinterval()
+    if switch_interval is not None:
+        sys.setswitchinterval(min(previous_interval, switch_interval))
+    try:
+        yield from _pipeline(model, chunks, decode, overlay_size, batch_size, threads, spent)
+    finally:
+        sys.setswitchinterval(previous_interval)
+
+
+def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable[[T], np.ndarray | None],
+              overlay_size: Callable[[T], tuple[int, int]], batch_size: int, threads: int,
+              spent: dict[str, float]) -> Iterator[ReadOut[T]]:
+    on_device = model.device.type != "cpu"  # heat maps resized and quantised by the GPU
 
     def load(item: T) -> np.ndarray | None:  # decoded and shrunk to the input size on the pool
         image = decode(item)
@@ -50,29 +96,42 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
         ahead = [pool.submit(load, item) for item in chunks[0]] if chunks else []
         previous: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]] = []
         for k, chunk in enumerate(chunks):
+            t0 = time.perf_counter()
             decoded = [future.result() for future in ahead]
+            t1 = time.perf_counter()
+            spent["wait_decode"] += t1 - t0
             ahead = [pool.submit(load, item) for item in chunks[k + 1]] if k + 1 < len(chunks) else []
             readable = [i for i, image in enumerate(decoded) if image is not None]
             images = [image for image in decoded if image is not None]
             current: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]] = []
             results: dict[int, tuple[dict[str, float], dict[str, bool], dict[str, Future[bytes]]]] = {}
             if readable:
-                probs, heat = model.read(images, offset=k * batch_size)
+                sizes = [overlay_size(chunk[i]) for i in readable]
+                if on_device:
+                    probs, levels = model.read_levels(images, sizes, offset=k * batch_size)
+                    pngs = [{label: pool.submit(overlay_png, levels[j][n]) for n, label in enumerate(model.labels)}
+                            for j in range(len(readable))]
+                else:
+                    probs, heat = model.read(images, offset=k * batch_size)
+                    pngs = [{label: pool.submit(heatmap_overlay_png, heat[j, n], width=width, height=height)
+                             for n, label in enumerate(model.labels)} for j, (width, height) in enumerate(sizes)]
                 for j, i in enumerate(readable):
-                    width, height = overlay_size(chunk[i])
                     p = {label: float(probs[j, n]) for n, label in enumerate(model.labels)}
-                    results[i] = (p, {label: p[label] >= model.thresholds[label] for label in model.labels},
-                                  {label: pool.submit(heatmap_overlay_png, heat[j, n], width=width, height=height)
-                                   for n, label in enumerate(model.labels)})
+                    results[i] = (p, {label: p[label] >= model.thresholds[label] for label in model.labels}, pngs[j])
+            t2 = time.perf_counter()
+            spent["forward"] += t2 - t1
             for i, item in enumerate(chunk):
-                p_, pos, pngs = results.get(i, (None, {}, {}))
-                current.append((item, p_, pos, pngs))
-            yield from _finished(previous)  # the previous batch's PNGs were encoded during this forward
+                p_, pos, futures = results.get(i, (None, {}, {}))
+                current.append((item, p_, pos, futures))
+            yield from _finished(previous, spent)  # the previous batch's PNGs were encoded during this forward
             previous = current
-        yield from _finished(previous)
+        yield from _finished(previous, spent)
 
 
-def _finished(rows: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]]
-              ) -> Iterator[ReadOut[T]]:
-    for item, probabilities, positive, pngs in rows:
-        yield ReadOut(item, probabilities, positive, {label: f.result() for label, f in pngs.items()})
+def _finished(rows: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]],
+              spent: dict[str, float]) -> Iterator[ReadOut[T]]:
+    t = time.perf_counter()
+    done = [ReadOut(item, probabilities, positive, {label: f.result() for label, f in pngs.items()})
+            for item, probabilities, positive, pngs in rows]
+    spent["wait_encode"] += time.perf_counter() - t
+    yield from done

@@ -17,9 +17,9 @@ from PIL import Image
 from imaging.imagefile import ImageFileError
 from imaging.ml.architectures import ARCHITECTURES, architecture, build_model
 from imaging.ml.gradcam import GradCAM
-from imaging.ml.inference import LoadedImagingModel, heatmap_overlay_png
+from imaging.ml.inference import LoadedImagingModel, heat_levels, heatmap_overlay_png, overlay_png
 from imaging.ml.modelfile import preprocess, resize_batch, shrink
-from imaging.ml.pipeline import read_images
+from imaging.ml.pipeline import STAGES, default_threads, read_images
 from imaging.pixels import load_image, model_image
 from tests.conftest import require_data
 
@@ -107,6 +107,58 @@ def test_the_overlay_is_a_png_of_the_image_size_transparent_where_cold():
     assert alpha[0, 0] > 100 and alpha[-1, -1] == 0
 
 
+def _palette_levels(png: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(png))
+    assert image.mode == "P"
+    return np.asarray(image).astype(int)
+
+
+def test_heat_maps_finished_by_torch_match_the_overlays_pillow_resizes():
+    """The GPU path resizes and quantises the maps with torch (``heat_levels``); its overlays are
+    the CPU path's (Pillow) within one colour level, growing or shrinking, and keep the sizes asked."""
+    rng = np.random.default_rng(5)
+    heat = torch.from_numpy(rng.random((3, 2, 7, 7), dtype=np.float32))
+    heat[0, 0, 0, 0] = float("nan")  # read as 0, as the Pillow path does
+    sizes = [(64, 48), (5, 4), (64, 48)]
+    levels = heat_levels(heat, sizes)
+    assert [lv.shape for lv in levels] == [(2, 48, 64), (2, 4, 5), (2, 48, 64)]
+    assert all(lv.dtype == np.uint8 for lv in levels)
+    for i, (width, height) in enumerate(sizes):
+        for n in range(2):
+            pillow = _palette_levels(heatmap_overlay_png(heat[i, n].numpy(), width=width, height=height))
+            assert np.abs(pillow - levels[i][n].astype(int)).max() <= 1
+            png = overlay_png(levels[i][n])
+            assert np.array_equal(_palette_levels(png), levels[i][n])
+            assert Image.open(io.BytesIO(png)).info.get("transparency") is not None
+    with pytest.raises(ValueError, match="3 sizes"):
+        heat_levels(heat[:2], sizes)
+    with pytest.raises(ValueError, match="uint8"):
+        overlay_png(np.zeros((4, 4), np.float32))
+
+
+def test_read_levels_gives_reads_probabilities_and_its_heat_maps_finished():
+    model = _model()
+    rng = np.random.default_rng(6)
+    images = [rng.integers(0, 256, (40, 36), dtype=np.uint8) for _ in range(4)]
+    sizes = [(36, 40), (20, 10), (36, 40), (90, 70)]
+    probs, heat = model.read(images)
+    probs2, levels = model.read_levels(images, sizes)
+    assert np.array_equal(probs, probs2)
+    for i, (width, height) in enumerate(sizes):
+        pillow = _palette_levels(heatmap_overlay_png(heat[i, 0], width=width, height=height))
+        assert levels[i].shape == (1, height, width)
+        assert np.abs(pillow - levels[i][0].astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="one overlay size per image"):
+        model.read_levels(images, sizes[:2])
+    model.close()
+
+
+def test_the_pool_takes_every_core_but_one_beside_a_gpu_and_a_few_beside_a_cpu_model():
+    assert 1 <= default_threads("cpu") <= 4
+    assert default_threads("cuda") >= default_threads("cpu")
+    assert default_threads("cuda") <= 16
+
+
 def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict():
     model = _model()
     rng = np.random.default_rng(2)
@@ -119,7 +171,11 @@ def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict():
         except ImageFileError:
             return None
 
-    outs = list(read_images(model, files, decode, lambda data: (50, 20 + len(data) % 7), batch_size=3, threads=2))
+    seconds: dict[str, float] = {}
+    outs = list(read_images(model, files, decode, lambda data: (50, 20 + len(data) % 7), batch_size=3, threads=2,
+                            seconds=seconds))
+    assert set(seconds) == set(STAGES) and seconds["forward"] > 0
+    assert sys.getswitchinterval() == pytest.approx(0.005)  # the interpreter's own, given back
     assert [o.item for o in outs] == files
     assert outs[3].probabilities is None and outs[3].overlays == {}
     readable = [i for i in range(7) if i != 3]
