@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+import numpy as np
+from spacy.attrs import IS_SPACE, ORTH
 from spacy.language import Language
 from spacy.tokens import Doc
 
@@ -173,10 +175,9 @@ class _SpaceTolerantMatcher:
     def __call__(self, doc: Doc) -> list[tuple[int, int, int]]:
         from medspacy.common.util import prune_overlapping_matches
 
-        keep = [t.i for t in doc if not t.is_space]
-        if len(keep) == len(doc):
+        keep, compact = without_spaces(doc)
+        if keep is None:
             return list(prune_overlapping_matches(list(self._inner(doc))))
-        compact = Doc(doc.vocab, words=[doc[i].text for i in keep])
         rule_map = self._inner.rule_map
         matches = []
         for match_id, start, end in self._inner(compact):
@@ -193,6 +194,18 @@ class _SpaceTolerantMatcher:
                     stop += 1
             matches.append((match_id, first, stop))
         return list(prune_overlapping_matches(matches))
+
+
+def without_spaces(doc: Doc) -> tuple[list[int] | None, Doc]:
+    """The indices of ``doc``'s tokens that are not space tokens (runs of spaces, newlines) and a
+    Doc of those tokens alone; ``(None, doc)`` when it has no space token."""
+    spaces = doc.to_array(IS_SPACE)
+    if not spaces.any():
+        return None, doc
+    keep = np.flatnonzero(spaces == 0)
+    strings = doc.vocab.strings
+    words = [strings[orth] for orth in doc.to_array(ORTH)[keep].tolist()]
+    return keep.tolist(), Doc(doc.vocab, words=words)
 
 
 def _default_rules_path() -> Path:

@@ -365,6 +365,81 @@ def test_a_section_carries_across_a_chunk_boundary(monkeypatch):
     assert fact["experiencer"] == "family"
 
 
+# Whitespace and case the target rules must handle: runs of spaces and line breaks inside a
+# phrase, exact-case short abbreviations beside their lower-case homographs, overlapping phrases.
+ODD_TARGET_TEXTS = [
+    "Chest  pain and chest\n\n  pain; CHEST PAIN. shortness of   breath, Shortness\tof breath.",
+    "MI mi Mi, HTN htn Htn, sob SOB Sob, cp CP, pe PE; NKDA nkda. Known  drug allergies: none.",
+    "Hx of CAD s/p MI. Type 2  diabetes mellitus, diabetes. Atrial\nfibrillation on warfarin 5 mg.",
+    "   \n\n  ",
+    "",
+]
+
+
+def _mtsamples_texts(count: int) -> list[str]:
+    path: Path = require_data("nlp/mtsamples.csv")
+    csv.field_size_limit(10**8)
+    with path.open(encoding="utf-8", newline="") as fh:
+        return [row["transcription"] for row in csv.DictReader(fh) if row["transcription"].strip()][:count]
+
+
+@pytest.mark.needs_data
+def test_the_phrase_target_matcher_finds_what_the_token_patterns_find():
+    """The target rules keep their token patterns; the extraction pipeline matches them with
+    spaCy's PhraseMatcher on the note without its space tokens. medspaCy's own matcher (spaCy's
+    Matcher over the patterns) must give the same pruned matches, in the same order."""
+    nlp = extract_module._get_pipeline(DEFAULT_LEXICON, PIPELINE_VERSION)
+    phrase = nlp.get_pipe("medspacy_target_matcher")._TargetMatcher__matcher
+    assert isinstance(phrase, extract_module._PhraseTargetMatcher)
+    matched = 0
+    for text in ODD_TARGET_TEXTS + _mtsamples_texts(300):
+        doc = nlp.make_doc(text)
+        expected = list(phrase._inner(doc))
+        assert phrase(doc) == expected, text[:80]
+        matched += len(expected)
+    assert matched > 300
+    # Concepts sharing a phrase: of the same span, the first rule's match is kept, as the Matcher
+    # lists them in the rules' order.
+    shared = [
+        {"id": "a", "kind": "symptom", "preferred": "A", "synonyms": ["chest pain", "pain"]},
+        {"id": "b", "kind": "problem", "preferred": "B", "synonyms": ["chest  pain", "pain"], "abbreviations": ["CP"]},
+        {"id": "c", "kind": "finding", "preferred": "C", "synonyms": ["pain", "chest pain"], "abbreviations": ["cp"]},
+    ]
+    nlp = extract_module.build_extraction_pipeline(shared)
+    phrase = nlp.get_pipe("medspacy_target_matcher")._TargetMatcher__matcher
+    for text in ["chest pain", "Chest \n pain, CP cp Cp pain", "pain chest pain"]:
+        doc = nlp.make_doc(text)
+        assert phrase(doc) == list(phrase._inner(doc)), text
+    assert [f["concept_id"] for f in extract("Chest  pain. Pain. cp.", lexicon=shared, assertion=False)["facts"]] == [
+        "a",
+        "a",
+        "c",
+    ]
+
+
+@pytest.mark.needs_data
+def test_skipping_sentences_and_context_where_nothing_matched_changes_nothing():
+    """``_process`` runs the target matcher first and leaves the sentence and ConText components
+    out for a text without any mention: entities, their sentences and modifiers, and sections are
+    those of the whole pipeline run in its order."""
+    nlp = extract_module._get_pipeline(DEFAULT_LEXICON, PIPELINE_VERSION)
+
+    def summary(doc):
+        return (
+            [(e.start, e.end, e.label_, e.sent.start, e.sent.end) for e in doc.ents],
+            [[(m.category, m.modifier_span) for m in e._.modifiers] for e in doc.ents],
+            [(s.category, s.title_start, s.title_end, s.body_start, s.body_end) for s in doc._.sections],
+        )
+
+    skipped = 0
+    for text in ODD_TARGET_TEXTS[:3] + _mtsamples_texts(60):
+        text = text[: extract_module.CHUNK_CHARS]
+        doc = extract_module._process(nlp, text)
+        skipped += not doc.ents
+        assert summary(doc) == summary(nlp(text)), text[:80]
+    assert skipped > 5  # both paths were taken
+
+
 # --- lexicon and version --------------------------------------------------------------------
 
 
