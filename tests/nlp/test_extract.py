@@ -440,6 +440,42 @@ def test_skipping_sentences_and_context_where_nothing_matched_changes_nothing():
     assert skipped > 5  # both paths were taken
 
 
+@pytest.mark.needs_data
+def test_the_sectioniser_labels_what_medspacys_labels():
+    """The project's sectioniser (``pipeline._labelled_sections``) gives medspaCy's sections, token
+    labels (``token._.section``) and entity section attributes."""
+    nlp = extract_module.build_extraction_pipeline(DEFAULT_LEXICON)
+    labelled = nlp.get_pipe("medspacy_sectionizer")
+    assert type(labelled).__name__ == "_LabelledSections"
+    plain = nlp.add_pipe("medspacy_sectionizer", name="plain_sectionizer", last=True)
+    assert type(plain).__name__ == "Sectionizer"
+    targets = nlp.get_pipe("medspacy_target_matcher")
+    attributes = sorted({name for attrs in plain.assertion_attributes_mapping.values() for name in attrs})
+    assert attributes
+
+    def summary(doc):
+        def section(s):
+            return None if s is None else (s.category, s.title_start, s.title_end, s.body_start, s.body_end, s.parent,
+                                           s.rule.literal if s.rule else None)
+
+        return (
+            [section(s) for s in doc._.sections],
+            [section(token._.section) for token in doc],
+            [[getattr(ent._, name) for name in attributes] for ent in doc.ents],
+        )
+
+    headers = sections = flagged = 0
+    texts = ["", "   ", "FAMILY HISTORY: Mother with breast cancer.\nPAST MEDICAL HISTORY: HTN.\nPlan: aspirin."]
+    for text in texts + _mtsamples_texts(80):
+        docs = [targets(nlp.make_doc(text)) for _ in range(2)]
+        ours, theirs = summary(labelled(docs[0])), summary(plain(docs[1]))
+        assert ours == theirs, text[:80]
+        headers += sum(s is not None and s[0] is not None for s in ours[0])
+        sections += sum(s is not None for s in ours[1])
+        flagged += sum(any(values) for values in ours[2])
+    assert headers > 100 and sections > 10_000 and flagged > 5
+
+
 # --- lexicon and version --------------------------------------------------------------------
 
 
