@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
+from spacy.attrs import IS_SPACE, LOWER
 from spacy.tokens import Doc
 
 from cdss.jobs.registry import load_once
@@ -212,11 +213,12 @@ def build_extraction_pipeline(concepts: Sequence[Concept]) -> Any:
 
 class _PhraseTargetMatcher:
     """The target rules' matches found with spaCy's PhraseMatcher on the note without its space
-    tokens, mapped back to the note's tokens: the same matches, in the same order, as the token
-    patterns of ``_target_rules`` (words by ``LOWER``, or ``ORTH`` for an exact abbreviation, and
-    ``{"IS_SPACE": true, "OP": "*"}`` between words) give through spaCy's Matcher, whose cost
-    grows with the number of patterns times the number of tokens. Then overlapping matches are
-    pruned (longest wins) as medspaCy does."""
+    tokens, mapped back to the note's tokens (on the note itself when no run of space tokens lies
+    between a word that precedes another in a phrase and one that follows another): the same
+    matches, in the same order, as the token patterns of ``_target_rules`` (words by ``LOWER``, or
+    ``ORTH`` for an exact abbreviation, and ``{"IS_SPACE": true, "OP": "*"}`` between words) give
+    through spaCy's Matcher, whose cost grows with the number of patterns times the number of
+    tokens. Then overlapping matches are pruned (longest wins) as medspaCy does."""
 
     def __init__(self, vocab: Any, inner: Any) -> None:
         from spacy.matcher import PhraseMatcher
@@ -224,6 +226,8 @@ class _PhraseTargetMatcher:
         self._inner = inner
         self._matchers = {"LOWER": PhraseMatcher(vocab, attr="LOWER"), "ORTH": PhraseMatcher(vocab, attr="ORTH")}
         self._order: dict[int, int] = {}  # match key -> the rule's place (ties keep the Matcher's order)
+        self._before: set[int] = set()
+        self._after: set[int] = set()
         for index, (rule_id, rule) in enumerate(inner.rule_map.items()):
             words = [token for token in rule.pattern if token != {"IS_SPACE": True, "OP": "*"}]
             attrs = {attr for token in words for attr in token}
@@ -232,6 +236,28 @@ class _PhraseTargetMatcher:
             (attr,) = attrs
             self._matchers[attr].add(rule_id, [Doc(vocab, words=[token[attr] for token in words])])
             self._order[vocab.strings[rule_id]] = index
+            # Lower-cased words that come before / after another word in a phrase.
+            lowered = [vocab.strings.add(token[attr].lower()) for token in words]
+            self._before.update(lowered[:-1])
+            self._after.update(lowered[1:])
+
+    def _may_span_spaces(self, doc: Doc) -> bool:
+        """Whether a run of space tokens lies between a word that comes before another in some
+        phrase and a word that comes after one: only then can a match span space tokens."""
+        spaces = doc.to_array(IS_SPACE)
+        if not spaces.any():
+            return False
+        lower = doc.to_array(LOWER).tolist()
+        is_space = spaces.tolist()
+        for i in np.flatnonzero(spaces).tolist():
+            if i == 0 or is_space[i - 1]:
+                continue  # not the first space token of a run after a word
+            j = i + 1
+            while j < len(is_space) and is_space[j]:
+                j += 1
+            if j < len(is_space) and lower[i - 1] in self._before and lower[j] in self._after:
+                return True
+        return False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -239,7 +265,10 @@ class _PhraseTargetMatcher:
     def __call__(self, doc: Doc) -> list[tuple[int, int, int]]:
         from medspacy.common.util import prune_overlapping_matches
 
-        keep, compact = without_spaces(doc)
+        if self._may_span_spaces(doc):
+            keep, compact = without_spaces(doc)
+        else:  # no phrase can match across a space token: the note's own tokens will do
+            keep, compact = None, doc
         matches = [match for matcher in self._matchers.values() for match in matcher(compact)]
         if keep is not None:
             matches = [(match_id, keep[start], keep[end - 1] + 1) for match_id, start, end in matches]

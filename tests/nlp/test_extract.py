@@ -391,13 +391,17 @@ def test_the_phrase_target_matcher_finds_what_the_token_patterns_find():
     nlp = extract_module._get_pipeline(DEFAULT_LEXICON, PIPELINE_VERSION)
     phrase = nlp.get_pipe("medspacy_target_matcher")._TargetMatcher__matcher
     assert isinstance(phrase, extract_module._PhraseTargetMatcher)
-    matched = 0
+    matched = direct = 0
     for text in ODD_TARGET_TEXTS + _mtsamples_texts(300):
         doc = nlp.make_doc(text)
         expected = list(phrase._inner(doc))
         assert phrase(doc) == expected, text[:80]
         matched += len(expected)
+        direct += not phrase._may_span_spaces(doc)
     assert matched > 300
+    # Both ways were taken: on the note itself, and on the note without its space tokens.
+    assert direct > 100
+    assert all(phrase._may_span_spaces(nlp.make_doc(text)) for text in ODD_TARGET_TEXTS[:3])
     # Concepts sharing a phrase: of the same span, the first rule's match is kept, as the Matcher
     # lists them in the rules' order.
     shared = [
