@@ -31,6 +31,7 @@ came from it. ``extract(text, assertion=False)`` is the rule path alone.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import re
@@ -208,7 +209,48 @@ def build_extraction_pipeline(concepts: Sequence[Concept]) -> Any:
     matcher.add(_target_rules(nlp, concepts))
     # medspaCy has no hook for this: its TargetMatcher calls its (name-mangled) matcher directly.
     matcher._TargetMatcher__matcher = _PhraseTargetMatcher(nlp.vocab, matcher._TargetMatcher__matcher)
+    matcher.__class__ = _entity_targets()  # spaCy has no hook to give a component a subclass
     return nlp
+
+
+@functools.cache
+def _entity_targets() -> Any:
+    """The ``_EntityTargets`` class (medspaCy is imported when a pipeline is built, not before)."""
+    from medspacy.target_matcher import TargetMatcher
+    from spacy.tokens import Span
+
+    class _EntityTargets(TargetMatcher):
+        """medspaCy's TargetMatcher (1.3.1) setting ``doc.ents`` once, not once per match
+        (``doc.ents += (span,)``: its cost grows with the square of the mentions in a chunk). A
+        match whose tokens are already an entity's is skipped with medspaCy's warning, as there.
+        A doc that already has entities, or another result type, goes through medspaCy's own."""
+
+        def __call__(self, doc: Doc) -> Any:
+            if doc.ents or not self.result_type or self.result_type.lower() != "ents":
+                return super().__call__(doc)
+            matcher = self._TargetMatcher__matcher  # type: ignore[attr-defined]
+            taken = bytearray(len(doc))
+            ents = []
+            for rule_id, start, end in matcher(doc):
+                rule = matcher.rule_map[self.nlp.vocab.strings[rule_id]]
+                span = Span(doc, start=start, end=end, label=rule.category)
+                span._.target_rule = rule
+                for attribute, value in (rule.attributes or {}).items():
+                    setattr(span._, attribute, value)
+                if any(taken[start:end]):
+                    warnings.warn(
+                        f'The result ""{span}"" conflicts with a pre-existing entity in doc.ents. This result has '
+                        f"been skipped.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    continue
+                taken[start:end] = b"\x01" * (end - start)
+                ents.append(span)
+            doc.ents = ents
+            return doc
+
+    return _EntityTargets
 
 
 class _PhraseTargetMatcher:

@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -479,6 +480,50 @@ def test_the_sectioniser_labels_what_medspacys_labels():
         flagged += sum(any(values) for values in ours[2])
     assert headers > 100 and sections > 10_000 and flagged > 5
 
+
+def test_the_target_matcher_sets_the_entities_medspacy_sets(monkeypatch):
+    """The extraction pipeline's target matcher sets ``doc.ents`` once; medspaCy's adds one match
+    at a time and skips (with a warning) a match overlapping an entity already set."""
+    from medspacy.target_matcher import TargetMatcher
+
+    lexicon = [
+        *DEFAULT_LEXICON,
+        {"id": "x-a", "kind": "finding", "preferred": "A", "synonyms": ["alpha beta gamma"]},
+        {"id": "x-b", "kind": "finding", "preferred": "B", "synonyms": ["beta"]},
+        {"id": "x-c", "kind": "finding", "preferred": "C", "synonyms": ["gamma delta"]},
+    ]
+    nlp = extract_module.build_extraction_pipeline(lexicon)
+    targets = nlp.get_pipe("medspacy_target_matcher")
+    assert type(targets).__name__ == "_EntityTargets"
+    dense = "Denies chest pain. History of HTN, DM and CAD. Mother had breast cancer. " * 30
+    texts = [*ODD_TARGET_TEXTS, dense, "Alpha beta gamma delta. Then HTN."]
+
+    def both(text):
+        out = []
+        for call in (targets, lambda doc: TargetMatcher.__call__(targets, doc)):
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always")
+                doc = call(nlp.make_doc(text))
+            out.append(([(e.start, e.end, e.label_, e._.target_rule) for e in doc.ents], [str(w.message) for w in warned]))
+        assert out[0] == out[1], text[:80]
+        return out[0]
+
+    assert [len(both(text)[0]) for text in texts][-2:] == [150, 2]
+    # Matches left overlapping (medspaCy's pruning leaves none; its matcher unpruned here): the
+    # first one is kept, the others are skipped with medspaCy's warning.
+    phrase = targets._TargetMatcher__matcher
+
+    class Unpruned:
+        rule_map = phrase.rule_map
+
+        def __call__(self, doc):
+            return phrase._inner._MedspacyMatcher__matcher(doc)  # spaCy's Matcher, unpruned
+
+    monkeypatch.setattr(targets, "_TargetMatcher__matcher", Unpruned())
+    ents, warned = both("Alpha beta gamma delta. Then HTN.")
+    # "beta" came first: "alpha beta gamma" is skipped, "gamma delta" kept.
+    assert [(start, end) for start, end, *_ in ents] == [(1, 2), (2, 4), (6, 7)]
+    assert len(warned) == 1 and '""Alpha beta gamma"" conflicts with a pre-existing entity' in warned[0]
 
 # --- lexicon and version --------------------------------------------------------------------
 
