@@ -81,9 +81,9 @@ ASSERTION_VERSION = head_version()
 EXACT_CASE_MAX_CHARS = 3
 
 # A note is read in chunks of about 2 kB: spaCy refuses texts over nlp.max_length (1,000,000
-# chars), and the target matcher's and ConText's cost grows with the square of the mentions in a
-# piece (a 200 kB note dense with mentions, 13,510 facts: 6.3 s in 2 kB chunks, 12.5 s in 5 kB
-# ones, unfinished after 280 s in 100 kB ones). Cuts fall where ConText's scope ends anyway: at a
+# chars), and ConText's cost grows with the square of the mentions in a piece (so did the target
+# matcher's until it set doc.ents once per chunk; then, a 200 kB note dense with mentions, 13,510
+# facts: 6.3 s in 2 kB chunks, 12.5 s in 5 kB ones, unfinished after 280 s in 100 kB ones). Cuts fall where ConText's scope ends anyway: at a
 # blank line, else a line ending a sentence, else a sentence end, else any line end (else any
 # space). ConText looks no further than the sentence; a section running across a cut is carried
 # into the next chunk. Offsets are those of the whole note.
