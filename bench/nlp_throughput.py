@@ -31,11 +31,24 @@ checks that both give the same facts. Measured 2026-11-26, 2-core machine shared
 work: 1,000,000 characters of MTSamples, 2.1 s in 2 kB chunks (561) and 3.6 s in 100 kB chunks
 (11), the same 645 facts. A note dense with mentions ("Denies chest pain. History of HTN, DM and
 CAD. Mother had breast cancer." repeated; not timed here) shows the difference best: 200 kB in
-6.3 s in 2 kB chunks, unfinished after 280 s in 100 kB ones; 1 MB (67,565 facts) in 31 s.
+6.3 s in 2 kB chunks, unfinished after 280 s in 100 kB ones; 1 MB (67,565 facts) in 31 s. After
+the rule path's speed-ups of the same day (nlp/README.md, Throughput), run twice each,
+alternated with the code before them: 1.1 s and 2.7-2.9 s (before: 2.3 s and 3.8-4.3 s), and
+200 kB dense (13,699 facts) in 2.1 s (before: 4.0-4.3 s).
 
 Measured 2026-11-25, first 500 notes, 2-core machine shared with other work (another process at
 ~200% CPU), torch 1 thread: A 10.6, B 64.6, P 90.4, T 31.7 notes/s (T/A 2.99x, T/B 0.49x, T/P
 0.35x; P/B 1.40x). No GPU was available for the ">= 200 notes/s on a GPU" figure.
+
+Measured 2026-11-26, first 300 notes, same kind of machine, shared and noisy (load average 3 to
+4 on 2 cores in some runs), torch 1 thread: four runs of the code before that day's rule-path
+speed-ups alternated with four runs of the code after them (notes/s, before / after):
+A 10.9, 9.7, 13.8, 11.3 / 9.8, 9.5, 10.9, 9.2; B 91.7, 60.6, 96.6, 65.7 / 62.3, 74.5, 97.3, 69.4;
+P 154.6, 94.5, 104.0, 101.4 / 206.9, 324.0, 342.2, 296.1; T 40.1, 25.8, 25.5, 26.1 / 29.4, 47.7,
+30.5, 38.6; P/B 1.69, 1.56, 1.08, 1.54 / 3.32, 4.35, 3.52, 4.27. In the quietest pair of runs
+(before the last of those changes, which matters to notes dense with mentions only): B 88.5 and
+95.3 / 97.2 and 94.5, P 135.4 and 147.1 / 341.2 and 317.5 (P/B 1.53 and 1.54 / 3.51 and 3.36),
+T 38.6 and 41.3 / 46.2 and 46.2.
 """
 
 from __future__ import annotations

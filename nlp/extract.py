@@ -31,6 +31,7 @@ came from it. ``extract(text, assertion=False)`` is the rule path alone.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import re
@@ -40,12 +41,21 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
+from spacy.attrs import IS_SPACE, LOWER
+from spacy.tokens import Doc
 
 from cdss.jobs.registry import load_once
 from nlp import pipeline as _pipeline
 from nlp.assertion.features import rule_features
 from nlp.assertion.model import STAGE_RULES, head_version
-from nlp.pipeline import HISTORICAL_SECTIONS, HISTORICAL_TITLE, _relation, build_pipeline, context_flags
+from nlp.pipeline import (
+    HISTORICAL_SECTIONS,
+    HISTORICAL_TITLE,
+    _relation,
+    build_pipeline,
+    context_flags,
+    without_spaces,
+)
 
 # Bump when the extraction rules below change; the lexicon's own hash is part of the version.
 RULES_VERSION = "extract-2"  # 2: chunks of a few kB cut at sentence ends
@@ -71,9 +81,9 @@ ASSERTION_VERSION = head_version()
 EXACT_CASE_MAX_CHARS = 3
 
 # A note is read in chunks of about 2 kB: spaCy refuses texts over nlp.max_length (1,000,000
-# chars), and the target matcher's and ConText's cost grows with the square of the mentions in a
-# piece (a 200 kB note dense with mentions, 13,510 facts: 6.3 s in 2 kB chunks, 12.5 s in 5 kB
-# ones, unfinished after 280 s in 100 kB ones). Cuts fall where ConText's scope ends anyway: at a
+# chars), and ConText's cost grows with the square of the mentions in a piece (so did the target
+# matcher's until it set doc.ents once per chunk; then, a 200 kB note dense with mentions, 13,510
+# facts: 6.3 s in 2 kB chunks, 12.5 s in 5 kB ones, unfinished after 280 s in 100 kB ones). Cuts fall where ConText's scope ends anyway: at a
 # blank line, else a line ending a sentence, else a sentence end, else any line end (else any
 # space). ConText looks no further than the sentence; a section running across a cut is carried
 # into the next chunk. Offsets are those of the whole note.
@@ -159,6 +169,7 @@ def pipeline_version(concepts: Sequence[Concept], *, assertion: bool = True) -> 
 
 DEFAULT_LEXICON: list[dict[str, Any]] = load_lexicon()
 PIPELINE_VERSION = pipeline_version(DEFAULT_LEXICON)
+_RULE_PATH_VERSION = pipeline_version(DEFAULT_LEXICON, assertion=False)  # once: hashing costs ~0.3 ms a note
 
 
 # --- the spaCy pipeline ---------------------------------------------------------------------
@@ -196,7 +207,115 @@ def build_extraction_pipeline(concepts: Sequence[Concept]) -> Any:
     nlp = build_pipeline()
     matcher = nlp.add_pipe("medspacy_target_matcher", before="medspacy_sectionizer")
     matcher.add(_target_rules(nlp, concepts))
+    # medspaCy has no hook for this: its TargetMatcher calls its (name-mangled) matcher directly.
+    matcher._TargetMatcher__matcher = _PhraseTargetMatcher(nlp.vocab, matcher._TargetMatcher__matcher)
+    matcher.__class__ = _entity_targets()  # spaCy has no hook to give a component a subclass
     return nlp
+
+
+@functools.cache
+def _entity_targets() -> Any:
+    """The ``_EntityTargets`` class (medspaCy is imported when a pipeline is built, not before)."""
+    from medspacy.target_matcher import TargetMatcher
+    from spacy.tokens import Span
+
+    class _EntityTargets(TargetMatcher):
+        """medspaCy's TargetMatcher (1.3.1) setting ``doc.ents`` once, not once per match
+        (``doc.ents += (span,)``: its cost grows with the square of the mentions in a chunk). A
+        match whose tokens are already an entity's is skipped with medspaCy's warning, as there.
+        A doc that already has entities, or another result type, goes through medspaCy's own."""
+
+        def __call__(self, doc: Doc) -> Any:
+            if doc.ents or not self.result_type or self.result_type.lower() != "ents":
+                return super().__call__(doc)
+            matcher = self._TargetMatcher__matcher  # type: ignore[attr-defined]
+            taken = bytearray(len(doc))
+            ents = []
+            for rule_id, start, end in matcher(doc):
+                rule = matcher.rule_map[self.nlp.vocab.strings[rule_id]]
+                span = Span(doc, start=start, end=end, label=rule.category)
+                span._.target_rule = rule
+                for attribute, value in (rule.attributes or {}).items():
+                    setattr(span._, attribute, value)
+                if any(taken[start:end]):
+                    warnings.warn(
+                        f'The result ""{span}"" conflicts with a pre-existing entity in doc.ents. This result has '
+                        f"been skipped.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    continue
+                taken[start:end] = b"\x01" * (end - start)
+                ents.append(span)
+            doc.ents = ents
+            return doc
+
+    return _EntityTargets
+
+
+class _PhraseTargetMatcher:
+    """The target rules' matches found with spaCy's PhraseMatcher on the note without its space
+    tokens, mapped back to the note's tokens (on the note itself when no run of space tokens lies
+    between a word that precedes another in a phrase and one that follows another): the same
+    matches, in the same order, as the token patterns of ``_target_rules`` (words by ``LOWER``, or
+    ``ORTH`` for an exact abbreviation, and ``{"IS_SPACE": true, "OP": "*"}`` between words) give
+    through spaCy's Matcher, whose cost grows with the number of patterns times the number of
+    tokens. Then overlapping matches are pruned (longest wins) as medspaCy does."""
+
+    def __init__(self, vocab: Any, inner: Any) -> None:
+        from spacy.matcher import PhraseMatcher
+
+        self._inner = inner
+        self._matchers = {"LOWER": PhraseMatcher(vocab, attr="LOWER"), "ORTH": PhraseMatcher(vocab, attr="ORTH")}
+        self._order: dict[int, int] = {}  # match key -> the rule's place (ties keep the Matcher's order)
+        self._before: set[int] = set()
+        self._after: set[int] = set()
+        for index, (rule_id, rule) in enumerate(inner.rule_map.items()):
+            words = [token for token in rule.pattern if token != {"IS_SPACE": True, "OP": "*"}]
+            attrs = {attr for token in words for attr in token}
+            if len(attrs) != 1 or not attrs <= set(self._matchers) or any(len(t) != 1 for t in words):
+                raise ValueError(f"target rule {rule.literal!r}: pattern {rule.pattern!r} is not a phrase")
+            (attr,) = attrs
+            self._matchers[attr].add(rule_id, [Doc(vocab, words=[token[attr] for token in words])])
+            self._order[vocab.strings[rule_id]] = index
+            # Lower-cased words that come before / after another word in a phrase.
+            lowered = [vocab.strings.add(token[attr].lower()) for token in words]
+            self._before.update(lowered[:-1])
+            self._after.update(lowered[1:])
+
+    def _may_span_spaces(self, doc: Doc) -> bool:
+        """Whether a run of space tokens lies between a word that comes before another in some
+        phrase and a word that comes after one: only then can a match span space tokens."""
+        spaces = doc.to_array(IS_SPACE)
+        if not spaces.any():
+            return False
+        lower = doc.to_array(LOWER).tolist()
+        is_space = spaces.tolist()
+        for i in np.flatnonzero(spaces).tolist():
+            if i == 0 or is_space[i - 1]:
+                continue  # not the first space token of a run after a word
+            j = i + 1
+            while j < len(is_space) and is_space[j]:
+                j += 1
+            if j < len(is_space) and lower[i - 1] in self._before and lower[j] in self._after:
+                return True
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __call__(self, doc: Doc) -> list[tuple[int, int, int]]:
+        from medspacy.common.util import prune_overlapping_matches
+
+        if self._may_span_spaces(doc):
+            keep, compact = without_spaces(doc)
+        else:  # no phrase can match across a space token: the note's own tokens will do
+            keep, compact = None, doc
+        matches = [match for matcher in self._matchers.values() for match in matcher(compact)]
+        if keep is not None:
+            matches = [(match_id, keep[start], keep[end - 1] + 1) for match_id, start, end in matches]
+        matches.sort(key=lambda m: (m[1], m[2], self._order[m[0]]))
+        return list(prune_overlapping_matches(matches))
 
 
 _CUSTOM: dict[str, Any] = {}
@@ -343,6 +462,22 @@ def _chunks(text: str) -> list[tuple[int, int]]:
     return out
 
 
+# Components whose work only the mentions read: sentences (ConText's scope, a mention's sentence)
+# and ConText itself. A chunk without any mention skips them; its sections are still read.
+_FOR_MENTIONS = frozenset({"sentencizer", "cdss_section_sentences", "medspacy_context"})
+_TARGETS = "medspacy_target_matcher"
+
+
+def _process(nlp: Any, text: str) -> Any:
+    """``nlp(text)``, the target matcher first (it reads tokens only, not sentences), then the other
+    components in their order, less those of ``_FOR_MENTIONS`` when it found nothing."""
+    doc = nlp.get_pipe(_TARGETS)(nlp.make_doc(text))
+    for name, component in nlp.pipeline:
+        if name != _TARGETS and (doc.ents or name not in _FOR_MENTIONS):
+            doc = component(doc)
+    return doc
+
+
 class _Mention(TypedDict):
     concept: Concept
     start: int
@@ -366,7 +501,7 @@ def extract(
         raise TypeError(f"extract() needs the note as str, not {type(text).__name__} (decode bytes as UTF-8 first)")
     concepts: Sequence[Concept] = DEFAULT_LEXICON if lexicon is None else validate_lexicon(lexicon)
     if lexicon is None:
-        version = PIPELINE_VERSION if assertion else pipeline_version(concepts, assertion=False)
+        version = PIPELINE_VERSION if assertion else _RULE_PATH_VERSION
     else:
         version = pipeline_version(concepts, assertion=assertion)
     if not text.strip():
@@ -383,8 +518,8 @@ def extract(
     with warnings.catch_warnings():
         # W036: the sectioniser's token matcher is empty (all its rules are phrases).
         warnings.filterwarnings("ignore", message=r"\[W036\]")
-        docs = nlp.pipe(masked[a:b] for a, b in pieces)
-        for (offset, chunk_end), doc in zip(pieces, docs, strict=True):
+        for offset, chunk_end in pieces:
+            doc = _process(nlp, masked[offset:chunk_end])
             for sec in getattr(doc._, "sections", None) or []:
                 body_end = doc[sec.body_end - 1].idx + len(doc[sec.body_end - 1]) if sec.body_end else 0
                 end = offset + body_end if sec.body_end < len(doc) else chunk_end

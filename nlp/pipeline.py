@@ -10,6 +10,7 @@ No model is downloaded: the base is a blank English spaCy pipeline with medspaCy
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -19,8 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+import numpy as np
+from spacy.attrs import IDX, IS_SPACE, ORTH
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Token
 
 from cdss.jobs.registry import load_once
 
@@ -104,7 +107,10 @@ def build_pipeline(*, extra_rules: bool = True, sentencizer: Sentencizer = "rule
         nlp.add_pipe("sentencizer")
         nlp.add_pipe("medspacy_context", config=project_config if extra_rules else {})
     if sections:
-        nlp.add_pipe("medspacy_sectionizer", before="medspacy_context")
+        sectionizer = nlp.add_pipe("medspacy_sectionizer", before="medspacy_context")
+        labelled = _labelled_sections()
+        if labelled.applies(sectionizer):
+            sectionizer.__class__ = labelled  # spaCy has no hook to give it a subclass
         nlp.add_pipe("cdss_section_sentences", after="medspacy_sectionizer")
     if extra_rules:
         context = nlp.get_pipe("medspacy_context")
@@ -173,10 +179,9 @@ class _SpaceTolerantMatcher:
     def __call__(self, doc: Doc) -> list[tuple[int, int, int]]:
         from medspacy.common.util import prune_overlapping_matches
 
-        keep = [t.i for t in doc if not t.is_space]
-        if len(keep) == len(doc):
+        keep, compact = without_spaces(doc)
+        if keep is None:
             return list(prune_overlapping_matches(list(self._inner(doc))))
-        compact = Doc(doc.vocab, words=[doc[i].text for i in keep])
         rule_map = self._inner.rule_map
         matches = []
         for match_id, start, end in self._inner(compact):
@@ -195,10 +200,100 @@ class _SpaceTolerantMatcher:
         return list(prune_overlapping_matches(matches))
 
 
+def without_spaces(doc: Doc) -> tuple[list[int] | None, Doc]:
+    """The indices of ``doc``'s tokens that are not space tokens (runs of spaces, newlines) and a
+    Doc of those tokens alone; ``(None, doc)`` when it has no space token. The last answer is
+    kept: the target matcher and ConText ask for the same doc in turn (no component between them
+    changes its tokens)."""
+    last = _WITHOUT_SPACES[0]  # one read: another thread may replace it meanwhile
+    if last is not None and last[0] is doc and last[1] == len(doc):
+        return last[2]
+    spaces = doc.to_array(IS_SPACE)
+    if not spaces.any():
+        result: tuple[list[int] | None, Doc] = (None, doc)
+    else:
+        keep = np.flatnonzero(spaces == 0)
+        strings = doc.vocab.strings
+        words = [strings[orth] for orth in doc.to_array(ORTH)[keep].tolist()]
+        result = (keep.tolist(), Doc(doc.vocab, words=words))
+    _WITHOUT_SPACES[0] = (doc, len(doc), result)
+    return result
+
+
+_WITHOUT_SPACES: list[tuple[Doc, int, tuple[list[int] | None, Doc]] | None] = [None]
+
+
 def _default_rules_path() -> Path:
     from medspacy.context import ConText
 
     return Path(inspect.getfile(ConText)).resolve().parents[2] / "resources" / "en" / "context_rules.json"
+
+
+@functools.cache
+def _labelled_sections() -> Any:
+    """The ``_LabelledSections`` class (medspaCy is imported when a pipeline is built, not before)."""
+    from medspacy.section_detection.section import Section
+    from medspacy.section_detection.sectionizer import Sectionizer
+
+    class _LabelledSections(Sectionizer):
+        """medspaCy's Sectionizer (1.3.1) whose ``__call__`` labels each token with its section
+        (``token._.section``) by writing the value where spaCy keeps it, ``doc.user_data``, instead
+        of through a Token and an ``Underscore`` object per token (that loop was nine tenths of the
+        sectioniser's time on MTSamples notes). Sections, token labels and the entities' section
+        attributes are those of medspaCy's (tested). Used where the sectioniser is configured as this
+        project does (no parent sections, no start/end-of-line filter, no sentence boundaries set)
+        and the token extension is a plain value."""
+
+        @staticmethod
+        def applies(sectionizer: Any) -> bool:
+            default, method, getter, setter = Token.get_extension("section") or (None, None, None, None)
+            return (
+                type(sectionizer) is Sectionizer
+                and not (sectionizer.require_start_line or sectionizer.require_end_line)
+                and not sectionizer._parent_sections
+                and not sectionizer._apply_sentence_boundary
+                and default is None
+                and method is getter is setter is None
+            )
+
+        def __call__(self, doc: Doc) -> Doc:
+            matcher = self._Sectionizer__matcher  # type: ignore[attr-defined]
+            matches = matcher(doc)
+            doc._.sections = []
+            if len(matches) == 0:
+                doc._.sections.append(Section(None, 0, 0, 0, len(doc)))
+                return doc
+            section_list = []
+            if matches[0][1] != 0:
+                section_list.append(Section(None, 0, 0, 0, matches[0][1]))
+            for i, (match_id, start, end) in enumerate(matches):
+                rule = matcher.rule_map[self.nlp.vocab.strings[match_id]]
+                if i == len(matches) - 1:
+                    stop = len(doc)
+                    limit = len(doc)  # medspaCy: doc[-1].i + 1
+                else:
+                    stop = limit = matches[i + 1][1]
+                if self.max_section_length is not None or rule.max_scope is not None:
+                    scope = rule.max_scope if rule.max_scope is not None else self.max_section_length
+                    stop = min(end + scope, limit)
+                section_list.append(Section(rule.category, start, end, end, stop, None, rule))
+
+            user_data: dict[Any, Any] = doc.user_data
+            token_starts = doc.to_array(IDX).tolist()
+            for section in section_list:
+                doc._.sections.append(section)
+                start, end = section.section_span
+                # Underscore's key for a token's extension: ("._.", name, token.idx, None).
+                user_data.update((("._.", "section", idx, None), section) for idx in token_starts[start:end])
+
+            if self.assertion_attributes_mapping:
+                if self._input_span_type.lower() == "ents":
+                    self.set_assertion_attributes(doc.ents)
+                elif self._input_span_type.lower() == "group":
+                    self.set_assertion_attributes(doc.spans[self._span_group_name])
+            return doc
+
+    return _LabelledSections
 
 
 @Language.component("cdss_section_sentences")

@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -364,6 +365,165 @@ def test_a_section_carries_across_a_chunk_boundary(monkeypatch):
     assert fact["section"] == "family_history"
     assert fact["experiencer"] == "family"
 
+
+# Whitespace and case the target rules must handle: runs of spaces and line breaks inside a
+# phrase, exact-case short abbreviations beside their lower-case homographs, overlapping phrases.
+ODD_TARGET_TEXTS = [
+    "Chest  pain and chest\n\n  pain; CHEST PAIN. shortness of   breath, Shortness\tof breath.",
+    "MI mi Mi, HTN htn Htn, sob SOB Sob, cp CP, pe PE; NKDA nkda. Known  drug allergies: none.",
+    "Hx of CAD s/p MI. Type 2  diabetes mellitus, diabetes. Atrial\nfibrillation on warfarin 5 mg.",
+    "   \n\n  ",
+    "",
+]
+
+
+def _mtsamples_texts(count: int) -> list[str]:
+    path: Path = require_data("nlp/mtsamples.csv")
+    csv.field_size_limit(10**8)
+    with path.open(encoding="utf-8", newline="") as fh:
+        return [row["transcription"] for row in csv.DictReader(fh) if row["transcription"].strip()][:count]
+
+
+@pytest.mark.needs_data
+def test_the_phrase_target_matcher_finds_what_the_token_patterns_find():
+    """The target rules keep their token patterns; the extraction pipeline matches them with
+    spaCy's PhraseMatcher on the note without its space tokens. medspaCy's own matcher (spaCy's
+    Matcher over the patterns) must give the same pruned matches, in the same order."""
+    nlp = extract_module._get_pipeline(DEFAULT_LEXICON, PIPELINE_VERSION)
+    phrase = nlp.get_pipe("medspacy_target_matcher")._TargetMatcher__matcher
+    assert isinstance(phrase, extract_module._PhraseTargetMatcher)
+    matched = direct = 0
+    for text in ODD_TARGET_TEXTS + _mtsamples_texts(300):
+        doc = nlp.make_doc(text)
+        expected = list(phrase._inner(doc))
+        assert phrase(doc) == expected, text[:80]
+        matched += len(expected)
+        direct += not phrase._may_span_spaces(doc)
+    assert matched > 300
+    # Both ways were taken: on the note itself, and on the note without its space tokens.
+    assert direct > 100
+    assert all(phrase._may_span_spaces(nlp.make_doc(text)) for text in ODD_TARGET_TEXTS[:3])
+    # Concepts sharing a phrase: of the same span, the first rule's match is kept, as the Matcher
+    # lists them in the rules' order.
+    shared = [
+        {"id": "a", "kind": "symptom", "preferred": "A", "synonyms": ["chest pain", "pain"]},
+        {"id": "b", "kind": "problem", "preferred": "B", "synonyms": ["chest  pain", "pain"], "abbreviations": ["CP"]},
+        {"id": "c", "kind": "finding", "preferred": "C", "synonyms": ["pain", "chest pain"], "abbreviations": ["cp"]},
+    ]
+    nlp = extract_module.build_extraction_pipeline(shared)
+    phrase = nlp.get_pipe("medspacy_target_matcher")._TargetMatcher__matcher
+    for text in ["chest pain", "Chest \n pain, CP cp Cp pain", "pain chest pain"]:
+        doc = nlp.make_doc(text)
+        assert phrase(doc) == list(phrase._inner(doc)), text
+    assert [f["concept_id"] for f in extract("Chest  pain. Pain. cp.", lexicon=shared, assertion=False)["facts"]] == [
+        "a",
+        "a",
+        "c",
+    ]
+
+
+@pytest.mark.needs_data
+def test_skipping_sentences_and_context_where_nothing_matched_changes_nothing():
+    """``_process`` runs the target matcher first and leaves the sentence and ConText components
+    out for a text without any mention: entities, their sentences and modifiers, and sections are
+    those of the whole pipeline run in its order."""
+    nlp = extract_module._get_pipeline(DEFAULT_LEXICON, PIPELINE_VERSION)
+
+    def summary(doc):
+        return (
+            [(e.start, e.end, e.label_, e.sent.start, e.sent.end) for e in doc.ents],
+            [[(m.category, m.modifier_span) for m in e._.modifiers] for e in doc.ents],
+            [(s.category, s.title_start, s.title_end, s.body_start, s.body_end) for s in doc._.sections],
+        )
+
+    skipped = 0
+    for text in ODD_TARGET_TEXTS[:3] + _mtsamples_texts(60):
+        text = text[: extract_module.CHUNK_CHARS]
+        doc = extract_module._process(nlp, text)
+        skipped += not doc.ents
+        assert summary(doc) == summary(nlp(text)), text[:80]
+    assert skipped > 5  # both paths were taken
+
+
+@pytest.mark.needs_data
+def test_the_sectioniser_labels_what_medspacys_labels():
+    """The project's sectioniser (``pipeline._labelled_sections``) gives medspaCy's sections, token
+    labels (``token._.section``) and entity section attributes."""
+    nlp = extract_module.build_extraction_pipeline(DEFAULT_LEXICON)
+    labelled = nlp.get_pipe("medspacy_sectionizer")
+    assert type(labelled).__name__ == "_LabelledSections"
+    plain = nlp.add_pipe("medspacy_sectionizer", name="plain_sectionizer", last=True)
+    assert type(plain).__name__ == "Sectionizer"
+    targets = nlp.get_pipe("medspacy_target_matcher")
+    attributes = sorted({name for attrs in plain.assertion_attributes_mapping.values() for name in attrs})
+    assert attributes
+
+    def summary(doc):
+        def section(s):
+            return None if s is None else (s.category, s.title_start, s.title_end, s.body_start, s.body_end, s.parent,
+                                           s.rule.literal if s.rule else None)
+
+        return (
+            [section(s) for s in doc._.sections],
+            [section(token._.section) for token in doc],
+            [[getattr(ent._, name) for name in attributes] for ent in doc.ents],
+        )
+
+    headers = sections = flagged = 0
+    texts = ["", "   ", "FAMILY HISTORY: Mother with breast cancer.\nPAST MEDICAL HISTORY: HTN.\nPlan: aspirin."]
+    for text in texts + _mtsamples_texts(80):
+        docs = [targets(nlp.make_doc(text)) for _ in range(2)]
+        ours, theirs = summary(labelled(docs[0])), summary(plain(docs[1]))
+        assert ours == theirs, text[:80]
+        headers += sum(s is not None and s[0] is not None for s in ours[0])
+        sections += sum(s is not None for s in ours[1])
+        flagged += sum(any(values) for values in ours[2])
+    assert headers > 100 and sections > 10_000 and flagged > 5
+
+
+def test_the_target_matcher_sets_the_entities_medspacy_sets(monkeypatch):
+    """The extraction pipeline's target matcher sets ``doc.ents`` once; medspaCy's adds one match
+    at a time and skips (with a warning) a match overlapping an entity already set."""
+    from medspacy.target_matcher import TargetMatcher
+
+    lexicon = [
+        *DEFAULT_LEXICON,
+        {"id": "x-a", "kind": "finding", "preferred": "A", "synonyms": ["alpha beta gamma"]},
+        {"id": "x-b", "kind": "finding", "preferred": "B", "synonyms": ["beta"]},
+        {"id": "x-c", "kind": "finding", "preferred": "C", "synonyms": ["gamma delta"]},
+    ]
+    nlp = extract_module.build_extraction_pipeline(lexicon)
+    targets = nlp.get_pipe("medspacy_target_matcher")
+    assert type(targets).__name__ == "_EntityTargets"
+    dense = "Denies chest pain. History of HTN, DM and CAD. Mother had breast cancer. " * 30
+    texts = [*ODD_TARGET_TEXTS, dense, "Alpha beta gamma delta. Then HTN."]
+
+    def both(text):
+        out = []
+        for call in (targets, lambda doc: TargetMatcher.__call__(targets, doc)):
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always")
+                doc = call(nlp.make_doc(text))
+            out.append(([(e.start, e.end, e.label_, e._.target_rule) for e in doc.ents], [str(w.message) for w in warned]))
+        assert out[0] == out[1], text[:80]
+        return out[0]
+
+    assert [len(both(text)[0]) for text in texts][-2:] == [150, 2]
+    # Matches left overlapping (medspaCy's pruning leaves none; its matcher unpruned here): the
+    # first one is kept, the others are skipped with medspaCy's warning.
+    phrase = targets._TargetMatcher__matcher
+
+    class Unpruned:
+        rule_map = phrase.rule_map
+
+        def __call__(self, doc):
+            return phrase._inner._MedspacyMatcher__matcher(doc)  # spaCy's Matcher, unpruned
+
+    monkeypatch.setattr(targets, "_TargetMatcher__matcher", Unpruned())
+    ents, warned = both("Alpha beta gamma delta. Then HTN.")
+    # "beta" came first: "alpha beta gamma" is skipped, "gamma delta" kept.
+    assert [(start, end) for start, end, *_ in ents] == [(1, 2), (2, 4), (6, 7)]
+    assert len(warned) == 1 and '""Alpha beta gamma"" conflicts with a pre-existing entity' in warned[0]
 
 # --- lexicon and version --------------------------------------------------------------------
 
