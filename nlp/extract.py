@@ -37,6 +37,7 @@ import json
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -165,6 +166,23 @@ def lexicon_hash(concepts: Sequence[Concept]) -> str:
 def pipeline_version(concepts: Sequence[Concept], *, assertion: bool = True) -> str:
     rules = f"{RULES_VERSION}+{_pipeline.PIPELINE_VERSION}+lexicon-{lexicon_hash(concepts)}"
     return f"{rules}+{ASSERTION_VERSION}" if assertion else rules
+
+
+@dataclass(frozen=True)
+class PreparedLexicon:
+    """A lexicon validated and hashed once (``prepare_lexicon``), for a worker that reads many
+    notes with it: ``extract`` then neither validates nor hashes it per note."""
+
+    concepts: tuple[Concept, ...]
+    version: str  # the whole pipeline's
+    rule_path_version: str  # without the classifier
+
+
+def prepare_lexicon(data: Any) -> PreparedLexicon:
+    """``data`` as ``extract`` takes it (a list of concepts or ``{"concepts": [...]}``), checked
+    (LexiconError names the problem) and versioned once."""
+    concepts = validate_lexicon(data)
+    return PreparedLexicon(tuple(concepts), pipeline_version(concepts), pipeline_version(concepts, assertion=False))
 
 
 DEFAULT_LEXICON: list[dict[str, Any]] = load_lexicon()
@@ -488,21 +506,25 @@ class _Mention(TypedDict):
 
 
 def extract(
-    text: str, *, lexicon: Sequence[Concept] | Mapping[str, Any] | None = None, assertion: bool = True
+    text: str, *, lexicon: Sequence[Concept] | Mapping[str, Any] | PreparedLexicon | None = None,
+    assertion: bool = True,
 ) -> dict[str, Any]:
     """The sections and facts of a note (see the module docstring).
 
     ``lexicon`` defaults to ``nlp/lexicon.json``; another one (a list of concepts, e.g. edited in
     the admin) gives another ``pipeline_version``. ``assertion=False`` leaves the classifier out
-    (the rule path; another ``pipeline_version`` too). Raises TypeError for a non-str note and
-    LexiconError for a malformed lexicon.
+    (the rule path; another ``pipeline_version`` too); a ``PreparedLexicon`` is taken as it was
+    checked. Raises TypeError for a non-str note and LexiconError for a malformed lexicon.
     """
     if not isinstance(text, str):
         raise TypeError(f"extract() needs the note as str, not {type(text).__name__} (decode bytes as UTF-8 first)")
-    concepts: Sequence[Concept] = DEFAULT_LEXICON if lexicon is None else validate_lexicon(lexicon)
+    concepts: Sequence[Concept]
     if lexicon is None:
-        version = PIPELINE_VERSION if assertion else _RULE_PATH_VERSION
+        concepts, version = DEFAULT_LEXICON, (PIPELINE_VERSION if assertion else _RULE_PATH_VERSION)
+    elif isinstance(lexicon, PreparedLexicon):
+        concepts, version = lexicon.concepts, (lexicon.version if assertion else lexicon.rule_path_version)
     else:
+        concepts = validate_lexicon(lexicon)
         version = pipeline_version(concepts, assertion=assertion)
     if not text.strip():
         return {"pipeline_version": version, "sections": [], "facts": []}

@@ -40,10 +40,11 @@ def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[
     exception in the pipeline (its type and place only: messages may quote the note)."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from .extract import PIPELINE_VERSION, extract, pipeline_version
+    from .extract import PIPELINE_VERSION, extract, prepare_lexicon
 
+    prepared = None if lexicon is None else prepare_lexicon(list(lexicon))  # checked and hashed once, not per note
     if version is None:
-        version = PIPELINE_VERSION if lexicon is None else pipeline_version(list(lexicon))
+        version = PIPELINE_VERSION if prepared is None else prepared.version
     limit = note_max_bytes()
     texts = dict(ClinicalNote.objects.filter(pk__in=[n for n, _ in note_ids]).values_list("pk", "text"))
     results = []
@@ -56,7 +57,7 @@ def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[
                                      "(CDSS_NOTE_MAX_BYTES)."})
             continue
         try:
-            result = extract(text, lexicon=lexicon)
+            result = extract(text, lexicon=prepared)
         except SoftTimeLimitExceeded:
             raise  # the job's time is up: the runner records it, the job is tried again
         except Exception as exc:  # noqa: BLE001 - one unreadable note must not stop the others

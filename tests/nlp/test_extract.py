@@ -29,6 +29,7 @@ from nlp.extract import (
     load_lexicon,
     parse_medication,
     pipeline_version,
+    prepare_lexicon,
 )
 from tests.conftest import require_data
 
@@ -571,6 +572,12 @@ def test_a_custom_lexicon_is_used_and_versioned():
     result = extract("History of gout. Denies chest pain.", lexicon=lexicon)
     assert [f["concept_id"] for f in result["facts"]] == ["gout"]
     assert result["pipeline_version"] != PIPELINE_VERSION
+    # checked and hashed once for many notes: the same facts and versions as the list itself
+    prepared = prepare_lexicon(lexicon)
+    assert extract("History of gout. Denies chest pain.", lexicon=prepared) == result
+    rule_path = extract("No gout.", lexicon=lexicon, assertion=False)
+    assert extract("No gout.", lexicon=prepared, assertion=False) == rule_path
+    assert rule_path["pipeline_version"] == prepared.rule_path_version != prepared.version
 
 
 @pytest.mark.parametrize(
@@ -586,6 +593,8 @@ def test_a_custom_lexicon_is_used_and_versioned():
 def test_a_malformed_lexicon_is_refused(lexicon):
     with pytest.raises(LexiconError):
         extract("chest pain", lexicon=lexicon)
+    with pytest.raises(LexiconError):
+        prepare_lexicon(lexicon)
 
 
 # --- the command ----------------------------------------------------------------------------
