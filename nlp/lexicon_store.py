@@ -12,7 +12,9 @@ Concepts, terms and codes are listed in the order they were created, so a databa
 A process keeps the lexicon it last read. ``lexicon_current()`` asks the database one small
 question each time (how many rows, and when the last changed, in the three tables); only when
 the answer differs does it read the lexicon again (three queries) and build its version, so a
-lexicon edited in the admin is used by every worker from its next job on.
+lexicon edited in the admin is used by every worker from its next job on. The version also names
+the assertion head in use (``nlp.assertion_registry.assertion_head_current``: the model registry's
+active version, else the shipped artefact), so activating another head is noticed the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+
+from nlp.assertion.model import AssertionHead
 
 from .models import LexiconCode, LexiconConcept, LexiconTerm
 
@@ -137,8 +141,9 @@ def lexicon_fingerprint() -> tuple[Any, ...]:
 @dataclass(frozen=True)
 class Lexicon:
     concepts: list[dict[str, Any]]
-    version: str  # the pipeline version extractions with this lexicon carry
+    version: str  # the pipeline version extractions with this lexicon (and head) carry
     source: str  # "database", or "file" while the database holds no concept (before the seed)
+    head: AssertionHead  # the assertion head extraction uses with it
 
 
 _lock = threading.Lock()
@@ -148,19 +153,25 @@ _cache: dict[str, Any] = {}
 def lexicon_current() -> Lexicon:
     """The lexicon extraction uses now: the active concepts of the database, or
     ``nlp/lexicon.json`` while the database holds no concept at all. One query when nothing
-    changed since this process last read it."""
+    changed since this process last read it (and one for the model registry's active assertion
+    head, whose files are checked when it changes: ``ModelFileTampered`` if they were altered)."""
+    from .assertion_registry import assertion_head_current
+
     fingerprint = lexicon_fingerprint()
+    head = assertion_head_current()
     with _lock:
         cached: Lexicon | None = _cache.get("lexicon")
-        if cached is not None and _cache.get("fingerprint") == fingerprint:
+        if cached is not None and _cache.get("fingerprint") == fingerprint and cached.head == head:
             return cached
     from . import extract
 
     if fingerprint[0] == "0":
-        lexicon = Lexicon(concepts=extract.DEFAULT_LEXICON, version=extract.PIPELINE_VERSION, source="file")
+        lexicon = Lexicon(concepts=extract.DEFAULT_LEXICON, source="file", head=head,
+                          version=extract.pipeline_version(extract.DEFAULT_LEXICON, head=head))
     else:
         concepts = lexicon_from_database()
-        lexicon = Lexicon(concepts=concepts, version=extract.pipeline_version(concepts), source="database")
+        lexicon = Lexicon(concepts=concepts, version=extract.pipeline_version(concepts, head=head), source="database",
+                          head=head)
     with _lock:
         _cache["lexicon"], _cache["fingerprint"] = lexicon, fingerprint
     return lexicon

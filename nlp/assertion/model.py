@@ -84,6 +84,25 @@ def head_version(head_json: Path | None = None) -> str:
 
 
 @dataclass(frozen=True)
+class AssertionHead:
+    """Which head json a pipeline reads, and its version (``assertion-<sha8>`` of the weights, part of
+    the extraction pipeline's version). ``source``: ``shipped`` (the committed artefact or
+    ``CDSS_NLP_ASSERTION_HEAD``) or ``registry`` (the model registry's active version, see
+    ``nlp.assertion_registry``; ``registry_version`` names it)."""
+
+    head_json: Path
+    version: str
+    source: str = "shipped"
+    registry_version: str = ""
+
+
+def shipped_head() -> AssertionHead:
+    """The head read without the model registry: the committed artefact or ``CDSS_NLP_ASSERTION_HEAD``."""
+    path = default_head_json()
+    return AssertionHead(head_json=path, version=head_version(path))
+
+
+@dataclass(frozen=True)
 class FlagDecision:
     value: bool
     stage: str  # STAGE_RULES or STAGE_CLASSIFIER
