@@ -127,13 +127,22 @@ def lexicon_from_database() -> list[dict[str, Any]]:
 
 
 def lexicon_fingerprint() -> tuple[Any, ...]:
-    """Row counts and latest change of the three lexicon tables, in one query."""
+    """Row counts and latest change of the three lexicon tables, and the id and file hash of the
+    model registry's active assertion head (if any), in one query."""
+    from cdss.models import ModelVersion
+
+    from .assertion_registry import MODEL_NAME
+
     parts = []
     for model in (LexiconConcept, LexiconTerm, LexiconCode):
         table = connection.ops.quote_name(model._meta.db_table)
         parts.append(f"(SELECT COUNT(*) FROM {table}), (SELECT MAX(updated_at) FROM {table})")  # noqa: S608
+    registry = connection.ops.quote_name(ModelVersion._meta.db_table)
+    for column in ("id", "file_sha256"):
+        parts.append(f"(SELECT {column} FROM {registry} WHERE name = %s AND active)")  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute("SELECT " + ", ".join(parts))  # table names from the models, no input
+        # table and column names from the models, the name as a parameter
+        cursor.execute("SELECT " + ", ".join(parts), [MODEL_NAME, MODEL_NAME])
         row = cursor.fetchone()
     return tuple(str(value) for value in row)
 
@@ -153,17 +162,19 @@ _cache: dict[str, Any] = {}
 def lexicon_current() -> Lexicon:
     """The lexicon extraction uses now: the active concepts of the database, or
     ``nlp/lexicon.json`` while the database holds no concept at all. One query when nothing
-    changed since this process last read it (and one for the model registry's active assertion
-    head, whose files are checked when it changes: ``ModelFileTampered`` if they were altered)."""
+    changed since this process last read it; the same query notices another active assertion head
+    in the model registry, whose files are checked when it changes (``ModelFileTampered`` if they
+    were altered)."""
     from .assertion_registry import assertion_head_current
 
     fingerprint = lexicon_fingerprint()
-    head = assertion_head_current()
     with _lock:
         cached: Lexicon | None = _cache.get("lexicon")
-        if cached is not None and _cache.get("fingerprint") == fingerprint and cached.head == head:
+        if cached is not None and _cache.get("fingerprint") == fingerprint:
             return cached
     from . import extract
+
+    head = assertion_head_current()
 
     if fingerprint[0] == "0":
         lexicon = Lexicon(concepts=extract.DEFAULT_LEXICON, source="file", head=head,

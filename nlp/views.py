@@ -127,11 +127,12 @@ def note_detail(request: HttpRequest, external_id: uuid.UUID, note_id: uuid.UUID
     from .lexicon_store import lexicon_current
 
     patient, note = note_get_for_user(request.user, external_id, note_id)
+    model_error = False
     try:
         current_version: str | None = lexicon_current().version
-    except ModelFileError as exc:  # the active assertion head's files changed: say the extraction may be outdated
+    except ModelFileError as exc:  # the active assertion head's files changed: the page says so
         log.error("nlp: %s", exc)
-        current_version = None
+        current_version, model_error = None, True
     extraction = note_extraction_current(note, version=current_version)
     facts = [fact_view(f) for f in note_fact_list(extraction)] if extraction else []
     pieces: list[Piece[FactView]]
@@ -144,8 +145,8 @@ def note_detail(request: HttpRequest, external_id: uuid.UUID, note_id: uuid.UUID
         "patient": patient,
         "note": note,
         "extraction": extraction,
-        "outdated": extraction is not None and (current_version is None
-                                                or extraction.pipeline_version != current_version),
+        "outdated": extraction is not None and extraction.pipeline_version != current_version,
+        "model_error": model_error,
         "pieces": pieces,
         "facts": facts,
         "listed": facts[:MAX_LISTED_FACTS],

@@ -203,3 +203,44 @@ def test_without_a_registered_version_extraction_uses_the_shipped_artefact(model
     note = make_note(patient, text=NOTE)
     assert run_nlp_job(patient) == "succeeded"
     assert NoteExtraction.objects.get(note=note).pipeline_version == PIPELINE_VERSION
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_the_nlp_version_with_its_per_flag_figures(model_dir, admin_client, shipped_meta):
+    mv = assertion_artefact_register(HEAD_JSON).model_version
+    listing = admin_client.get("/admin/cdss/modelversion/").content.decode()
+    assert MODEL_NAME in listing and mv.version in listing and ARCHITECTURE in listing
+    page = admin_client.get(f"/admin/cdss/modelversion/{mv.pk}/change/").content.decode()
+    historical = shipped_meta["flags"]["historical"]["nested_cv"]["combined"]
+    assert f"{historical['precision']:.3f} / {historical['recall']:.3f} / {historical['f1']:.3f}" in page
+    assert mv.file_sha256 in page and shipped_meta["data"]["sha256"] in page
+
+
+@pytest.mark.django_db
+def test_the_lexicon_copy_notices_another_active_head_in_its_one_query(model_dir, tmp_path):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from nlp.lexicon_store import lexicon_current
+
+    first = lexicon_current()
+    assert first.head.source == "shipped" and first.version == PIPELINE_VERSION
+    other = assertion_artefact_register(other_head(tmp_path)).model_version
+    second = lexicon_current()
+    assert second.head.registry_version == other.version and second.version != first.version
+    with CaptureQueriesContext(connection) as queries:
+        assert lexicon_current() is second
+    assert len(queries) == 1
+
+
+@pytest.mark.django_db
+def test_the_note_page_says_when_the_active_head_failed_its_check(model_dir, tmp_path, client_a, patient_a):
+    from django.urls import reverse
+
+    note = make_note(patient_a, text=NOTE)
+    assert run_nlp_job(patient_a) == "succeeded"
+    mv = assertion_artefact_register(other_head(tmp_path)).model_version
+    (model_dir / mv.file_path).with_suffix(".npz").write_bytes(b"not the registered weights")
+    response = client_a.get(reverse("note-detail", args=[patient_a.external_id, note.external_id]))
+    assert response.status_code == 200
+    assert "failed its file check" in response.content.decode()
