@@ -27,6 +27,7 @@ from nlp.assertion_registry import (
 )
 from nlp.extract import CANDIDATE_KINDS, PIPELINE_VERSION
 from nlp.models import NoteExtraction, NoteFact
+from tests.conftest import require_data
 from tests.factories import PatientFactory
 from tests.nlp.test_storage import make_note
 
@@ -244,3 +245,31 @@ def test_the_note_page_says_when_the_active_head_failed_its_check(model_dir, tmp
     response = client_a.get(reverse("note-detail", args=[patient_a.external_id, note.external_id]))
     assert response.status_code == 200
     assert "failed its file check" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.needs_data
+def test_training_registers_and_activates_what_it_wrote_and_the_same_bytes_again_are_a_no_op(model_dir, tmp_path):
+    source = require_data("nlp/negex-dev.tsv")
+    data = tmp_path / "data" / "nlp" / "negex-dev.tsv"
+    data.parent.mkdir(parents=True)
+    data.write_text("".join(source.read_text(encoding="utf-8").splitlines(keepends=True)[:301]), encoding="utf-8")
+    output = tmp_path / "trained" / "assertion-head.json"
+    args = ["train_assertion_model", f"--data-dir={tmp_path / 'data'}", "--no-cv", f"--output={output}"]
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    mv = ModelVersion.objects.get(name=MODEL_NAME)
+    assert mv.active and "registered nlp_assertion" in out.getvalue()
+    assert mv.file_sha256 == sha256_file(output) and sha256_file(data) in mv.dataset
+    assert mv.training_seconds and mv.training_seconds > 0
+    assert mv.metrics["evaluation"].startswith("not evaluated") and mv.metrics["rows"] < 300
+    assert assertion_head_current().head_json == model_dir / mv.file_path
+
+    out = io.StringIO()
+    call_command(*args, stdout=out)  # deterministic: the same bytes, already registered
+    assert "already registered" in out.getvalue()
+    assert ModelVersion.objects.filter(name=MODEL_NAME).count() == 1
+
+    call_command(*args, "--no-register", f"--output={tmp_path / 'offline' / 'assertion-head.json'}",
+                 stdout=io.StringIO())
+    assert ModelVersion.objects.filter(name=MODEL_NAME).count() == 1
