@@ -5,7 +5,9 @@ Artefact: ``nlp/assertion/artefact/assertion-head.npz`` (the weights) and ``asse
 head chosen per flag, cross-validated figures, and the npz's sha256). Both are committed, so a fresh
 checkout classifies without a training step; ``python manage.py train_assertion_model`` rewrites
 them (byte-identical for the same data, seed and libraries). ``CDSS_NLP_ASSERTION_HEAD`` may point
-at another ``.json`` (its ``.npz`` beside it), e.g. one trained for another encoder folder.
+at another ``.json`` (its ``.npz`` beside it), e.g. one trained for another encoder folder. Inside
+Django, the model registry's active ``nlp_assertion`` version replaces both
+(``nlp.assertion_registry``); the worker passes its head to ``extract()`` as an ``AssertionHead``.
 
 Loading checks the npz against the recorded sha256 and the encoder's weights against the ones the
 heads were trained on, and refuses (``AssertionModelError``) on a mismatch: heads fitted on one
