@@ -172,9 +172,10 @@ def _baseline(sentencizer: str) -> Callable[[str], int]:
 
 
 def _project(assertion: bool) -> Callable[[str], int]:
-    from nlp.extract import DEFAULT_LEXICON, PIPELINE_VERSION, _get_pipeline, extract
+    from nlp.extract import DEFAULT_LEXICON, _get_pipeline, extract, pipeline_version
 
-    _get_pipeline(DEFAULT_LEXICON, PIPELINE_VERSION)  # build now (extract() builds it lazily)
+    # build now (extract() builds it lazily; one pipeline per rules + lexicon version)
+    _get_pipeline(DEFAULT_LEXICON, pipeline_version(DEFAULT_LEXICON, assertion=False))
     if assertion:
         from nlp.assertion.context import get_classifier
 

@@ -61,6 +61,8 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="metrics")
     def metrics_summary(self, obj: ModelVersion) -> str:
+        if isinstance(obj.metrics, dict) and isinstance(obj.metrics.get("flags"), dict):
+            return _flag_table(obj.metrics)
         rows = []
         for split in _SPLITS:
             m = obj.split_metrics(split)
@@ -114,6 +116,24 @@ class ModelVersionAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{mv.name} {mv.version} was not activated: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{mv.name} {mv.version} is now active.", messages.SUCCESS)
+
+
+def _flag_table(metrics: dict[str, Any]) -> str:
+    """Per-flag figures of a classifier of flags (the NLP assertion heads): the head chosen, and
+    precision / recall / F1 of the rules alone and of rules + classifier."""
+    def prf(figures: Any) -> str:
+        if not isinstance(figures, dict):
+            return "—"
+        return " / ".join(_figure(figures.get(k)) for k in ("precision", "recall", "f1"))
+
+    rows = [(flag, spec.get("positives", "—"), spec.get("head", "—"), prf(spec.get("rules")), prf(spec.get("combined")))
+            for flag, spec in metrics["flags"].items() if isinstance(spec, dict)]
+    header = format_html_join("", "<th>{}</th>", ((h,) for h in (
+        "flag", "positives", "head", "rules P / R / F1", "rules + classifier P / R / F1")))
+    body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in r)),)
+                                                for r in rows))
+    return format_html("<p>{}</p><table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>",
+                       metrics.get("evaluation", ""), header, body)
 
 
 def calibration_plot_data(mv: ModelVersion) -> dict[str, Any] | None:

@@ -127,8 +127,10 @@ class ModelVersion(models.Model):
     active (a partial unique constraint), and that is the one predictions use. ``metrics`` holds
     one object per split (``train``, ``validation``, ``test``), each with ``n``, ``prevalence``,
     ``auc`` and ``auc_ci95``, ``brier``, ``calibration_slope`` and ``calibration_intercept``,
-    plus whatever the trainer adds (``candidates``, ``cv``). ``calibration`` holds the binned
-    predicted-vs-observed points per split for the plot. ``file_path`` is relative to
+    plus whatever the trainer adds (``candidates``, ``cv``); an NLP assertion version
+    (``nlp.assertion_registry``) holds its cross-validated figures per flag instead
+    (``evaluation``, ``rows``, ``groups``, ``flags``: head, rules and combined precision / recall /
+    F1). ``calibration`` holds the binned predicted-vs-observed points per split for the plot. ``file_path`` is relative to
     ``settings.CDSS_MODEL_DIR``; ``file_sha256`` is checked before the file is loaded.
     """
 

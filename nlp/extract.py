@@ -26,6 +26,11 @@ cross-validation) runs on the candidate mentions only (problems, symptoms, findi
 all of a note's in one batch, and decides the flags whose shipped head is a model; ``flag_stages``
 says which stage decided each flag and ``stage`` ends in ``+classifier`` when any flag of the fact
 came from it. ``extract(text, assertion=False)`` is the rule path alone.
+
+The heads are the shipped artefact's (``nlp/assertion/artefact``, or ``CDSS_NLP_ASSERTION_HEAD``)
+unless ``head`` names another (``nlp.assertion.model.AssertionHead``): the worker passes the model
+registry's active version (``nlp.assertion_registry``); the head's version is part of
+``pipeline_version``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from spacy.tokens import Doc
 from cdss.jobs.registry import load_once
 from nlp import pipeline as _pipeline
 from nlp.assertion.features import rule_features
-from nlp.assertion.model import STAGE_RULES, head_version
+from nlp.assertion.model import STAGE_RULES, AssertionHead, head_version
 from nlp.pipeline import (
     HISTORICAL_SECTIONS,
     HISTORICAL_TITLE,
@@ -163,9 +168,15 @@ def lexicon_hash(concepts: Sequence[Concept]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
-def pipeline_version(concepts: Sequence[Concept], *, assertion: bool = True) -> str:
+def pipeline_version(concepts: Sequence[Concept], *, assertion: bool = True, head: AssertionHead | None = None) -> str:
+    """The version extractions carry: rules, ConText, the lexicon's hash and (with ``assertion``)
+    the head's version (``head``; default the shipped artefact's)."""
     rules = f"{RULES_VERSION}+{_pipeline.PIPELINE_VERSION}+lexicon-{lexicon_hash(concepts)}"
-    return f"{rules}+{ASSERTION_VERSION}" if assertion else rules
+    return _with_head(rules, head) if assertion else rules
+
+
+def _with_head(rules_version: str, head: AssertionHead | None) -> str:
+    return f"{rules_version}+{head.version if head is not None else ASSERTION_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -174,15 +185,18 @@ class PreparedLexicon:
     notes with it: ``extract`` then neither validates nor hashes it per note."""
 
     concepts: tuple[Concept, ...]
-    version: str  # the whole pipeline's
     rule_path_version: str  # without the classifier
+
+    def version(self, head: AssertionHead | None = None) -> str:
+        """The whole pipeline's version with these concepts and ``head`` (default: the shipped one)."""
+        return _with_head(self.rule_path_version, head)
 
 
 def prepare_lexicon(data: Any) -> PreparedLexicon:
     """``data`` as ``extract`` takes it (a list of concepts or ``{"concepts": [...]}``), checked
     (LexiconError names the problem) and versioned once."""
     concepts = validate_lexicon(data)
-    return PreparedLexicon(tuple(concepts), pipeline_version(concepts), pipeline_version(concepts, assertion=False))
+    return PreparedLexicon(tuple(concepts), pipeline_version(concepts, assertion=False))
 
 
 DEFAULT_LEXICON: list[dict[str, Any]] = load_lexicon()
@@ -506,30 +520,37 @@ class _Mention(TypedDict):
 
 
 def extract(
-    text: str, *, lexicon: Sequence[Concept] | Mapping[str, Any] | PreparedLexicon | None = None,
+    text: str,
+    *,
+    lexicon: Sequence[Concept] | Mapping[str, Any] | PreparedLexicon | None = None,
     assertion: bool = True,
+    head: AssertionHead | None = None,
 ) -> dict[str, Any]:
     """The sections and facts of a note (see the module docstring).
 
     ``lexicon`` defaults to ``nlp/lexicon.json``; another one (a list of concepts, e.g. edited in
     the admin) gives another ``pipeline_version``. ``assertion=False`` leaves the classifier out
     (the rule path; another ``pipeline_version`` too); a ``PreparedLexicon`` is taken as it was
-    checked. Raises TypeError for a non-str note and LexiconError for a malformed lexicon.
+    checked. ``head`` names the assertion heads (default: the shipped artefact); its version is
+    part of ``pipeline_version``. Raises TypeError for a non-str note and LexiconError for a
+    malformed lexicon.
     """
     if not isinstance(text, str):
         raise TypeError(f"extract() needs the note as str, not {type(text).__name__} (decode bytes as UTF-8 first)")
     concepts: Sequence[Concept]
     if lexicon is None:
-        concepts, version = DEFAULT_LEXICON, (PIPELINE_VERSION if assertion else _RULE_PATH_VERSION)
+        concepts, rules_version = DEFAULT_LEXICON, _RULE_PATH_VERSION
     elif isinstance(lexicon, PreparedLexicon):
-        concepts, version = lexicon.concepts, (lexicon.version if assertion else lexicon.rule_path_version)
+        concepts, rules_version = lexicon.concepts, lexicon.rule_path_version
     else:
         concepts = validate_lexicon(lexicon)
-        version = pipeline_version(concepts, assertion=assertion)
+        rules_version = pipeline_version(concepts, assertion=False)
+    version = _with_head(rules_version, head) if assertion else rules_version
     if not text.strip():
         return {"pipeline_version": version, "sections": [], "facts": []}
     by_id = {c["id"]: c for c in concepts}
-    nlp = _get_pipeline(concepts, version)
+    # One spaCy pipeline per rules + lexicon version, whichever assertion head reads its mentions.
+    nlp = _get_pipeline(concepts, rules_version)
     masked = _mask_markup(text)
     pieces = _chunks(masked)
 
@@ -577,7 +598,8 @@ def extract(
     return {
         "pipeline_version": version,
         "sections": sections,
-        "facts": _facts(text, mentions, sections, historical_flags, masked if assertion else None),
+        "facts": _facts(text, mentions, sections, historical_flags, masked if assertion else None,
+                        head.head_json if head is not None else None),
     }
 
 
@@ -593,9 +615,10 @@ def _facts(
     sections: list[Section],
     historical_flags: list[bool],
     masked: str | None,
+    head_json: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Facts from the mentions; with ``masked`` (the note with markup blanked) the classifier
-    decides the flags of the candidate mentions."""
+    (of ``head_json``; default the shipped artefact) decides the flags of the candidate mentions."""
     substances = [i for i, m in enumerate(mentions) if m["concept"]["kind"] in {"medication", "allergen"}]
     facts: list[dict[str, Any]] = []
     candidates: list[tuple[int, tuple[str, int, int]]] = []  # (fact index, (sentence, start, end))
@@ -662,7 +685,7 @@ def _facts(
                 fact["medication"] = {**medication, "status": status}
         facts.append(fact)
     if candidates:
-        _classify(facts, candidates, rule_rows)
+        _classify(facts, candidates, rule_rows, head_json)
     # "penicillin (nausea)": the nausea is the allergy's reaction, not a symptom of the patient's.
     return [
         f
@@ -673,12 +696,15 @@ def _facts(
 
 
 def _classify(
-    facts: list[dict[str, Any]], candidates: list[tuple[int, tuple[str, int, int]]], rule_rows: list[np.ndarray]
+    facts: list[dict[str, Any]],
+    candidates: list[tuple[int, tuple[str, int, int]]],
+    rule_rows: list[np.ndarray],
+    head_json: Path | None = None,
 ) -> None:
     """The classifier's flags for the candidate facts (one batch per note)."""
     from nlp.assertion.context import apply_decisions, get_classifier
 
-    decisions = get_classifier().classify([mention for _, mention in candidates], np.stack(rule_rows))
+    decisions = get_classifier(head_json).classify([mention for _, mention in candidates], np.stack(rule_rows))
     for (index, _), decided in zip(candidates, decisions, strict=True):
         fact = facts[index]
         stages = apply_decisions(fact, decided)

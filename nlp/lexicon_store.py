@@ -12,7 +12,9 @@ Concepts, terms and codes are listed in the order they were created, so a databa
 A process keeps the lexicon it last read. ``lexicon_current()`` asks the database one small
 question each time (how many rows, and when the last changed, in the three tables); only when
 the answer differs does it read the lexicon again (three queries) and build its version, so a
-lexicon edited in the admin is used by every worker from its next job on.
+lexicon edited in the admin is used by every worker from its next job on. The version also names
+the assertion head in use (``nlp.assertion_registry.assertion_head_current``: the model registry's
+active version, else the shipped artefact), so activating another head is noticed the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+
+from nlp.assertion.model import AssertionHead
 
 from .models import LexiconCode, LexiconConcept, LexiconTerm
 
@@ -123,13 +127,22 @@ def lexicon_from_database() -> list[dict[str, Any]]:
 
 
 def lexicon_fingerprint() -> tuple[Any, ...]:
-    """Row counts and latest change of the three lexicon tables, in one query."""
+    """Row counts and latest change of the three lexicon tables, and the id and file hash of the
+    model registry's active assertion head (if any), in one query."""
+    from cdss.models import ModelVersion
+
+    from .assertion_registry import MODEL_NAME
+
     parts = []
     for model in (LexiconConcept, LexiconTerm, LexiconCode):
         table = connection.ops.quote_name(model._meta.db_table)
         parts.append(f"(SELECT COUNT(*) FROM {table}), (SELECT MAX(updated_at) FROM {table})")  # noqa: S608
+    registry = connection.ops.quote_name(ModelVersion._meta.db_table)
+    for column in ("id", "file_sha256"):
+        parts.append(f"(SELECT {column} FROM {registry} WHERE name = %s AND active)")  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute("SELECT " + ", ".join(parts))  # table names from the models, no input
+        # table and column names from the models, the name as a parameter
+        cursor.execute("SELECT " + ", ".join(parts), [MODEL_NAME, MODEL_NAME])
         row = cursor.fetchone()
     return tuple(str(value) for value in row)
 
@@ -137,8 +150,9 @@ def lexicon_fingerprint() -> tuple[Any, ...]:
 @dataclass(frozen=True)
 class Lexicon:
     concepts: list[dict[str, Any]]
-    version: str  # the pipeline version extractions with this lexicon carry
+    version: str  # the pipeline version extractions with this lexicon (and head) carry
     source: str  # "database", or "file" while the database holds no concept (before the seed)
+    head: AssertionHead  # the assertion head extraction uses with it
 
 
 _lock = threading.Lock()
@@ -148,7 +162,11 @@ _cache: dict[str, Any] = {}
 def lexicon_current() -> Lexicon:
     """The lexicon extraction uses now: the active concepts of the database, or
     ``nlp/lexicon.json`` while the database holds no concept at all. One query when nothing
-    changed since this process last read it."""
+    changed since this process last read it; the same query notices another active assertion head
+    in the model registry, whose files are checked when it changes (``ModelFileTampered`` if they
+    were altered)."""
+    from .assertion_registry import assertion_head_current
+
     fingerprint = lexicon_fingerprint()
     with _lock:
         cached: Lexicon | None = _cache.get("lexicon")
@@ -156,11 +174,15 @@ def lexicon_current() -> Lexicon:
             return cached
     from . import extract
 
+    head = assertion_head_current()
+
     if fingerprint[0] == "0":
-        lexicon = Lexicon(concepts=extract.DEFAULT_LEXICON, version=extract.PIPELINE_VERSION, source="file")
+        lexicon = Lexicon(concepts=extract.DEFAULT_LEXICON, source="file", head=head,
+                          version=extract.pipeline_version(extract.DEFAULT_LEXICON, head=head))
     else:
         concepts = lexicon_from_database()
-        lexicon = Lexicon(concepts=concepts, version=extract.pipeline_version(concepts), source="database")
+        lexicon = Lexicon(concepts=concepts, version=extract.pipeline_version(concepts, head=head), source="database",
+                          head=head)
     with _lock:
         _cache["lexicon"], _cache["fingerprint"] = lexicon, fingerprint
     return lexicon

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
+from nlp.assertion.model import AssertionHead
 from patients.models import ENTERED_IN_ERROR, ClinicalNote
 
 from .models import NoteExtraction, NoteFact, NoteFactFeedback
@@ -31,20 +32,25 @@ def notes_to_extract(patient_ids: Iterable[int], *, version: str) -> list[tuple[
 
 
 def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[str, Any]] | None = None,
-                  version: str | None = None) -> list[dict[str, Any]]:
+                  version: str | None = None, head: AssertionHead | None = None) -> list[dict[str, Any]]:
     """Run the pipeline over the notes (no writes): one result per note, with its ids.
     ``lexicon`` is a list of concepts (``nlp.lexicon_store``); None: ``nlp/lexicon.json``.
+    ``head`` is the assertion head; None: the model registry's active version, else the shipped
+    artefact (``nlp.assertion_registry.assertion_head_current``).
 
     A note that cannot be read gives a result with ``error`` (and no facts) instead of failing
     the others: longer than ``note_max_bytes()`` characters (refused before reading), or an
     exception in the pipeline (its type and place only: messages may quote the note)."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from .extract import PIPELINE_VERSION, extract, prepare_lexicon
+    from .assertion_registry import assertion_head_current
+    from .extract import DEFAULT_LEXICON, extract, pipeline_version, prepare_lexicon
 
+    if head is None:
+        head = assertion_head_current()
     prepared = None if lexicon is None else prepare_lexicon(list(lexicon))  # checked and hashed once, not per note
     if version is None:
-        version = PIPELINE_VERSION if prepared is None else prepared.version
+        version = pipeline_version(DEFAULT_LEXICON, head=head) if prepared is None else prepared.version(head)
     limit = note_max_bytes()
     texts = dict(ClinicalNote.objects.filter(pk__in=[n for n, _ in note_ids]).values_list("pk", "text"))
     results = []
@@ -57,7 +63,7 @@ def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[
                                      "(CDSS_NOTE_MAX_BYTES)."})
             continue
         try:
-            result = extract(text, lexicon=prepared)
+            result = extract(text, lexicon=prepared, head=head)
         except SoftTimeLimitExceeded:
             raise  # the job's time is up: the runner records it, the job is tried again
         except Exception as exc:  # noqa: BLE001 - one unreadable note must not stop the others

@@ -8,6 +8,7 @@ through Django's auto-escaping (``{{ }}``), never marked safe.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 
@@ -19,11 +20,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from cdss.audit import audit_record
+from cdss.model_registry import ModelFileError
 
 from .highlight import Piece, note_pieces
 from .models import NoteFact, NoteFactFeedback
 from .selectors import note_extraction_current, note_fact_get, note_fact_list, note_get_for_user
 from .services import note_fact_feedback_create
+
+log = logging.getLogger("nlp")
 
 SYSTEM_LABELS = {
     "http://snomed.info/sct": "SNOMED CT",
@@ -123,7 +127,12 @@ def note_detail(request: HttpRequest, external_id: uuid.UUID, note_id: uuid.UUID
     from .lexicon_store import lexicon_current
 
     patient, note = note_get_for_user(request.user, external_id, note_id)
-    current_version = lexicon_current().version
+    model_error = False
+    try:
+        current_version: str | None = lexicon_current().version
+    except ModelFileError as exc:  # the active assertion head's files changed: the page says so
+        log.error("nlp: %s", exc)
+        current_version, model_error = None, True
     extraction = note_extraction_current(note, version=current_version)
     facts = [fact_view(f) for f in note_fact_list(extraction)] if extraction else []
     pieces: list[Piece[FactView]]
@@ -137,6 +146,7 @@ def note_detail(request: HttpRequest, external_id: uuid.UUID, note_id: uuid.UUID
         "note": note,
         "extraction": extraction,
         "outdated": extraction is not None and extraction.pipeline_version != current_version,
+        "model_error": model_error,
         "pieces": pieces,
         "facts": facts,
         "listed": facts[:MAX_LISTED_FACTS],

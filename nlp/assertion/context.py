@@ -9,11 +9,13 @@ stage decided each flag. Pure Python (no Django).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cdss.jobs.registry import load_once
+from nlp.assertion.encoder import Encoder
 from nlp.assertion.features import rule_features
 from nlp.assertion.model import AssertionClassifier, FlagDecision, default_head_json
 from nlp.pipeline import ContextResult, classify_context
@@ -23,10 +25,16 @@ class AssertedContext(ContextResult):
     stages: dict[str, str]  # flag -> "context" (rules) or "classifier"
 
 
-def get_classifier() -> AssertionClassifier:
-    """The classifier (encoder + heads), loaded once per process."""
-    path = default_head_json()
-    return load_once(f"nlp.assertion:{path}", lambda: AssertionClassifier(path))
+def get_encoder() -> Encoder:
+    """The MiniLM encoder, loaded once per process and shared by every head."""
+    return load_once("nlp.assertion.encoder", Encoder)
+
+
+def get_classifier(head_json: Path | None = None) -> AssertionClassifier:
+    """The classifier (encoder + heads) of ``head_json`` (default: the shipped artefact or
+    ``CDSS_NLP_ASSERTION_HEAD``), loaded once per process and file."""
+    path = Path(head_json) if head_json is not None else default_head_json()
+    return load_once(f"nlp.assertion:{path}", lambda: AssertionClassifier(path, encoder=get_encoder()))
 
 
 def rule_row(result: ContextResult, text: str, start: int, end: int) -> np.ndarray:

@@ -5,7 +5,9 @@ Artefact: ``nlp/assertion/artefact/assertion-head.npz`` (the weights) and ``asse
 head chosen per flag, cross-validated figures, and the npz's sha256). Both are committed, so a fresh
 checkout classifies without a training step; ``python manage.py train_assertion_model`` rewrites
 them (byte-identical for the same data, seed and libraries). ``CDSS_NLP_ASSERTION_HEAD`` may point
-at another ``.json`` (its ``.npz`` beside it), e.g. one trained for another encoder folder.
+at another ``.json`` (its ``.npz`` beside it), e.g. one trained for another encoder folder. Inside
+Django, the model registry's active ``nlp_assertion`` version replaces both
+(``nlp.assertion_registry``); the worker passes its head to ``extract()`` as an ``AssertionHead``.
 
 Loading checks the npz against the recorded sha256 and the encoder's weights against the ones the
 heads were trained on, and refuses (``AssertionModelError``) on a mismatch: heads fitted on one
@@ -81,6 +83,25 @@ def head_version(head_json: Path | None = None) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return "assertion-missing"
     return f"assertion-{str(digest)[:8]}"
+
+
+@dataclass(frozen=True)
+class AssertionHead:
+    """Which head json a pipeline reads, and its version (``assertion-<sha8>`` of the weights, part of
+    the extraction pipeline's version). ``source``: ``shipped`` (the committed artefact or
+    ``CDSS_NLP_ASSERTION_HEAD``) or ``registry`` (the model registry's active version, see
+    ``nlp.assertion_registry``; ``registry_version`` names it)."""
+
+    head_json: Path
+    version: str
+    source: str = "shipped"
+    registry_version: str = ""
+
+
+def shipped_head() -> AssertionHead:
+    """The head read without the model registry: the committed artefact or ``CDSS_NLP_ASSERTION_HEAD``."""
+    path = default_head_json()
+    return AssertionHead(head_json=path, version=head_version(path))
 
 
 @dataclass(frozen=True)

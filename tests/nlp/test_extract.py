@@ -577,7 +577,8 @@ def test_a_custom_lexicon_is_used_and_versioned():
     assert extract("History of gout. Denies chest pain.", lexicon=prepared) == result
     rule_path = extract("No gout.", lexicon=lexicon, assertion=False)
     assert extract("No gout.", lexicon=prepared, assertion=False) == rule_path
-    assert rule_path["pipeline_version"] == prepared.rule_path_version != prepared.version
+    assert rule_path["pipeline_version"] == prepared.rule_path_version != prepared.version()
+    assert result["pipeline_version"] == prepared.version()
 
 
 @pytest.mark.parametrize(

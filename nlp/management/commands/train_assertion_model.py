@@ -1,4 +1,5 @@
 """python manage.py train_assertion_model [--data-dir DIR] [--seed N] [--output PATH] [--no-cv]
+       [--no-register | --no-activate]
 
 Trains the assertion heads (``nlp.assertion``) on the NegEx dev sentences
 (CDSS_DATA_DIR/nlp/negex-dev.tsv) over frozen MiniLM features (``CDSS_NLP_ENCODER_DIR`` or the
@@ -7,6 +8,11 @@ Trains the assertion heads (``nlp.assertion``) on the NegEx dev sentences
 another ``.json``. Unless ``--no-cv``, it first runs the nested grouped cross-validation and stores
 its figures (rules alone vs rules + classifier, per flag) in the metadata. Deterministic: the same
 data, seed and libraries give the same bytes.
+
+The artefact written is then registered in the model registry (``nlp.assertion_registry``: copied
+under CDSS_MODEL_DIR, a ``ModelVersion`` of kind ``nlp``) and made the active version, which the
+``nlp`` job uses from its next run; ``--no-activate`` registers it only, ``--no-register`` leaves the
+registry alone (no database needed). The same bytes registered before are not registered again.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--output", type=Path, default=None, help="the .json to write (its .npz beside it)")
         parser.add_argument("--no-cv", action="store_true", help="skip the nested cross-validation (faster)")
+        parser.add_argument("--no-register", action="store_true", help="write the artefact only (no model registry)")
+        parser.add_argument("--no-activate", action="store_true", help="register without making it the active version")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from nlp.assertion import train as training
@@ -76,3 +84,23 @@ class Command(BaseCommand):
             f"wrote {output} and {output.with_suffix('.npz').name} ({size:,} bytes, npz sha256 {digest[:12]}...) "
             f"in {time.perf_counter() - started:.0f} s"
         ))
+        if not options["no_register"]:
+            self.register(output, seed, time.perf_counter() - started, activate=not options["no_activate"])
+
+    def register(self, output: Path, seed: int, seconds: float, *, activate: bool) -> None:
+        from cdss.model_registry import ModelFileError
+        from nlp.assertion.model import AssertionModelError
+        from nlp.assertion_registry import assertion_artefact_register
+
+        try:
+            done = assertion_artefact_register(output, activate=activate, training_seconds=round(seconds, 1),
+                                               notes=f"Trained by train_assertion_model (seed {seed}) into {output}.")
+        except (AssertionModelError, ModelFileError) as exc:
+            raise CommandError(f"{output} was written but not registered: {exc}") from exc
+        mv = done.model_version
+        state = "active" if mv.active else "not active"
+        if done.created:
+            self.stdout.write(self.style.SUCCESS(f"registered {mv.name} {mv.version} ({state}): {mv.file_path}"))
+        else:
+            self.stdout.write(f"the same artefact is already registered as {mv.name} {mv.version} ({state}); "
+                              "nothing changed")
