@@ -11,6 +11,7 @@ Django): the caller says how an item is decoded and how large its overlay is.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -83,55 +84,81 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
         sys.setswitchinterval(previous_interval)
 
 
+def _groups(n: int, parts: int) -> list[slice]:
+    """``range(n)`` cut into at most ``parts`` contiguous slices of (nearly) equal length."""
+    size = max(1, math.ceil(n / max(1, parts)))
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+_Row = tuple[T, dict[str, float] | None, dict[str, bool], "tuple[Future[list[dict[str, bytes]]], int] | None"]
+
+
 def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable[[T], np.ndarray | None],
               overlay_size: Callable[[T], tuple[int, int]], batch_size: int, threads: int,
               spent: dict[str, float]) -> Iterator[ReadOut[T]]:
+    """The pool gets one task per group of images (as many groups as threads), not one per image:
+    each submission wakes a thread that takes the GIL from the calling thread, so fewer of them
+    leave the calling thread more of its time for the network."""
     on_device = model.device.type != "cpu"  # heat maps resized and quantised by the GPU
+    labels = model.labels
 
-    def load(item: T) -> np.ndarray | None:  # decoded and shrunk to the input size on the pool
-        image = decode(item)
-        return None if image is None else shrink(image, model.input_size)
+    def load(items: list[T]) -> list[np.ndarray | None]:  # decoded and shrunk to the input size on the pool
+        out: list[np.ndarray | None] = []
+        for item in items:
+            image = decode(item)
+            out.append(None if image is None else shrink(image, model.input_size))
+        return out
+
+    def encode_levels(levels: list[np.ndarray]) -> list[dict[str, bytes]]:
+        return [{label: overlay_png(lv[n]) for n, label in enumerate(labels)} for lv in levels]
+
+    def encode_heat(heat: np.ndarray, sizes: list[tuple[int, int]]) -> list[dict[str, bytes]]:
+        return [{label: heatmap_overlay_png(heat[j, n], width=width, height=height) for n, label in enumerate(labels)}
+                for j, (width, height) in enumerate(sizes)]
+
+    def submit_load(chunk: list[T]) -> list[Future[list[np.ndarray | None]]]:
+        return [pool.submit(load, chunk[g]) for g in _groups(len(chunk), threads)]
 
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imaging-read") as pool:
-        ahead = [pool.submit(load, item) for item in chunks[0]] if chunks else []
-        previous: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]] = []
+        ahead = submit_load(chunks[0]) if chunks else []
+        previous: list[_Row[T]] = []
         for k, chunk in enumerate(chunks):
             t0 = time.perf_counter()
-            decoded = [future.result() for future in ahead]
+            decoded = [image for future in ahead for image in future.result()]
             t1 = time.perf_counter()
             spent["wait_decode"] += t1 - t0
-            ahead = [pool.submit(load, item) for item in chunks[k + 1]] if k + 1 < len(chunks) else []
+            ahead = submit_load(chunks[k + 1]) if k + 1 < len(chunks) else []
             readable = [i for i, image in enumerate(decoded) if image is not None]
             images = [image for image in decoded if image is not None]
-            current: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]] = []
-            results: dict[int, tuple[dict[str, float], dict[str, bool], dict[str, Future[bytes]]]] = {}
+            results: dict[int, _Row[T]] = {}
             if readable:
                 sizes = [overlay_size(chunk[i]) for i in readable]
+                handles: list[tuple[Future[list[dict[str, bytes]]], int]] = []
                 if on_device:
                     probs, levels = model.read_levels(images, sizes, offset=k * batch_size)
-                    pngs = [{label: pool.submit(overlay_png, levels[j][n]) for n, label in enumerate(model.labels)}
-                            for j in range(len(readable))]
+                    for g in _groups(len(readable), threads):
+                        future = pool.submit(encode_levels, levels[g])
+                        handles.extend((future, j) for j in range(g.stop - g.start))
                 else:
                     probs, heat = model.read(images, offset=k * batch_size)
-                    pngs = [{label: pool.submit(heatmap_overlay_png, heat[j, n], width=width, height=height)
-                             for n, label in enumerate(model.labels)} for j, (width, height) in enumerate(sizes)]
+                    for g in _groups(len(readable), threads):
+                        future = pool.submit(encode_heat, heat[g], sizes[g])
+                        handles.extend((future, j) for j in range(g.stop - g.start))
                 for j, i in enumerate(readable):
-                    p = {label: float(probs[j, n]) for n, label in enumerate(model.labels)}
-                    results[i] = (p, {label: p[label] >= model.thresholds[label] for label in model.labels}, pngs[j])
+                    p = {label: float(probs[j, n]) for n, label in enumerate(labels)}
+                    results[i] = (chunk[i], p, {label: p[label] >= model.thresholds[label] for label in labels},
+                                  handles[j])
             t2 = time.perf_counter()
             spent["forward"] += t2 - t1
-            for i, item in enumerate(chunk):
-                p_, pos, futures = results.get(i, (None, {}, {}))
-                current.append((item, p_, pos, futures))
+            current = [results.get(i, (item, None, {}, None)) for i, item in enumerate(chunk)]
             yield from _finished(previous, spent)  # the previous batch's PNGs were encoded during this forward
             previous = current
         yield from _finished(previous, spent)
 
 
-def _finished(rows: list[tuple[T, dict[str, float] | None, dict[str, bool], dict[str, Future[bytes]]]],
-              spent: dict[str, float]) -> Iterator[ReadOut[T]]:
+def _finished(rows: list[_Row[T]], spent: dict[str, float]) -> Iterator[ReadOut[T]]:
     t = time.perf_counter()
-    done = [ReadOut(item, probabilities, positive, {label: f.result() for label, f in pngs.items()})
-            for item, probabilities, positive, pngs in rows]
+    done = [ReadOut(item, probabilities, positive, {} if handle is None else handle[0].result()[handle[1]])
+            for item, probabilities, positive, handle in rows]
     spent["wait_encode"] += time.perf_counter() - t
     yield from done

@@ -19,7 +19,7 @@ from imaging.ml.architectures import ARCHITECTURES, architecture, build_model
 from imaging.ml.gradcam import GradCAM
 from imaging.ml.inference import LoadedImagingModel, heat_levels, heatmap_overlay_png, overlay_png
 from imaging.ml.modelfile import preprocess, resize_batch, shrink
-from imaging.ml.pipeline import STAGES, default_threads, read_images
+from imaging.ml.pipeline import STAGES, _groups, default_threads, read_images
 from imaging.pixels import load_image, model_image
 from tests.conftest import require_data
 
@@ -151,6 +151,14 @@ def test_read_levels_gives_reads_probabilities_and_its_heat_maps_finished():
     with pytest.raises(ValueError, match="one overlay size per image"):
         model.read_levels(images, sizes[:2])
     model.close()
+
+
+@pytest.mark.parametrize(("n", "parts"), [(64, 15), (64, 2), (3, 8), (1, 1), (0, 4), (7, 7)])
+def test_the_pool_gets_at_most_one_task_per_thread_covering_every_image_in_order(n, parts):
+    groups = _groups(n, parts)
+    assert len(groups) <= max(1, parts)
+    assert [i for g in groups for i in range(n)[g]] == list(range(n))
+    assert all(g.stop > g.start for g in groups)
 
 
 def test_the_pool_takes_every_core_but_one_beside_a_gpu_and_a_few_beside_a_cpu_model():
