@@ -46,6 +46,14 @@ class Registration:
     model_version: ModelVersion
     created: bool  # False: this json was registered already (nothing written)
 
+    def describe(self, what: str) -> str:
+        """One line for a command's output; ``what`` names the artefact for the no-op case."""
+        mv = self.model_version
+        state = "active" if mv.active else "not active"
+        if self.created:
+            return f"registered {mv.name} {mv.version} ({state}): {mv.file_path}"
+        return f"{what} is already registered as {mv.name} {mv.version} ({state}); nothing changed"
+
 
 def _read_artefact(head_json: Path) -> dict[str, Any]:
     """The artefact's metadata, after checking its npz against the sha256 it records."""

@@ -73,12 +73,8 @@ class Command(BaseCommand):
             )
         except (AssertionModelError, ModelFileError, ValueError) as exc:
             raise CommandError(f"{path}: not registered: {exc}") from exc
-        mv = done.model_version
-        state = "active" if mv.active else "not active"
-        if done.created:
-            self.stdout.write(self.style.SUCCESS(f"registered {mv.name} {mv.version} ({state}): {mv.file_path}"))
-        else:
-            self.stdout.write(f"{path} is already registered as {mv.name} {mv.version} ({state}); nothing changed")
+        line = done.describe(str(path))
+        self.stdout.write(self.style.SUCCESS(line) if done.created else line)
 
     def do_activate(self, options: dict[str, Any]) -> None:
         from cdss.model_registry import ModelFileError, model_version_activate

@@ -97,10 +97,5 @@ class Command(BaseCommand):
                                                notes=f"Trained by train_assertion_model (seed {seed}) into {output}.")
         except (AssertionModelError, ModelFileError) as exc:
             raise CommandError(f"{output} was written but not registered: {exc}") from exc
-        mv = done.model_version
-        state = "active" if mv.active else "not active"
-        if done.created:
-            self.stdout.write(self.style.SUCCESS(f"registered {mv.name} {mv.version} ({state}): {mv.file_path}"))
-        else:
-            self.stdout.write(f"the same artefact is already registered as {mv.name} {mv.version} ({state}); "
-                              "nothing changed")
+        line = done.describe("the same artefact")
+        self.stdout.write(self.style.SUCCESS(line) if done.created else line)
