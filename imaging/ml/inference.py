@@ -78,9 +78,10 @@ class LoadedImagingModel:
         self._cams = []
         self._pool.shutdown(wait=False)
 
-    def preprocess(self, images: Sequence[np.ndarray], *, offset: int = 0) -> torch.Tensor:
-        """The normalised batch, on the model's device (converted and resized there on a GPU)."""
-        return preprocess(images, self.config, offset=offset, device=self.device)
+    def preprocess(self, images: Sequence[np.ndarray], *, offset: int = 0, shrunk: bool = False) -> torch.Tensor:
+        """The normalised batch, on the model's device (converted and resized there on a GPU);
+        ``shrunk``: the images are ``modelfile.shrink``'s output (not checked again)."""
+        return preprocess(images, self.config, offset=offset, device=self.device, shrunk=shrunk)
 
     def _autocast(self) -> Any:
         if self.device.type == "cuda":
@@ -157,25 +158,26 @@ class LoadedImagingModel:
             results.append(ImagePrediction(p, positive, heatmaps))
         return results
 
-    def read(self, images: Sequence[np.ndarray], *, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, images: Sequence[np.ndarray], *, offset: int = 0,
+             shrunk: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """One batch of float or uint8 images (at most a batch: they are preprocessed and run
         together): (mean member probabilities N x L, Grad-CAM heat maps N x L x h x w at the CAM
         layer's resolution, float32 in [0, 1]). ``heatmap_overlay_png`` takes these maps as they
         are and upsamples them to the image while it encodes."""
-        x = self.preprocess(images, offset=offset)
+        x = self.preprocess(images, offset=offset, shrunk=shrunk)
         with self._lock:
             probs, heat = self.forward_with_cam(x)
         return probs.float().cpu().numpy(), heat.float().cpu().numpy()
 
     def read_levels(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], *,
-                    offset: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+                    offset: int = 0, shrunk: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
         """``read`` with the heat maps finished on the model's device: each upsampled to its
         image's (width, height) in ``sizes`` and quantised (``heat_levels``), so that only the PNG
         encoding (``overlay_png``) is left for the CPU. For GPU models, whose CPU side would
         otherwise resize every map itself."""
         if len(sizes) != len(images):
             raise ValueError("one overlay size per image is needed")
-        x = self.preprocess(images, offset=offset)
+        x = self.preprocess(images, offset=offset, shrunk=shrunk)
         with self._lock:
             probs, heat = self.forward_with_cam(x)
             levels = heat_levels(heat, sizes)

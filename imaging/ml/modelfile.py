@@ -117,15 +117,17 @@ def shrink(image: Any, size: int, *, index: int = 0) -> np.ndarray:
 
 
 def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: int = 0,
-               device: torch.device | str = "cpu") -> torch.Tensor:
+               device: torch.device | str = "cpu", shrunk: bool = False) -> torch.Tensor:
     """Float or uint8 grey images of any size -> the normalised (N, 1, S, S) batch the network
     takes: larger images shrunk one by one (``shrink``), the others converted and resized (up) in
     batches of one size. On another ``device`` (a GPU) each group of one size is stacked here and
     copied as it is (uint8: a quarter of the bytes), then converted, resized and normalised there,
-    so the CPU only copies."""
+    so the CPU only copies. ``shrunk``: the images came out of ``shrink`` already (checked, none
+    larger than the input), so they are not checked again: two passes over every image saved on the
+    thread that feeds the network."""
     size = int(config["input_size"])
     device = torch.device(device)
-    arrays = [shrink(image, size, index=offset + i) for i, image in enumerate(images)]
+    arrays = list(images) if shrunk else [shrink(image, size, index=offset + i) for i, image in enumerate(images)]
     out = torch.empty((len(arrays), 1, size, size), dtype=torch.float32, device=device)
     groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
     for i, arr in enumerate(arrays):

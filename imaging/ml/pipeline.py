@@ -135,12 +135,12 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
                 sizes = [overlay_size(chunk[i]) for i in readable]
                 handles: list[tuple[Future[list[dict[str, bytes]]], int]] = []
                 if on_device:
-                    probs, levels = model.read_levels(images, sizes, offset=k * batch_size)
+                    probs, levels = model.read_levels(images, sizes, offset=k * batch_size, shrunk=True)
                     for g in _groups(len(readable), threads):
                         future = pool.submit(encode_levels, levels[g])
                         handles.extend((future, j) for j in range(g.stop - g.start))
                 else:
-                    probs, heat = model.read(images, offset=k * batch_size)
+                    probs, heat = model.read(images, offset=k * batch_size, shrunk=True)
                     for g in _groups(len(readable), threads):
                         future = pool.submit(encode_heat, heat[g], sizes[g])
                         handles.extend((future, j) for j in range(g.stop - g.start))

@@ -68,6 +68,8 @@ def test_uint8_and_float_images_preprocess_to_the_same_batch_in_any_order_of_siz
     assert torch.allclose(batch, preprocess(floats, CONFIG), atol=1e-5)
     one_by_one = torch.cat([preprocess([im], CONFIG) for im in images])
     assert torch.equal(batch, one_by_one)
+    # what the read path's pool shrank is taken as it is, to the same batch
+    assert torch.equal(preprocess([shrink(im, 28) for im in images], CONFIG, shrunk=True), batch)
     # shrinking (Pillow, float32) is torch's antialiased bilinear resize
     for image in floats[:2]:
         reference = resize_batch(torch.from_numpy(image)[None, None], 28)[0, 0].numpy()
