@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU table of imaging/README.md in one run: bench/imaging.py on CUDA (bf16) for each model and
+# batch size there, 4,096 images of 256 px, the calling thread's breakdown, and for one model the
+# calling thread's costliest functions (--profile). Needs torch, torchvision, numpy and Pillow only.
+#
+#     bench/imaging_gpu.sh [DATA_DIR]      # DATA_DIR holds imaging/pneumoniamnist.npz
+#                                          # (default: CDSS_DATA_DIR, else ../shared/data)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-${CDSS_DATA_DIR:-../shared/data}}
+python=${PYTHON:-python}
+export PYTHONUNBUFFERED=1
+run() {
+    echo "== $*"
+    timeout 120 "$python" bench/imaging.py --device cuda --data-dir "$data" --images 4096 --repeats 2 "$@" 2>&1 \
+        | grep -v -i warning
+}
+run --arch inception_v3 --input-size 299 --batch-size 64 --profile 25
+run --arch inception_v3 --input-size 299 --batch-size 128
+run --arch resnet18 --input-size 224 --batch-size 64
+run --arch resnet18 --input-size 224 --batch-size 256
+run --arch inception_v3 --batch-size 128
+run --arch resnet18 --input-size 28 --batch-size 256
+run --arch inception_v3 --input-size 299 --batch-size 64 --threads 8
