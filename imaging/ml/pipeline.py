@@ -42,10 +42,12 @@ def default_threads(device: str) -> int:
 STAGES = ("wait_decode", "forward", "wait_encode")
 
 # While the pool's threads run Python (opening and saving PNGs), a thread that gave the GIL up
-# waits for it up to the interpreter's switch interval (5 ms by default). The calling thread gives
-# it up at every torch operation (each CUDA kernel launch), so with the default it queued behind the
-# pool for most of a batch: on a GPU 0.8-1.1 ms per image where the bare forward takes 0.01-0.16 ms
-# (2026-11-26, H200). A short interval while the pipeline runs hands the GIL back within 0.1 ms.
+# waits for it up to the interpreter's switch interval (5 ms by default), and the calling thread
+# gives it up at every torch operation. A short interval while the pipeline runs hands it back
+# within 0.1 ms: on the CPU the whole path went from 66-69% to 81-91% of the bare forward; on a GPU
+# (2026-11-26, H200) the gain was smaller (0.94-0.98 ms of the calling thread's time per image became
+# 0.8-0.94 for ResNet-18 at 224 px), so something else costs it most of that time there (see
+# imaging/README.md).
 SWITCH_INTERVAL = 1e-4
 
 
