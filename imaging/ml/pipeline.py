@@ -45,8 +45,8 @@ STAGES = ("wait_decode", "forward", "wait_encode")
 # waits for it up to the interpreter's switch interval (5 ms by default), and the calling thread
 # gives it up at every torch operation. A short interval while the pipeline runs hands it back
 # within 0.1 ms: on the CPU the whole path went from 66-69% to 81-91% of the bare forward; on a GPU
-# (2026-11-26, H200) the gain was smaller (0.94-0.98 ms of the calling thread's time per image became
-# 0.8-0.94 for ResNet-18 at 224 px), so something else costs it most of that time there (see
+# (2026-11-26, H200) the gain was smaller (1.04-1.08 ms of the calling thread's time per image became
+# 0.80-0.94 for ResNet-18 at 224 px), so something else costs it most of that time there (see
 # imaging/README.md).
 SWITCH_INTERVAL = 1e-4
 
