@@ -18,12 +18,11 @@ def run(job: Job, ctx: Any) -> list[dict[str, Any]]:
     lexicon is the database's as it is when the job starts (``nlp.lexicon_store``), and so is the
     assertion head (the model registry's active version, else the shipped artefact)."""
     lexicon = lexicon_current()
-    concepts = lexicon.concepts if lexicon.source == "database" else None
     ids = [job.patient_id] if job.patient_id else [int(i) for i in job.params.get("patient_ids", [])]
     notes = notes_to_extract(ids, version=lexicon.version)
     results = []
     for i in range(0, len(notes), 20):
-        results += notes_extract(notes[i:i + 20], lexicon=concepts, version=lexicon.version, head=lexicon.head)
+        results += notes_extract(notes[i:i + 20], lexicon=lexicon.prepared, version=lexicon.version, head=lexicon.head)
         ctx.progress(int(100 * min(i + 20, len(notes)) / max(len(notes), 1)), f"{min(i + 20, len(notes))} notes")
     return results
 

@@ -23,13 +23,16 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 
 from nlp.assertion.model import AssertionHead
 
 from .models import LexiconCode, LexiconConcept, LexiconTerm
+
+if TYPE_CHECKING:  # spaCy is imported with the extractor, when it is first needed
+    from nlp.extract import PreparedLexicon
 
 System = LexiconCode.System
 
@@ -153,6 +156,7 @@ class Lexicon:
     version: str  # the pipeline version extractions with this lexicon (and head) carry
     source: str  # "database", or "file" while the database holds no concept (before the seed)
     head: AssertionHead  # the assertion head extraction uses with it
+    prepared: PreparedLexicon | None = None  # the database's concepts checked and hashed once; None: the file's
 
 
 _lock = threading.Lock()
@@ -181,8 +185,9 @@ def lexicon_current() -> Lexicon:
                           version=extract.pipeline_version(extract.DEFAULT_LEXICON, head=head))
     else:
         concepts = lexicon_from_database()
-        lexicon = Lexicon(concepts=concepts, version=extract.pipeline_version(concepts, head=head), source="database",
-                          head=head)
+        prepared = extract.prepare_lexicon(concepts)
+        lexicon = Lexicon(concepts=concepts, version=prepared.version(head), source="database", head=head,
+                          prepared=prepared)
     with _lock:
         _cache["lexicon"], _cache["fingerprint"] = lexicon, fingerprint
     return lexicon

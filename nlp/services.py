@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
@@ -12,6 +12,9 @@ from nlp.assertion.model import AssertionHead
 from patients.models import ENTERED_IN_ERROR, ClinicalNote
 
 from .models import NoteExtraction, NoteFact, NoteFactFeedback
+
+if TYPE_CHECKING:  # spaCy is imported with the extractor, when it is first needed
+    from .extract import PreparedLexicon
 
 log = logging.getLogger("nlp")
 
@@ -31,10 +34,12 @@ def notes_to_extract(patient_ids: Iterable[int], *, version: str) -> list[tuple[
     )
 
 
-def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[str, Any]] | None = None,
+def notes_extract(note_ids: list[tuple[int, int]], *,
+                  lexicon: Sequence[Mapping[str, Any]] | PreparedLexicon | None = None,
                   version: str | None = None, head: AssertionHead | None = None) -> list[dict[str, Any]]:
     """Run the pipeline over the notes (no writes): one result per note, with its ids.
-    ``lexicon`` is a list of concepts (``nlp.lexicon_store``); None: ``nlp/lexicon.json``.
+    ``lexicon`` is a list of concepts, or one already prepared (``nlp.lexicon_store``'s
+    ``Lexicon.prepared``); None: ``nlp/lexicon.json``.
     ``head`` is the assertion head; None: the model registry's active version, else the shipped
     artefact (``nlp.assertion_registry.assertion_head_current``).
 
@@ -44,11 +49,12 @@ def notes_extract(note_ids: list[tuple[int, int]], *, lexicon: Sequence[Mapping[
     from celery.exceptions import SoftTimeLimitExceeded
 
     from .assertion_registry import assertion_head_current
-    from .extract import DEFAULT_LEXICON, extract, pipeline_version, prepare_lexicon
+    from .extract import DEFAULT_LEXICON, PreparedLexicon, extract, pipeline_version, prepare_lexicon
 
     if head is None:
         head = assertion_head_current()
-    prepared = None if lexicon is None else prepare_lexicon(list(lexicon))  # checked and hashed once, not per note
+    # checked and hashed once, not per note
+    prepared = lexicon if lexicon is None or isinstance(lexicon, PreparedLexicon) else prepare_lexicon(list(lexicon))
     if version is None:
         version = pipeline_version(DEFAULT_LEXICON, head=head) if prepared is None else prepared.version(head)
     limit = note_max_bytes()

@@ -266,7 +266,7 @@ def heat_levels(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np
     the host per size, done on the maps' device."""
     if heat.ndim != 4 or heat.shape[0] != len(sizes):
         raise ValueError(f"expected (N, L, h, w) heat maps for {len(sizes)} sizes, got {tuple(heat.shape)}")
-    out: list[np.ndarray | None] = [None] * len(sizes)
+    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(sizes)  # every place is filled below
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, (width, height) in enumerate(sizes):
         if width < 1 or height < 1:
@@ -282,7 +282,7 @@ def heat_levels(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np
         levels = (group * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
         for j, i in enumerate(idx):
             out[i] = levels[j]
-    return [levels for levels in out if levels is not None]
+    return out
 
 
 def overlay_png(levels: np.ndarray) -> bytes:
