@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--model-file", type=Path, help="A trained imaging model file instead of fresh weights")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="Default: cuda when present")
     parser.add_argument("--threads", type=int, help="Decode and PNG threads of the whole path (default: the job's)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="Decode and PNG encode in this many worker processes instead of threads "
+                             "(the job's CDSS_IMAGING_PROCESSES; default 0: threads)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
@@ -121,7 +124,8 @@ def main() -> None:
         stored = 0
         seconds.clear()
         for out in read_images(model, pngs, model_image, lambda _: (args.image_size, args.image_size),
-                               batch_size=bs, threads=threads, seconds=seconds, switch_interval=switch):
+                               batch_size=bs, threads=threads, seconds=seconds, switch_interval=switch,
+                               processes=args.processes, fetch=lambda png: (png, None)):
             stored += sum(len(png) for png in out.overlays.values())
         return stored
 
@@ -150,7 +154,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"imaging bench: {model.architecture} at {model.input_size}px, {len(model.members)} member(s), batch {bs}, "
           f"{n} images of {args.image_size}x{args.image_size} PNG, device {device}"
-          f"{', bf16 autocast' if model.device.type == 'cuda' else ''}, {threads} pipeline thread(s), "
+          f"{', bf16 autocast' if model.device.type == 'cuda' else ''}, "
+          f"{f'{args.processes} decode process(es)' if args.processes else f'{threads} pipeline thread(s)'}, "
           f"switch interval {switch * 1000:g} ms, "
           f"torch {torch.__version__}")
     print(f"  bare forward:  {n / bare:9.1f} images/s  ({bare * 1000 / n:.2f} ms/image)")

@@ -246,6 +246,11 @@ CDSS_DEFAULT_SITE_CODE: str = env.str("CDSS_DEFAULT_SITE_CODE", default="main")
 CDSS_TRUST_X_FORWARDED_FOR: bool = env.bool("DJANGO_TRUST_X_FORWARDED_FOR", default=False)
 # Largest FHIR bundle accepted over HTTP (bytes).
 CDSS_FHIR_MAX_UPLOAD_BYTES: int = env.int("CDSS_FHIR_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+# Worker processes that decode images and encode heat map PNGs for the imaging job (0: threads of
+# the worker process itself). On a GPU host, processes share no GIL with the thread that feeds the
+# GPU; started once per worker process, spawned, never given patient data beyond the files they
+# decode. See imaging/README.md.
+CDSS_IMAGING_PROCESSES: int = env.int("CDSS_IMAGING_PROCESSES", default=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CDSS_FHIR_MAX_UPLOAD_BYTES
 # CDS Hooks (cdshooks/): JWT authentication of EHR clients; false only for local testing
 # (`check --deploy` warns). The base URL, when set, is what tokens' `aud` and card links use.

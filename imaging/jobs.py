@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
@@ -52,11 +53,22 @@ class FindingRow:
 def _decode(instance: ImagingInstance) -> np.ndarray | None:
     """The image the models read: the stored file rendered as its preview was (same frame,
     default window; ``imaging.pixels.model_image``); None if the stored file cannot be read any more."""
+    blob = _fetch(instance)
+    if blob is None:
+        return None
+    try:
+        return model_image(blob[0], frame=blob[1])
+    except (OSError, ImageFileError):
+        return None
+
+
+def _fetch(instance: ImagingInstance) -> tuple[bytes, int | None] | None:
+    """The stored file's bytes and the frame to read, for decoding in a worker process; None if
+    the file cannot be read any more."""
     try:
         with default_storage.open(str(instance.file.name), "rb") as fh:
-            data = fh.read()
-        return model_image(data, frame=instance.frame_index)
-    except (OSError, ImageFileError):
+            return fh.read(), instance.frame_index
+    except OSError:
         return None
 
 
@@ -106,7 +118,9 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
         skipped_done += len(group) - len(todo)
         if not todo:
             continue
-        for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH):
+        processes = max(0, int(getattr(settings, "CDSS_IMAGING_PROCESSES", 0)))
+        for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
+                               fetch=_fetch):
             if out.probabilities is None:
                 unreadable += 1
                 continue

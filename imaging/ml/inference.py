@@ -11,7 +11,6 @@ touches Django (the model registry).
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .architectures import architecture
+from .cpuwork import heatmap_overlay_png as heatmap_overlay_png  # re-exported: defined there, without torch
+from .cpuwork import overlay_png as overlay_png
 from .data import DATASETS
 from .gradcam import GradCAM
 from .modelfile import build_members, load_model_file, preprocess
@@ -238,27 +238,6 @@ def model_names_for(modality: str, body_part: str) -> list[str]:
     return []
 
 
-# Anchors of a perceptually ordered "inferno"-like colour map (black-purple-red-orange-yellow),
-# expanded once into a 256-entry RGBA lookup table; heat below _COLD is fully transparent.
-_CMAP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_CMAP_RGB = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
-_COLD = 0.15
-_MAX_ALPHA = 200
-
-
-def _lut() -> np.ndarray:
-    levels = np.linspace(0.0, 1.0, 256)
-    lut = np.empty((256, 4), dtype=np.uint8)
-    for c in range(3):
-        lut[:, c] = np.round(np.interp(levels, _CMAP_POS, _CMAP_RGB[:, c]))
-    lut[:, 3] = np.round(np.clip((levels - _COLD) / (1.0 - _COLD), 0.0, 1.0) * _MAX_ALPHA)
-    return lut
-
-
-_LUT = _lut()
-_LUT_BYTES = _LUT.tobytes()
-
-
 def heat_levels(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Heat maps (N, L, h, w) in [0, 1], on any device -> per image an (L, height, width) uint8
     array of colour-map levels at its (width, height): bilinear (antialiased when shrinking), as
@@ -283,30 +262,3 @@ def heat_levels(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np
         for j, i in enumerate(idx):
             out[i] = levels[j]
     return out
-
-
-def overlay_png(levels: np.ndarray) -> bytes:
-    """The overlay PNG of a 2-D uint8 array of colour-map levels (``heat_levels``): 8-bit palette
-    with a transparency table (the 256 RGBA colours of the map), fast zlib level."""
-    if levels.ndim != 2 or levels.dtype != np.uint8:
-        raise ValueError(f"levels must be a 2-D uint8 array, got {levels.dtype} {levels.shape}")
-    image = Image.fromarray(levels)  # "L"
-    image.putpalette(_LUT_BYTES, rawmode="RGBA")
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> bytes:
-    """PNG of the heat map alone (colour map, transparent where cold) sized to the image: a heat
-    map of another size (e.g. the CAM layer's few pixels) is upsampled bilinearly first. The PNG is
-    8-bit palette with a transparency table (the 256 RGBA colours of the map): the same pixels as
-    an RGBA PNG, a quarter of the data to compress."""
-    if heatmap.ndim != 2:
-        raise ValueError(f"heat map must be 2-D, got shape {heatmap.shape}")
-    if width < 1 or height < 1:
-        raise ValueError("width and height must be positive")
-    heat = np.clip(np.nan_to_num(heatmap.astype(np.float32, copy=False)), 0.0, 1.0)
-    if heat.shape != (height, width):
-        heat = np.asarray(Image.fromarray(heat).resize((width, height), Image.Resampling.BILINEAR))
-    return overlay_png(np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8))

@@ -9,7 +9,6 @@ sha256 (checked before loading) and the same config in the ModelVersion row.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from .architectures import build_model
+from .cpuwork import check_image as check_image  # re-exported: defined there, without torch
+from .cpuwork import shrink
 
 FORMAT = "cdss.imaging/1"
 
@@ -78,42 +78,8 @@ def normalise(x: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
     return (x - float(norm["mean"])) / float(norm["std"])
 
 
-def check_image(image: Any, index: int) -> np.ndarray:
-    """A 2-D image the network can take: uint8 (0-255 standing for [0, 1]) as it is, anything else
-    as float32 in [0, 1]; otherwise a ValueError naming the image and the problem."""
-    if not isinstance(image, np.ndarray) or image.ndim != 2 or min(image.shape) < 1:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise ValueError(f"image {index}: expected a 2-D grey array, got {shape}")
-    if image.dtype == np.uint8:
-        return image
-    arr = image.astype(np.float32, copy=False)
-    low, high = float(arr.min()), float(arr.max())  # NaN propagates into both
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"image {index}: contains NaN or infinite values")
-    if low < -1e-3 or high > 1.0 + 1e-3:
-        raise ValueError(f"image {index}: values must lie in [0, 1] (found {low:.3g} to {high:.3g})")
-    return np.clip(arr, 0.0, 1.0) if low < 0.0 or high > 1.0 else arr
-
-
 # Pixels resized in one call at most (64 MiB as float32): same-sized images are resized together.
 _RESIZE_PIXELS = 16 * 1024 * 1024
-
-
-def shrink(image: Any, size: int, *, index: int = 0) -> np.ndarray:
-    """A checked image (``check_image``) larger than ``size`` on either side, resized to
-    ``size`` x ``size`` float32 in [0, 1]: bilinear, antialiased (the triangle filter widened by the
-    scale factor; Pillow's resampling, which torch's ``antialias=True`` reproduces, on float32
-    pixels, releasing the GIL, so decoding threads can do it). Any other image is returned checked."""
-    arr = check_image(image, index)
-    if arr.shape[0] <= size and arr.shape[1] <= size:
-        return arr
-    pil = Image.fromarray(np.ascontiguousarray(arr))  # "L" for uint8, "F" for float32
-    if pil.mode != "F":
-        pil = pil.convert("F")
-    out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
-    if arr.dtype == np.uint8:
-        out = out / np.float32(255.0)
-    return np.clip(out, 0.0, 1.0)
 
 
 def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: int = 0,

@@ -11,21 +11,28 @@ Django): the caller says how an item is decoded and how large its overlay is.
 
 from __future__ import annotations
 
+import atexit
 import math
+import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
 from typing import Generic, TypeVar
 
 import numpy as np
 
-from .inference import LoadedImagingModel, heatmap_overlay_png, overlay_png
-from .modelfile import shrink
+from . import cpuwork
+from .cpuwork import Blob, overlay_png, shrink
+from .inference import LoadedImagingModel
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 BATCH = 64
 THREADS = max(1, min(4, os.cpu_count() or 1))  # a CPU worker: the rest of the cores are torch's
@@ -62,15 +69,29 @@ class ReadOut(Generic[T]):
 def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[[T], np.ndarray | None],
                 overlay_size: Callable[[T], tuple[int, int]], *, batch_size: int = BATCH,
                 threads: int | None = None, seconds: dict[str, float] | None = None,
-                switch_interval: float | None = SWITCH_INTERVAL) -> Iterator[ReadOut[T]]:
+                switch_interval: float | None = SWITCH_INTERVAL, processes: int = 0,
+                fetch: Callable[[T], Blob | None] | None = None) -> Iterator[ReadOut[T]]:
     """Yields one ``ReadOut`` per item, in order. ``decode`` returns the item's grey image (uint8,
     or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height).
     ``threads``: the pool's (default ``default_threads``). ``seconds``, if given, gathers where the
     calling thread spent its time (``STAGES``: waiting for decoded images, preprocessing and the
     forward pass with the heat maps, waiting for the overlay PNGs). ``switch_interval``: the
-    interpreter's thread switch interval while the pipeline runs (restored after; None: unchanged)."""
+    interpreter's thread switch interval while the pipeline runs (restored after; None: unchanged).
+
+    ``processes`` > 0: decoding and PNG encoding run in that many worker processes
+    (``DecodeProcesses``, kept for the life of this process) instead of threads, so they share no
+    GIL with the thread that feeds the network. Then ``fetch`` gives an item's file bytes and frame
+    (or None when the file is gone), read on the threads (as many as processes), and the file is
+    decoded in a worker process with ``imaging.pixels.model_image`` (``decode`` is not called)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if processes < 0:
+        raise ValueError("processes must be 0 or more")
+    if processes and fetch is None:
+        raise ValueError("decoding in processes needs fetch (an item's file bytes and frame)")
+    procs = DecodeProcesses.get(processes) if processes else None
+    if procs is not None:
+        threads = processes
     threads = default_threads(model.device.type) if threads is None else threads
     spent = seconds if seconds is not None else {}
     for stage in STAGES:
@@ -81,7 +102,7 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
     if switch_interval is not None:
         sys.setswitchinterval(min(previous_interval, switch_interval))
     try:
-        yield from _pipeline(model, chunks, decode, overlay_size, batch_size, threads, spent)
+        yield from _pipeline(model, chunks, decode, overlay_size, batch_size, threads, spent, procs, fetch)
     finally:
         sys.setswitchinterval(previous_interval)
 
@@ -97,14 +118,19 @@ _Row = tuple[T, dict[str, float] | None, dict[str, bool], "tuple[Future[list[dic
 
 def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable[[T], np.ndarray | None],
               overlay_size: Callable[[T], tuple[int, int]], batch_size: int, threads: int,
-              spent: dict[str, float]) -> Iterator[ReadOut[T]]:
+              spent: dict[str, float], procs: DecodeProcesses | None = None,
+              fetch: Callable[[T], Blob | None] | None = None) -> Iterator[ReadOut[T]]:
     """The pool gets one task per group of images (as many groups as threads), not one per image:
     each submission wakes a thread that takes the GIL from the calling thread, so fewer of them
-    leave the calling thread more of its time for the network."""
-    on_device = model.device.type != "cpu"  # heat maps resized and quantised by the GPU
+    leave the calling thread more of its time for the network. With worker processes (``procs``)
+    each thread reads its group's files and waits for a process to decode them; the heat maps come
+    to the host at the CAM layer's few pixels and a process resizes and encodes them."""
+    on_device = model.device.type != "cpu" and procs is None  # heat maps resized and quantised by the GPU
     labels = model.labels
 
     def load(items: list[T]) -> list[np.ndarray | None]:  # decoded and shrunk to the input size on the pool
+        if procs is not None and fetch is not None:
+            return procs.call(cpuwork.decode_shrink, [fetch(item) for item in items], model.input_size)
         out: list[np.ndarray | None] = []
         for item in items:
             image = decode(item)
@@ -114,9 +140,6 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     def encode_levels(levels: list[np.ndarray]) -> list[dict[str, bytes]]:
         return [{label: overlay_png(lv[n]) for n, label in enumerate(labels)} for lv in levels]
 
-    def encode_heat(heat: np.ndarray, sizes: list[tuple[int, int]]) -> list[dict[str, bytes]]:
-        return [{label: heatmap_overlay_png(heat[j, n], width=width, height=height) for n, label in enumerate(labels)}
-                for j, (width, height) in enumerate(sizes)]
 
     def submit_load(chunk: list[T]) -> list[Future[list[np.ndarray | None]]]:
         return [pool.submit(load, chunk[g]) for g in _groups(len(chunk), threads)]
@@ -144,7 +167,8 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
                 else:
                     probs, heat = model.read(images, offset=k * batch_size, shrunk=True)
                     for g in _groups(len(readable), threads):
-                        future = pool.submit(encode_heat, heat[g], sizes[g])
+                        run_on = pool if procs is None else procs
+                        future = run_on.submit(cpuwork.encode_heat, heat[g], sizes[g], list(labels))
                         handles.extend((future, j) for j in range(g.stop - g.start))
                 for j, i in enumerate(readable):
                     p = {label: float(probs[j, n]) for n, label in enumerate(labels)}
@@ -164,3 +188,85 @@ def _finished(rows: list[_Row[T]], spent: dict[str, float]) -> Iterator[ReadOut[
             for item, probabilities, positive, handle in rows]
     spent["wait_encode"] += time.perf_counter() - t
     yield from done
+
+
+class DecodeProcesses:
+    """Worker processes for the pipeline's decoding and PNG encoding: started once per process
+    and size (``get``), reused by every later job, shut down at exit.
+
+    Spawned, not forked (a fork of a process holding a CUDA context or OpenMP threads is unsafe),
+    and they import only ``cpuwork`` (numpy, Pillow, ``imaging.pixels``) and, as spawned processes
+    do, the main module (which must keep its work under ``if __name__ == "__main__"``: ``celery``,
+    ``manage.py``, ``pytest`` and the bench scripts do). A Celery prefork worker's
+    pool processes are daemonic, and Python refuses children to a daemonic process (so that none
+    outlives it); every process is started at once here, with that check lifted for the moment of
+    starting (and billiard's key swapped for the standard library's, which can be sent to a child), and each one ends itself when its parent is gone (``cpuwork.worker_start``), which
+    is what the check protects. A pool that broke (a process killed) is replaced at the next ``get``.
+    """
+
+    _pools: dict[int, DecodeProcesses] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("a process pool needs at least one process")
+        self.size = size
+        context = multiprocessing.get_context("spawn")
+        self.executor = ProcessPoolExecutor(max_workers=size, mp_context=context,
+                                            initializer=cpuwork.worker_start, initargs=(os.getpid(),))
+        config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+        saved = dict(config)
+        try:
+            config["daemon"] = False
+            # Celery's pool process carries billiard's authentication key, which only billiard may
+            # pickle: the children get the same key as the standard library's kind.
+            config["authkey"] = AuthenticationString(bytes(config["authkey"]))
+            # One call per process: each submission finds no idle process and starts one.
+            started = [self.executor.submit(cpuwork.worker_facts) for _ in range(size)]
+        finally:
+            config.clear()
+            config.update(saved)
+        # (pid, torch loaded) from whichever process answered each call
+        self.facts: list[tuple[int, bool]] = [future.result() for future in started]
+
+    @classmethod
+    def get(cls, size: int) -> DecodeProcesses:
+        with cls._lock:
+            pool = cls._pools.get(size)
+            if pool is None or pool.broken:
+                if pool is not None:
+                    pool.close()
+                pool = cls._pools[size] = DecodeProcesses(size)
+            return pool
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._lock:
+            for pool in cls._pools.values():
+                pool.close()
+            cls._pools.clear()
+
+    @property
+    def broken(self) -> bool:
+        return bool(getattr(self.executor, "_broken", False))
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids."""
+        return sorted(getattr(self.executor, "_processes", None) or {})
+
+    def submit(self, fn: Callable[..., R], /, *args: object) -> Future[R]:
+        return self.executor.submit(fn, *args)
+
+    def call(self, fn: Callable[..., R], /, *args: object) -> R:
+        try:
+            return self.executor.submit(fn, *args).result()
+        except BrokenProcessPool as exc:
+            raise RuntimeError("an imaging decode process ended unexpectedly; the pool is started again "
+                               "at the next job") from exc
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(DecodeProcesses.close_all)

@@ -141,3 +141,29 @@ def test_an_image_whose_file_is_gone_is_counted_and_the_others_are_read(pneumoni
     job.refresh_from_db()
     assert job.result["unreadable"] == 1 and job.result["findings_written"] == 1
     assert list(ImagingFinding.objects.values_list("instance_id", flat=True)) == [created[1].pk]
+
+
+def test_with_decode_processes_the_job_stores_what_the_threads_read(pneumonia_model, patient_a, settings) -> None:
+    from imaging import jobs as imaging_jobs
+    from imaging.ml.pipeline import read_images
+
+    settings.CDSS_IMAGING_PROCESSES = 2
+    dicom = imaging_upload(patient=patient_a, files=[
+        UploadFile("chest.dcm", dicom_bytes("RG1_UNCR.dcm", patient_id=patient_a.mrn))]).created
+    pngs = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (5, 6)],
+                          modality="CR", body_part="CHEST").created
+    default_storage.delete(str(pngs[1].file.name))
+    for job in Job.objects.filter(kind="imaging").order_by("pk"):
+        assert job_run(job.pk) == "succeeded"
+    assert sum(Job.objects.get(pk=j.pk).result["unreadable"] for j in Job.objects.filter(kind="imaging")) == 1
+    loaded = inference.get_loaded_model(NAME)
+    assert loaded is not None
+    expected = {out.item.pk: out for out in read_images(loaded, [dicom[0], pngs[0]], imaging_jobs._decode,
+                                                        imaging_jobs._overlay_size, processes=0)}
+    findings = {f.instance_id: f for f in ImagingFinding.objects.all()}
+    assert set(findings) == set(expected)
+    for pk, out in expected.items():
+        assert out.probabilities is not None
+        assert findings[pk].probability == pytest.approx(out.probabilities["pneumonia"], abs=1e-6)
+        with default_storage.open(str(findings[pk].heatmap.name), "rb") as fh:
+            assert fh.read() == out.overlays["pneumonia"]

@@ -4,8 +4,10 @@ closed-form Grad-CAM, the shared pipeline, and the pure modules importing withou
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from imaging.ml.architectures import ARCHITECTURES, architecture, build_model
 from imaging.ml.gradcam import GradCAM
 from imaging.ml.inference import LoadedImagingModel, heat_levels, heatmap_overlay_png, overlay_png
 from imaging.ml.modelfile import preprocess, resize_batch, shrink
-from imaging.ml.pipeline import STAGES, _groups, default_threads, read_images
+from imaging.ml.pipeline import STAGES, DecodeProcesses, _groups, default_threads, read_images
 from imaging.pixels import load_image, model_image
 from tests.conftest import require_data
 
@@ -198,6 +200,89 @@ def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict():
         overlay = Image.open(io.BytesIO(out.overlays["x"]))
         assert overlay.size == (50, 20 + len(files[i]) % 7)
     model.close()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_decoding_and_encoding_in_worker_processes_gives_what_the_threads_give():
+    model = _model()
+    rng = np.random.default_rng(5)
+    files: list[bytes | None] = [_png(rng.integers(0, 256, (30 + 3 * i, 44), dtype=np.uint8)) for i in range(9)]
+    files[2] = b"not an image"  # unreadable: decoded to None in the process
+    files[6] = None  # the file is gone: fetch says None
+
+    def decode(data: bytes | None) -> np.ndarray | None:
+        try:
+            return None if data is None else model_image(data)
+        except ImageFileError:
+            return None
+
+    def size(data: bytes | None) -> tuple[int, int]:
+        return 40, 20 + (len(data) % 9 if data else 0)
+
+    threads = list(read_images(model, files, decode, size, batch_size=4, threads=2))
+    seconds: dict[str, float] = {}
+    procs = list(read_images(model, files, decode, size, batch_size=4, processes=2, seconds=seconds,
+                             fetch=lambda data: None if data is None else (data, None)))
+    assert [o.item for o in procs] == files and seconds["forward"] > 0
+    assert procs[2].probabilities is None and procs[6].probabilities is None and procs[6].overlays == {}
+    for a, b in zip(threads, procs, strict=True):
+        assert a.probabilities == b.probabilities and a.positive == b.positive
+        assert a.overlays == b.overlays  # the same PNG bytes
+    pool = DecodeProcesses.get(2)
+    assert len(pool.pids) == 2 and os.getpid() not in pool.pids
+    assert not any(torch_loaded for _, torch_loaded in pool.facts)  # spawned, importing cpuwork only
+    assert DecodeProcesses.get(2) is pool  # kept for the next job
+    model.close()
+
+
+def test_worker_processes_need_a_fetch_and_a_sane_count():
+    model = _model()
+    with pytest.raises(ValueError, match="needs fetch"):
+        list(read_images(model, [b""], model_image, lambda _: (4, 4), processes=2))
+    with pytest.raises(ValueError, match="0 or more"):
+        list(read_images(model, [b""], model_image, lambda _: (4, 4), processes=-1, fetch=lambda d: (d, None)))
+    model.close()
+
+
+def test_worker_processes_start_from_a_daemonic_process_and_end_when_their_parent_dies():
+    """A Celery prefork pool process is daemonic; the decode processes start there all the same, and
+    end by themselves when that process dies without shutting them down (killed, os._exit)."""
+    code = ("import multiprocessing, os, sys\n"
+            "from imaging.ml.pipeline import DecodeProcesses\n"
+            "def child(queue):\n"
+            "    pool = DecodeProcesses(2)\n"
+            "    queue.put((multiprocessing.current_process().daemon, pool.pids))\n"
+            "    queue.close()\n"
+            "    queue.join_thread()\n"
+            "    os._exit(0)  # no shutdown of the pool\n"
+            "if __name__ == '__main__':\n"
+            "    ctx = multiprocessing.get_context('spawn')\n"
+            "    queue = ctx.Queue()\n"
+            "    p = ctx.Process(target=child, args=(queue,), daemon=True)\n"
+            "    p.start()\n"
+            "    daemon, pids = queue.get(timeout=120)\n"
+            "    p.join(30)\n"
+            "    print(daemon, *pids)\n")
+    script = ROOT / "test-output" / "decode_processes_parent.py"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    daemon, *pids = done.stdout.split()
+    assert daemon == "True" and len(pids) == 2
+    deadline = time.monotonic() + 15
+    while any(alive(int(pid)) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(int(pid)) for pid in pids)
 
 
 BLOCKED = ("import sys\n"

@@ -124,3 +124,21 @@ def _worker_saw_nothing_to_do(broker_url: str) -> bool:
     # environment: Celery reads that variable first).
     client = redis.Redis.from_url(broker_url)
     return client.llen("risk") == 0 and client.hlen("unacked") == 0
+
+
+def test_a_prefork_worker_starts_the_imaging_decode_processes_and_they_end_with_it(platform):
+    from tests.imaging.test_ml_pipeline import alive
+
+    worker = platform.worker()
+    (pk,) = enqueue("test.decode_processes", ["d0"])
+    wait_until(lambda: Job.objects.filter(pk=pk, status=S.SUCCEEDED).exists(), timeout=60,
+               what="the decode job to succeed")
+    result = Job.objects.get(pk=pk).result
+    assert result["daemon"] is True  # started from Celery's daemonic pool process all the same
+    assert len(result["pids"]) == 2 and result["shape"] == [4, 4]
+    assert result["torch_in_workers"] is False
+
+    assert all(alive(pid) for pid in result["pids"])
+    worker.stop()
+    wait_until(lambda: not any(alive(pid) for pid in result["pids"]), timeout=20,
+               what="the decode processes to end with their worker")

@@ -45,3 +45,34 @@ def patient_probe(job: Job, ctx: Any) -> dict[str, Any]:
     """Records that it ran for one patient (a clinician may ask for it on the patient page)."""
     ctx.progress(50, "halfway")
     return {"key": f"patient-{job.patient_id}-{job.pk}"}
+
+
+def _write_decoded(job: Job, payload: dict[str, Any]) -> dict[str, Any]:
+    _write(job, payload)
+    return payload
+
+
+@job_kind("test.decode_processes", queue="imaging", writer=_write_decoded)
+def decode_processes(job: Job, ctx: Any) -> dict[str, Any]:
+    """Starts the imaging pipeline's worker processes from inside the worker's (daemonic) pool
+    process and decodes a PNG there: what the imaging job does with CDSS_IMAGING_PROCESSES set."""
+    import io
+    import multiprocessing
+
+    import numpy as np
+    from PIL import Image
+
+    from imaging.ml import cpuwork
+    from imaging.ml.pipeline import DecodeProcesses
+
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buf, format="PNG")
+    pool = DecodeProcesses.get(2)
+    (image,) = pool.call(cpuwork.decode_shrink, [(buf.getvalue(), None)], 4)
+    return {
+        "key": job.params["key"],
+        "daemon": multiprocessing.current_process().daemon,
+        "pids": pool.pids,
+        "torch_in_workers": any(loaded for _, loaded in pool.facts),
+        "shape": list(image.shape),
+    }

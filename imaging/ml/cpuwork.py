@@ -1,0 +1,161 @@
+"""The imaging job's CPU work that needs no torch: checking and shrinking decoded images, and the
+heat map overlay PNGs (colour map, palette PNG). Imports only numpy and Pillow (and
+``imaging.pixels`` for decoding), so the worker processes of ``pipeline.DecodeProcesses`` start in
+a fraction of a second and never touch the GPU; ``modelfile`` and ``inference`` re-export what they
+used to define here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def check_image(image: Any, index: int) -> np.ndarray:
+    """A 2-D image the network can take: uint8 (0-255 standing for [0, 1]) as it is, anything else
+    as float32 in [0, 1]; otherwise a ValueError naming the image and the problem."""
+    if not isinstance(image, np.ndarray) or image.ndim != 2 or min(image.shape) < 1:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise ValueError(f"image {index}: expected a 2-D grey array, got {shape}")
+    if image.dtype == np.uint8:
+        return image
+    arr = image.astype(np.float32, copy=False)
+    low, high = float(arr.min()), float(arr.max())  # NaN propagates into both
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"image {index}: contains NaN or infinite values")
+    if low < -1e-3 or high > 1.0 + 1e-3:
+        raise ValueError(f"image {index}: values must lie in [0, 1] (found {low:.3g} to {high:.3g})")
+    return np.clip(arr, 0.0, 1.0) if low < 0.0 or high > 1.0 else arr
+
+
+
+def shrink(image: Any, size: int, *, index: int = 0) -> np.ndarray:
+    """A checked image (``check_image``) larger than ``size`` on either side, resized to
+    ``size`` x ``size`` float32 in [0, 1]: bilinear, antialiased (the triangle filter widened by the
+    scale factor; Pillow's resampling, which torch's ``antialias=True`` reproduces, on float32
+    pixels, releasing the GIL, so decoding threads can do it). Any other image is returned checked."""
+    arr = check_image(image, index)
+    if arr.shape[0] <= size and arr.shape[1] <= size:
+        return arr
+    pil = Image.fromarray(np.ascontiguousarray(arr))  # "L" for uint8, "F" for float32
+    if pil.mode != "F":
+        pil = pil.convert("F")
+    out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    if arr.dtype == np.uint8:
+        out = out / np.float32(255.0)
+    return np.clip(out, 0.0, 1.0)
+
+
+# Anchors of a perceptually ordered "inferno"-like colour map (black-purple-red-orange-yellow),
+# expanded once into a 256-entry RGBA lookup table; heat below _COLD is fully transparent.
+_CMAP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_CMAP_RGB = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
+_COLD = 0.15
+_MAX_ALPHA = 200
+
+
+def _lut() -> np.ndarray:
+    levels = np.linspace(0.0, 1.0, 256)
+    lut = np.empty((256, 4), dtype=np.uint8)
+    for c in range(3):
+        lut[:, c] = np.round(np.interp(levels, _CMAP_POS, _CMAP_RGB[:, c]))
+    lut[:, 3] = np.round(np.clip((levels - _COLD) / (1.0 - _COLD), 0.0, 1.0) * _MAX_ALPHA)
+    return lut
+
+
+_LUT = _lut()
+_LUT_BYTES = _LUT.tobytes()
+
+
+def overlay_png(levels: np.ndarray) -> bytes:
+    """The overlay PNG of a 2-D uint8 array of colour-map levels (``heat_levels``): 8-bit palette
+    with a transparency table (the 256 RGBA colours of the map), fast zlib level."""
+    if levels.ndim != 2 or levels.dtype != np.uint8:
+        raise ValueError(f"levels must be a 2-D uint8 array, got {levels.dtype} {levels.shape}")
+    image = Image.fromarray(levels)  # "L"
+    image.putpalette(_LUT_BYTES, rawmode="RGBA")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> bytes:
+    """PNG of the heat map alone (colour map, transparent where cold) sized to the image: a heat
+    map of another size (e.g. the CAM layer's few pixels) is upsampled bilinearly first. The PNG is
+    8-bit palette with a transparency table (the 256 RGBA colours of the map): the same pixels as
+    an RGBA PNG, a quarter of the data to compress."""
+    if heatmap.ndim != 2:
+        raise ValueError(f"heat map must be 2-D, got shape {heatmap.shape}")
+    if width < 1 or height < 1:
+        raise ValueError("width and height must be positive")
+    heat = np.clip(np.nan_to_num(heatmap.astype(np.float32, copy=False)), 0.0, 1.0)
+    if heat.shape != (height, width):
+        heat = np.asarray(Image.fromarray(heat).resize((width, height), Image.Resampling.BILINEAR))
+    return overlay_png(np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+# --- Work done in the pipeline's worker processes (``pipeline.DecodeProcesses``) -----------------
+# Module-level functions, so a spawned process finds them by importing this module alone (numpy,
+# Pillow and imaging.pixels: no torch, no Django, no CUDA).
+
+Blob = tuple[bytes, int | None]  # a stored file's bytes and the frame to read (None: the default)
+_WATCH_SECONDS = 1.0
+
+
+def worker_start(parent: int) -> None:
+    """Initialiser of each worker process: one thread for numpy and Pillow's own pools (the process
+    is one of many), and a watchdog that ends the process when ``parent`` is gone, so a worker
+    killed without shutting its pool down leaves no process behind."""
+    import os
+    import threading
+    import time
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+
+    def watch() -> None:
+        while True:
+            time.sleep(_WATCH_SECONDS)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def worker_facts() -> tuple[int, bool]:
+    """(pid, whether torch is loaded here): a worker process answers once it has started."""
+    import os
+    import sys
+
+    return os.getpid(), "torch" in sys.modules
+
+
+def decode_shrink(blobs: list[Blob | None], size: int) -> list[np.ndarray | None]:
+    """Each file's image as the models read it (``imaging.pixels.model_image``), shrunk to at most
+    ``size`` (``shrink``); None for a missing file (a None blob) or one that cannot be read any more."""
+    from imaging.imagefile import ImageFileError
+    from imaging.pixels import model_image
+
+    out: list[np.ndarray | None] = []
+    for blob in blobs:
+        image = None
+        if blob is not None:
+            try:
+                image = model_image(blob[0], frame=blob[1])
+            except (OSError, ImageFileError):
+                image = None
+        out.append(None if image is None else shrink(image, size))
+    return out
+
+
+def encode_heat(heat: np.ndarray, sizes: list[tuple[int, int]], labels: list[str]) -> list[dict[str, bytes]]:
+    """Per image, per label, the overlay PNG of its heat map (N x L x h x w) at the image's
+    (width, height) in ``sizes`` (``heatmap_overlay_png``)."""
+    return [
+        {label: heatmap_overlay_png(heat[j, n], width=width, height=height) for n, label in enumerate(labels)}
+        for j, (width, height) in enumerate(sizes)
+    ]
