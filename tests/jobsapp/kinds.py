@@ -74,5 +74,5 @@ def decode_processes(job: Job, ctx: Any) -> dict[str, Any]:
         "daemon": multiprocessing.current_process().daemon,
         "pids": pool.pids,
         "torch_in_workers": any(loaded for _, loaded in pool.facts),
-        "shape": list(image.shape),
+        "shape": None if image is None else list(image.shape),
     }
