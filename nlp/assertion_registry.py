@@ -34,7 +34,7 @@ from cdss.model_registry import (
     model_version_register,
 )
 from cdss.models import ModelVersion
-from nlp.assertion.model import FORMAT, AssertionHead, AssertionModelError, sha256_file, shipped_head
+from nlp.assertion.model import FORMAT, AssertionHead, AssertionModelError, head_label, sha256_file, shipped_head
 
 MODEL_NAME = "nlp_assertion"
 ARCHITECTURE = "MiniLM-L6 features + per-flag linear heads"
@@ -65,6 +65,11 @@ def _read_artefact(head_json: Path) -> dict[str, Any]:
         raise AssertionModelError(f"{head_json.name}: format {meta.get('format')!r}, expected {FORMAT}")
     if sha256_file(npz) != meta.get("npz_sha256"):
         raise AssertionModelError(f"{npz} does not have the sha256 {head_json.name} records; it will not be registered")
+    try:
+        head_label(meta)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise AssertionModelError(f"{head_json.name} lacks what its heads need (flags with their mode and "
+                                  f"settings, rule features, encoder): {exc!r} missing or malformed") from None
     return meta
 
 
@@ -144,7 +149,7 @@ def assertion_artefact_register(
         _copy_checked(head_json.with_suffix(".npz"), target.with_suffix(".npz"), meta["npz_sha256"])
         _copy_checked(head_json, target, json_sha)
         described = _describe(meta)
-        head = f"assertion-{meta['npz_sha256'][:8]}"
+        head = head_label(meta)
         mv = model_version_register(
             name=MODEL_NAME,
             kind=ModelVersion.Kind.NLP,
@@ -174,14 +179,15 @@ def assertion_head_verify(mv: ModelVersion) -> AssertionHead:
     npz = path.with_suffix(".npz")
     if not npz.is_file():
         raise ModelFileMissing(f"model {mv.name} {mv.version}: {npz} does not exist")
-    recorded = json.loads(path.read_text(encoding="utf-8")).get("npz_sha256")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    recorded = meta.get("npz_sha256")
     digest = sha256_file(npz)
     if digest != recorded:
         raise ModelFileTampered(
             f"model {mv.name} {mv.version}: {npz} has sha256 {digest}, but its registered {path.name} records "
             f"{recorded}; the weights changed after registration and will not be loaded"
         )
-    return AssertionHead(head_json=path, version=f"assertion-{digest[:8]}", source="registry",
+    return AssertionHead(head_json=path, version=head_label(meta), source="registry",
                          registry_version=mv.version)
 
 

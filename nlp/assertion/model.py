@@ -74,21 +74,36 @@ def default_head_json() -> Path:
     return Path(configured) if configured else HEAD_JSON
 
 
+def head_label(meta: Mapping[str, Any]) -> str:
+    """``assertion-<8 hex>``: a digest of all that decides the heads' answers, from a head json's
+    metadata: the weights' sha256 (``npz_sha256``), each flag's mode and settings (threshold,
+    blend...), the rule features' names and the encoder (weights and window). Two heads that
+    answer alike share it; a changed threshold alone changes it. The cross-validated figures
+    and other descriptions do not enter it. KeyError / TypeError if the metadata lacks a part."""
+    decisive = {
+        "npz_sha256": str(meta["npz_sha256"]),
+        "flags": {flag: {"mode": spec["mode"], "config": spec.get("config")} for flag, spec in meta["flags"].items()},
+        "rule_features": meta["rule_features"],
+        "encoder": meta["encoder"],
+    }
+    digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
+    return f"assertion-{digest[:8]}"
+
+
 def head_version(head_json: Path | None = None) -> str:
-    """``assertion-<first 8 hex of the weights' sha256>`` from the metadata, without loading
-    anything heavy (part of the extraction pipeline's version); ``assertion-missing`` if absent."""
+    """``head_label`` of a head json, without loading anything heavy (part of the extraction
+    pipeline's version); ``assertion-missing`` if absent or unreadable."""
     path = head_json if head_json is not None else default_head_json()
     try:
-        digest = json.loads(path.read_text(encoding="utf-8"))["npz_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return head_label(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return "assertion-missing"
-    return f"assertion-{str(digest)[:8]}"
 
 
 @dataclass(frozen=True)
 class AssertionHead:
-    """Which head json a pipeline reads, and its version (``assertion-<sha8>`` of the weights, part of
-    the extraction pipeline's version). ``source``: ``shipped`` (the committed artefact or
+    """Which head json a pipeline reads, and its version (``head_label``: weights and settings, part
+    of the extraction pipeline's version). ``source``: ``shipped`` (the committed artefact or
     ``CDSS_NLP_ASSERTION_HEAD``) or ``registry`` (the model registry's active version, see
     ``nlp.assertion_registry``; ``registry_version`` names it)."""
 

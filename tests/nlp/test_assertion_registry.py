@@ -17,7 +17,7 @@ from django.db import transaction
 from cdss.jobs import runner
 from cdss.model_registry import ModelFileTampered, model_version_activate
 from cdss.models import AuditEvent, ModelVersion
-from nlp.assertion.model import HEAD_JSON, sha256_file
+from nlp.assertion.model import HEAD_JSON, AssertionModelError, head_label, head_version, sha256_file
 from nlp.assertion.train import write_artefact
 from nlp.assertion_registry import (
     ARCHITECTURE,
@@ -62,6 +62,44 @@ def other_head(tmp_path: Path, shift: float = 100.0) -> Path:
     return path
 
 
+def test_the_head_version_follows_what_decides_the_answers_not_the_description(tmp_path, shipped_meta):
+    version = head_version(HEAD_JSON)
+    assert version.startswith("assertion-") and len(version) == len("assertion-") + 8
+
+    def variant(name: str, change) -> str:  # the shipped json changed by ``change``, the same npz
+        meta = json.loads(json.dumps(shipped_meta))
+        change(meta)
+        path = tmp_path / name / "assertion-head.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(meta))
+        return head_version(path)
+
+    assert variant("same", lambda m: None) == version
+    # the description and the figures do not decide an answer
+    assert variant("figures", lambda m: m["cv"].update(note="measured again")) == version
+    assert variant("what", lambda m: m.update(what="another description")) == version
+    # a threshold, a mode, the encoder or the weights do
+    assert variant("threshold", lambda m: m["flags"]["historical"]["config"].update(threshold=0.9)) != version
+    assert variant("mode", lambda m: m["flags"]["historical"].update(mode="model")) != version
+    assert variant("encoder", lambda m: m["encoder"].update(max_tokens=128)) != version
+    assert variant("weights", lambda m: m.update(npz_sha256="0" * 64)) != version
+    assert variant("broken", lambda m: m.pop("flags")) == "assertion-missing"
+
+
+@pytest.mark.django_db
+def test_an_artefact_without_its_heads_settings_is_refused_at_registration(model_dir, tmp_path):
+    meta = json.loads(HEAD_JSON.read_text(encoding="utf-8"))
+    del meta["npz_sha256"]
+    del meta["encoder"]
+    with np.load(HEAD_JSON.with_suffix(".npz"), allow_pickle=False) as loaded:
+        arrays = {name: loaded[name].copy() for name in loaded.files}
+    path = tmp_path / "bare" / "assertion-head.json"
+    write_artefact(path, arrays, meta)
+    with pytest.raises(AssertionModelError, match="lacks what its heads need"):
+        assertion_artefact_register(path)
+    assert not ModelVersion.objects.filter(name=MODEL_NAME).exists()
+
+
 _RUNS = itertools.count()
 
 
@@ -97,7 +135,7 @@ def test_registering_the_shipped_artefact_makes_one_active_nlp_version_with_its_
     # The registered copy is the shipped head: same pipeline version, so nothing is read again.
     head = assertion_head_current()
     assert head.source == "registry" and head.registry_version == mv.version and head.head_json == copied
-    assert head.version == f"assertion-{shipped_meta['npz_sha256'][:8]}" and head.version in PIPELINE_VERSION
+    assert head.version == head_label(shipped_meta) == head_version(HEAD_JSON) and head.version in PIPELINE_VERSION
 
 
 @pytest.mark.django_db
@@ -139,7 +177,7 @@ def test_extraction_uses_the_active_version_and_a_switch_reads_the_notes_again(m
     other_json = other_head(tmp_path)
     other = assertion_artefact_register(other_json).model_version
     assert other.active and not ModelVersion.objects.get(pk=shipped.pk).active
-    other_version = f"assertion-{sha256_file(other_json.with_suffix('.npz'))[:8]}"
+    other_version = head_version(other_json)
     assert other_version not in PIPELINE_VERSION
     assert run_nlp_job(patient) == "succeeded"
     second = NoteExtraction.objects.exclude(pk=first.pk).get(note=note)
