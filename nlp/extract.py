@@ -44,7 +44,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 from spacy.attrs import IS_SPACE, LOWER
@@ -535,6 +535,81 @@ def extract(
     part of ``pipeline_version``. Raises TypeError for a non-str note and LexiconError for a
     malformed lexicon.
     """
+    read = _read(text, lexicon=lexicon, assertion=assertion, head=head)
+    _classify(read.pending, head.head_json if head is not None else None)
+    return read.result
+
+
+def extract_batch(
+    texts: Sequence[str],
+    *,
+    lexicon: Sequence[Concept] | Mapping[str, Any] | PreparedLexicon | None = None,
+    assertion: bool = True,
+    head: AssertionHead | None = None,
+    reraise: tuple[type[BaseException], ...] = (),
+) -> list[dict[str, Any] | Exception]:
+    """``extract`` for several notes, their candidate mentions classified together (one encoder
+    pass per ``nlp.assertion.encoder`` batch of mentions of all the notes, not one per note: the
+    transformer stage's fixed cost per call is shared, which a GPU needs most). Per note, in
+    order, its result or the exception that stopped it (one unreadable note does not stop the
+    others; a failure of the joint classification is retried note by note, so it is pinned on the
+    note that causes it). The flags are those ``extract`` gives each note alone, up to the
+    encoder's arithmetic on differently padded batches (a probability may move in its last
+    digits). A malformed ``lexicon`` raises at once (LexiconError), before any note; so do the
+    exceptions of ``reraise`` (a worker's time limit)."""
+    if lexicon is not None and not isinstance(lexicon, PreparedLexicon):
+        lexicon = prepare_lexicon(lexicon)
+    head_json = head.head_json if head is not None else None
+    out: list[dict[str, Any] | Exception] = []
+    reads: list[_Read] = []
+    for text in texts:
+        try:
+            read = _read(text, lexicon=lexicon, assertion=assertion, head=head)
+        except reraise:
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed back in the note's place
+            out.append(exc)
+            continue
+        out.append(read.result)
+        reads.append(read)
+    try:
+        _classify([c for read in reads for c in read.pending], head_json)
+    except reraise:
+        raise
+    except Exception:  # noqa: BLE001 - find the note it belongs to
+        for read in reads:
+            try:
+                _classify(read.pending, head_json)
+            except reraise:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                out[next(i for i, r in enumerate(out) if r is read.result)] = exc
+    return out
+
+
+class _Pending(NamedTuple):
+    """A candidate mention waiting for the classifier: its fact, (sentence, start, end) and rule
+    features."""
+
+    fact: dict[str, Any]
+    mention: tuple[str, int, int]
+    rule_row: np.ndarray
+
+
+class _Read(NamedTuple):
+    result: dict[str, Any]  # extract()'s answer, its candidates' flags still the rules'
+    pending: list[_Pending]
+
+
+def _read(
+    text: str,
+    *,
+    lexicon: Sequence[Concept] | Mapping[str, Any] | PreparedLexicon | None = None,
+    assertion: bool = True,
+    head: AssertionHead | None = None,
+) -> _Read:
+    """The rule path of ``extract``: its result, with the candidate mentions the classifier is
+    still to decide (none without ``assertion``)."""
     if not isinstance(text, str):
         raise TypeError(f"extract() needs the note as str, not {type(text).__name__} (decode bytes as UTF-8 first)")
     concepts: Sequence[Concept]
@@ -547,7 +622,7 @@ def extract(
         rules_version = pipeline_version(concepts, assertion=False)
     version = _with_head(rules_version, head) if assertion else rules_version
     if not text.strip():
-        return {"pipeline_version": version, "sections": [], "facts": []}
+        return _Read({"pipeline_version": version, "sections": [], "facts": []}, [])
     by_id = {c["id"]: c for c in concepts}
     # One spaCy pipeline per rules + lexicon version, whichever assertion head reads its mentions.
     nlp = _get_pipeline(concepts, rules_version)
@@ -595,12 +670,8 @@ def extract(
                         "cues": cues,
                     }
                 )
-    return {
-        "pipeline_version": version,
-        "sections": sections,
-        "facts": _facts(text, mentions, sections, historical_flags, masked if assertion else None,
-                        head.head_json if head is not None else None),
-    }
+    facts, pending = _facts(text, mentions, sections, historical_flags, masked if assertion else None)
+    return _Read({"pipeline_version": version, "sections": sections, "facts": facts}, pending)
 
 
 def _section_index(starts: list[int], sections: list[Section], position: int) -> int | None:
@@ -615,10 +686,9 @@ def _facts(
     sections: list[Section],
     historical_flags: list[bool],
     masked: str | None,
-    head_json: Path | None = None,
-) -> list[dict[str, Any]]:
-    """Facts from the mentions; with ``masked`` (the note with markup blanked) the classifier
-    (of ``head_json``; default the shipped artefact) decides the flags of the candidate mentions."""
+) -> tuple[list[dict[str, Any]], list[_Pending]]:
+    """Facts from the mentions, with the rules' flags; with ``masked`` (the note with markup
+    blanked), also the candidate mentions whose flags the classifier is to decide (``_classify``)."""
     substances = [i for i, m in enumerate(mentions) if m["concept"]["kind"] in {"medication", "allergen"}]
     facts: list[dict[str, Any]] = []
     candidates: list[tuple[int, tuple[str, int, int]]] = []  # (fact index, (sentence, start, end))
@@ -684,29 +754,31 @@ def _facts(
                     status = "current"
                 fact["medication"] = {**medication, "status": status}
         facts.append(fact)
-    if candidates:
-        _classify(facts, candidates, rule_rows, head_json)
     # "penicillin (nausea)": the nausea is the allergy's reaction, not a symptom of the patient's.
-    return [
+    kept = [
         f
         for f in facts
         if f["kind"] not in {"symptom", "finding"}
         or not any(a <= f["start"] and f["end"] <= b for a, b in reaction_spans)
     ]
+    kept_ids = {id(f) for f in kept}
+    pending = [
+        _Pending(facts[index], mention, row)
+        for (index, mention), row in zip(candidates, rule_rows, strict=True)
+        if id(facts[index]) in kept_ids
+    ]
+    return kept, pending
 
 
-def _classify(
-    facts: list[dict[str, Any]],
-    candidates: list[tuple[int, tuple[str, int, int]]],
-    rule_rows: list[np.ndarray],
-    head_json: Path | None = None,
-) -> None:
-    """The classifier's flags for the candidate facts (one batch per note)."""
+def _classify(pending: Sequence[_Pending], head_json: Path | None = None) -> None:
+    """The classifier's flags for the candidate facts, in one call (batched by the encoder)."""
+    if not pending:
+        return
     from nlp.assertion.context import apply_decisions, get_classifier
 
-    decisions = get_classifier(head_json).classify([mention for _, mention in candidates], np.stack(rule_rows))
-    for (index, _), decided in zip(candidates, decisions, strict=True):
-        fact = facts[index]
+    decisions = get_classifier(head_json).classify([p.mention for p in pending], np.stack([p.rule_row for p in pending]))
+    for item, decided in zip(pending, decisions, strict=True):
+        fact = item.fact
         stages = apply_decisions(fact, decided)
         fact["flag_stages"] = stages
         if any(stage != STAGE_RULES for stage in stages.values()):

@@ -49,7 +49,7 @@ def notes_extract(note_ids: list[tuple[int, int]], *,
     from celery.exceptions import SoftTimeLimitExceeded
 
     from .assertion_registry import assertion_head_current
-    from .extract import DEFAULT_LEXICON, PreparedLexicon, extract, pipeline_version, prepare_lexicon
+    from .extract import DEFAULT_LEXICON, PreparedLexicon, extract_batch, pipeline_version, prepare_lexicon
 
     if head is None:
         head = assertion_head_current()
@@ -59,25 +59,26 @@ def notes_extract(note_ids: list[tuple[int, int]], *,
         version = pipeline_version(DEFAULT_LEXICON, head=head) if prepared is None else prepared.version(head)
     limit = note_max_bytes()
     texts = dict(ClinicalNote.objects.filter(pk__in=[n for n, _ in note_ids]).values_list("pk", "text"))
-    results = []
+    results: list[dict[str, Any]] = []
+    readable: list[tuple[int, str]] = []  # (place in results, text)
     for note_id, patient_id in note_ids:
         text = texts.get(note_id) or ""
-        ids = {"note_id": note_id, "patient_id": patient_id}
+        ids = {"note_id": note_id, "patient_id": patient_id, "pipeline_version": version}
         if len(text) > limit:
-            results.append({**ids, "pipeline_version": version, "sections": [], "facts": [],
+            results.append({**ids, "sections": [], "facts": [],
                             "error": f"The note is {len(text):,} characters; notes longer than {limit:,} are not read "
                                      "(CDSS_NOTE_MAX_BYTES)."})
             continue
-        try:
-            result = extract(text, lexicon=prepared, head=head)
-        except SoftTimeLimitExceeded:
-            raise  # the job's time is up: the runner records it, the job is tried again
-        except Exception as exc:  # noqa: BLE001 - one unreadable note must not stop the others
-            log.warning("nlp: note %s could not be read: %s", note_id, _where(exc))
-            results.append({**ids, "pipeline_version": version, "sections": [], "facts": [],
-                            "error": f"The pipeline failed on this note: {_where(exc)}."})
-            continue
-        results.append({**ids, **result})
+        readable.append((len(results), text))
+        results.append(ids)
+    # The notes' candidate mentions go through the classifier together (extract_batch).
+    read = extract_batch([text for _, text in readable], lexicon=prepared, head=head, reraise=(SoftTimeLimitExceeded,))
+    for (place, _), result in zip(readable, read, strict=True):
+        if isinstance(result, Exception):  # one unreadable note must not stop the others
+            log.warning("nlp: note %s could not be read: %s", results[place]["note_id"], _where(result))
+            results[place].update(sections=[], facts=[], error=f"The pipeline failed on this note: {_where(result)}.")
+        else:
+            results[place].update(result)
     return results
 
 

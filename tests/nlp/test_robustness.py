@@ -134,14 +134,14 @@ def test_a_note_past_the_limit_or_one_the_pipeline_fails_on_is_recorded_and_the_
 ):
     from nlp import extract as extract_module
 
-    real = extract_module.extract
+    real = extract_module._read  # one note's reading in extract_batch, which the job calls
 
     def failing(text, **kwargs):
         if "BOOM" in text:
             raise RuntimeError(f"cannot read {text!r}")  # a message that quotes the note
         return real(text, **kwargs)
 
-    monkeypatch.setattr(extract_module, "extract", failing)
+    monkeypatch.setattr(extract_module, "_read", failing)
     settings.CDSS_NOTE_MAX_BYTES = 1000
     (too_long, boom, fine), result = read_all(patient_a, "HTN. " * 201, "BOOM: secret patient words", "Assessment: CHF.")
     assert result["unreadable"] == 2 and result["written"] == 3
