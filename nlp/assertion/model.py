@@ -183,7 +183,8 @@ class AssertionClassifier:
 
     @property
     def version(self) -> str:
-        return f"assertion-{self.sha256[:8]}"
+        """``head_label`` of the loaded metadata (weights and settings), as in the pipeline version."""
+        return head_label(self.meta)
 
     def mode(self, flag: str) -> str:
         """``rules``, ``model`` or ``or`` (see ``nlp.assertion.head``)."""

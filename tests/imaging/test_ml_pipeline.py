@@ -243,6 +243,29 @@ def test_decoding_and_encoding_in_worker_processes_gives_what_the_threads_give()
     model.close()
 
 
+def test_a_killed_decode_process_fails_that_read_and_the_next_read_gets_a_new_pool():
+    import signal
+
+    model = _model()
+    files = [_png(np.full((30, 30), 40 * i, np.uint8)) for i in range(5)]
+
+    def read() -> list:
+        return list(read_images(model, files, model_image, lambda _: (30, 30), batch_size=2, processes=3,
+                                fetch=lambda data: (data, None)))
+
+    first = read()
+    pool = DecodeProcesses.get(3)
+    os.kill(pool.pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while not pool.broken and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pool.broken
+    again = read()  # a new pool, started by this read
+    assert DecodeProcesses.get(3) is not pool and len(DecodeProcesses.get(3).pids) == 3
+    assert [o.probabilities for o in again] == [o.probabilities for o in first]
+    model.close()
+
+
 def test_worker_processes_need_a_fetch_and_a_sane_count():
     model = _model()
     with pytest.raises(ValueError, match="needs fetch"):
