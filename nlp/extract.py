@@ -550,7 +550,8 @@ def extract_batch(
 ) -> list[dict[str, Any] | Exception]:
     """``extract`` for several notes, their candidate mentions classified together (one encoder
     pass per ``nlp.assertion.encoder`` batch of mentions of all the notes, not one per note: the
-    transformer stage's fixed cost per call is shared, which a GPU needs most). Per note, in
+    transformer stage's fixed cost per call is shared, which a GPU needs most), in calls of at
+    most ``JOINT_MENTIONS`` mentions (a note with more is classified alone). Per note, in
     order, its result or the exception that stopped it (one unreadable note does not stop the
     others; a failure of the joint classification is retried note by note, so it is pinned on the
     note that causes it). The flags are those ``extract`` gives each note alone, up to the
@@ -561,7 +562,24 @@ def extract_batch(
         lexicon = prepare_lexicon(lexicon)
     head_json = head.head_json if head is not None else None
     out: list[dict[str, Any] | Exception] = []
-    reads: list[_Read] = []
+    group: list[tuple[int, _Read]] = []  # (place in out, read) waiting for the classifier
+
+    def classify_group() -> None:
+        try:
+            _classify([c for _, read in group for c in read.pending], head_json)
+        except reraise:
+            raise
+        except Exception:  # noqa: BLE001 - find the note it belongs to
+            for place, read in group:
+                try:
+                    _classify(read.pending, head_json)
+                except reraise:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    out[place] = exc
+        group.clear()
+
+    waiting = 0
     for text in texts:
         try:
             read = _read(text, lexicon=lexicon, assertion=assertion, head=head)
@@ -570,21 +588,20 @@ def extract_batch(
         except Exception as exc:  # noqa: BLE001 - handed back in the note's place
             out.append(exc)
             continue
+        if group and waiting + len(read.pending) > JOINT_MENTIONS:
+            classify_group()  # memory stays bounded, however many notes and mentions
+            waiting = 0
+        group.append((len(out), read))
+        waiting += len(read.pending)
         out.append(read.result)
-        reads.append(read)
-    try:
-        _classify([c for read in reads for c in read.pending], head_json)
-    except reraise:
-        raise
-    except Exception:  # noqa: BLE001 - find the note it belongs to
-        for read in reads:
-            try:
-                _classify(read.pending, head_json)
-            except reraise:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                out[next(i for i, r in enumerate(out) if r is read.result)] = exc
+    if group:
+        classify_group()
     return out
+
+
+# Mentions of several notes classified in one call at most (their encoder features are 1,152 floats
+# each); a note with more is classified alone, as ``extract`` does.
+JOINT_MENTIONS = 1024
 
 
 class _Pending(NamedTuple):

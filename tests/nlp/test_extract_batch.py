@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nlp import extract as extract_module
-from nlp.extract import extract, extract_batch
+from nlp.extract import CANDIDATE_KINDS, extract, extract_batch
 
 NOTES = [
     "History of Present Illness: 70-year-old woman with cough and fever for two days. Denies chest pain.\n"
@@ -65,3 +65,24 @@ def test_the_exceptions_a_worker_needs_raised_are_not_handed_back(monkeypatch):
     assert isinstance(extract_batch(["HTN.", "late"])[1], TimeUp)
     with pytest.raises(TimeUp):
         extract_batch(["HTN.", "late"], reraise=(TimeUp,))
+
+
+def test_the_joint_calls_hold_a_bounded_number_of_mentions(monkeypatch):
+    notes = NOTES * 3
+    alone = [extract(text) for text in notes]
+    mentions = [sum(1 for f in r["facts"] if f["kind"] in CANDIDATE_KINDS) for r in alone]
+    assert max(mentions) > 3  # one note has more than the bound below
+
+    calls: list[int] = []
+    real = extract_module._classify
+
+    def counted(pending, head_json=None):
+        calls.append(len(pending))
+        return real(pending, head_json)
+
+    monkeypatch.setattr(extract_module, "_classify", counted)
+    monkeypatch.setattr(extract_module, "JOINT_MENTIONS", 3)
+    assert extract_batch(notes) == alone
+    assert sum(calls) == sum(mentions) and len(calls) > 1
+    # within the bound, unless it is one note's own mentions
+    assert all(n <= 3 or n in mentions for n in calls)
