@@ -140,7 +140,6 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     def encode_levels(levels: list[np.ndarray]) -> list[dict[str, bytes]]:
         return [{label: overlay_png(lv[n]) for n, label in enumerate(labels)} for lv in levels]
 
-
     def submit_load(chunk: list[T]) -> list[Future[list[np.ndarray | None]]]:
         return [pool.submit(load, chunk[g]) for g in _groups(len(chunk), threads)]
 
@@ -197,11 +196,12 @@ class DecodeProcesses:
     Spawned, not forked (a fork of a process holding a CUDA context or OpenMP threads is unsafe),
     and they import only ``cpuwork`` (numpy, Pillow, ``imaging.pixels``) and, as spawned processes
     do, the main module (which must keep its work under ``if __name__ == "__main__"``: ``celery``,
-    ``manage.py``, ``pytest`` and the bench scripts do). A Celery prefork worker's
-    pool processes are daemonic, and Python refuses children to a daemonic process (so that none
-    outlives it); every process is started at once here, with that check lifted for the moment of
-    starting (and billiard's key swapped for the standard library's, which can be sent to a child), and each one ends itself when its parent is gone (``cpuwork.worker_start``), which
-    is what the check protects. A pool that broke (a process killed) is replaced at the next ``get``.
+    ``manage.py``, ``pytest`` and the bench scripts do). A Celery prefork worker's pool processes
+    are daemonic, and Python refuses children to a daemonic process (so that none outlives it);
+    every process is started at once here, with that check lifted for the moment of starting (and
+    billiard's key swapped for the standard library's, which can be sent to a child), and each one
+    ends itself when its parent is gone (``cpuwork.worker_start``), which is what the check
+    protects. A pool that broke (a process killed) is replaced at the next ``get``.
     """
 
     _pools: dict[int, DecodeProcesses] = {}
