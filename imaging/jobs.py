@@ -29,9 +29,8 @@ from django.core.files.storage import default_storage
 
 from cdss.models import Job
 
-from .dicom import ImageFileError
+from .ml.cpuwork import decode_blob
 from .models import ImagingFinding, ImagingInstance
-from .pixels import model_image
 
 log = logging.getLogger("cdss.imaging")
 
@@ -53,13 +52,7 @@ class FindingRow:
 def _decode(instance: ImagingInstance) -> np.ndarray | None:
     """The image the models read: the stored file rendered as its preview was (same frame,
     default window; ``imaging.pixels.model_image``); None if the stored file cannot be read any more."""
-    blob = _fetch(instance)
-    if blob is None:
-        return None
-    try:
-        return model_image(blob[0], frame=blob[1])
-    except (OSError, ImageFileError):
-        return None
+    return decode_blob(_fetch(instance))
 
 
 def _fetch(instance: ImagingInstance) -> tuple[bytes, int | None] | None:
@@ -106,6 +99,7 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
     inactive: list[str] = []
     skipped_done = 0
     unreadable = 0
+    processes = max(0, int(getattr(settings, "CDSS_IMAGING_PROCESSES", 0)))
     for name, group in sorted(by_model.items()):
         model = get_loaded_model(name)
         if model is None:
@@ -118,7 +112,6 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
         skipped_done += len(group) - len(todo)
         if not todo:
             continue
-        processes = max(0, int(getattr(settings, "CDSS_IMAGING_PROCESSES", 0)))
         for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
                                fetch=_fetch):
             if out.probabilities is None:

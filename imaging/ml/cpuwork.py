@@ -32,7 +32,6 @@ def check_image(image: Any, index: int) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0) if low < 0.0 or high > 1.0 else arr
 
 
-
 def shrink(image: Any, size: int, *, index: int = 0) -> np.ndarray:
     """A checked image (``check_image``) larger than ``size`` on either side, resized to
     ``size`` x ``size`` float32 in [0, 1]: bilinear, antialiased (the triangle filter widened by the
@@ -134,20 +133,26 @@ def worker_facts() -> tuple[int, bool]:
     return os.getpid(), "torch" in sys.modules
 
 
-def decode_shrink(blobs: list[Blob | None], size: int) -> list[np.ndarray | None]:
-    """Each file's image as the models read it (``imaging.pixels.model_image``), shrunk to at most
-    ``size`` (``shrink``); None for a missing file (a None blob) or one that cannot be read any more."""
+def decode_blob(blob: Blob | None) -> np.ndarray | None:
+    """A stored file's image as the models read it (``imaging.pixels.model_image``: the preview's
+    rendering of that frame); None for a missing file (a None blob) or one that cannot be read."""
     from imaging.imagefile import ImageFileError
     from imaging.pixels import model_image
 
+    if blob is None:
+        return None
+    try:
+        return model_image(blob[0], frame=blob[1])
+    except (OSError, ImageFileError):
+        return None
+
+
+def decode_shrink(blobs: list[Blob | None], size: int) -> list[np.ndarray | None]:
+    """Each file's image (``decode_blob``), shrunk to at most ``size`` (``shrink``); None where
+    ``decode_blob`` gives None."""
     out: list[np.ndarray | None] = []
     for blob in blobs:
-        image = None
-        if blob is not None:
-            try:
-                image = model_image(blob[0], frame=blob[1])
-            except (OSError, ImageFileError):
-                image = None
+        image = decode_blob(blob)
         out.append(None if image is None else shrink(image, size))
     return out
 
