@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-${CDSS_DATA_DIR:-../shared/data}}
-python=${PYTHON:-python}
+python=${PYTHON:-$(command -v python || command -v python3)}
 export PYTHONUNBUFFERED=1
 run() {
     echo "== $*"
