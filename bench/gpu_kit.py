@@ -106,6 +106,8 @@ def normalise(name: str) -> str:
 
 
 def sha256_file(path: Path) -> str:
+    # Not cdss.hashing.file_sha256: ``install`` runs before the wheels are, and the cdss package
+    # imports Celery.
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
