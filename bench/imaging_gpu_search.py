@@ -89,7 +89,7 @@ def main() -> None:
 
     import torch
 
-    from imaging.ml.data import DataError, Dataset, Split, load_npz
+    from imaging.ml.data import DataError, Dataset, load_npz
     from imaging.ml.train import DEFAULTS, TrainSettings, train
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,10 +122,7 @@ def main() -> None:
                 folds, held, best = [], [], []
                 for test in stratified_folds(train_split.targets, args.cv, seed):
                     fit = np.setdiff1d(np.arange(len(train_split.targets)), test)
-                    parts = {"train": Split(*(a[fit] for a in (train_split.images, train_split.file_labels,
-                                                                 train_split.targets))),
-                             "val": Split(*(a[test] for a in (train_split.images, train_split.file_labels,
-                                                               train_split.targets)))}
+                    parts = {"train": train_split.take(fit), "val": train_split.take(test)}
                     result = train(Dataset(data.spec, data.path, data.sha256, parts), settings, device=device)
                     folds.append(result.metrics["validation"]["auc"])
                     held.append(result.metrics["holdout"]["auc"])

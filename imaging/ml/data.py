@@ -58,6 +58,10 @@ class Split:
     file_labels: npt.NDArray[np.int64]  # (N,) as in the file
     targets: npt.NDArray[np.float32]  # (N,) 1 = the model's finding
 
+    def take(self, index: npt.NDArray[np.int64]) -> Split:
+        """The images at ``index``, with their labels."""
+        return Split(self.images[index], self.file_labels[index], self.targets[index])
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -127,7 +127,7 @@ def _subsample(split: Split, limit: int | None, seed: int) -> Split:
     if limit < 4:
         raise ValueError("max_train_images must be at least 4")
     keep, _ = stratified_holdout(split.targets, 1.0 - limit / len(split.targets), seed)
-    return Split(split.images[keep], split.file_labels[keep], split.targets[keep])
+    return split.take(keep)
 
 
 def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
