@@ -60,7 +60,7 @@ def parse_recipe(text: str, base: Any) -> Any:
             raise ValueError(f"recipe {text!r}: {part!r} is not key=value with a key among "
                              f"{', '.join(k for k in fields if k != 'seed')}")
         current = getattr(base, key)
-        if key == "arch":
+        if isinstance(current, str):
             changes[key] = value.strip()
         elif value.strip().lower() == "none":
             changes[key] = None
@@ -120,6 +120,7 @@ def main() -> None:
             if args.cv:
                 train_split = data.splits["train"]
                 folds, held, best = [], [], []
+                curve: list[dict[str, list[float]]] = []
                 for test in stratified_folds(train_split.targets, args.cv, seed):
                     fit = np.setdiff1d(np.arange(len(train_split.targets)), test)
                     parts = {"train": train_split.take(fit), "val": train_split.take(test)}
@@ -127,12 +128,19 @@ def main() -> None:
                     folds.append(result.metrics["validation"]["auc"])
                     held.append(result.metrics["holdout"]["auc"])
                     best += [h["best_epoch"] for h in result.history if "best_epoch" in h]
+                    curve.append(ensemble_curve(result, parts["val"], data.spec.hflip, device))
                 row: dict[str, Any] = {"recipe": k, "settings": dataclasses.asdict(settings), "cv_folds": folds,
                        "cv_auc": statistics.fmean(folds), "holdout_auc": statistics.fmean(held),
                        "seconds": round(time.perf_counter() - started, 1), "best_epochs": best}
+                for variant in curve[0]:
+                    row[f"cv_auc_{variant}"] = [round(statistics.fmean(c[variant][n] for c in curve), 4)
+                                                for n in range(settings.members)]
                 print(f"  recipe {k} seed {seed}: {args.cv}-fold CV AUC {row['cv_auc']:.4f} (folds "
                       + " ".join(f"{f:.3f}" for f in folds) + f")  ({row['seconds']:.1f} s, best epochs {best})",
                       flush=True)
+                for variant in curve[0]:
+                    print(f"    first 1..{settings.members} members{'' if variant == 'plain' else ', ' + variant}: "
+                          + " ".join(f"{a:.4f}" for a in row[f"cv_auc_{variant}"]), flush=True)
             else:
                 result = train(data, settings, device=device)
                 m = result.metrics
@@ -155,6 +163,30 @@ def main() -> None:
               flush=True)
     if args.json:
         args.json.write_text(json.dumps({"dataset": args.dataset, "device": name, "runs": runs}, indent=1))
+
+
+def ensemble_curve(result: Any, split: Any, hflip: bool, device: str) -> dict[str, list[float]]:
+    """AUC on ``split`` of the mean of the first 1, 2, ... members of ``result`` (``plain``) and,
+    where left-right flips are sane, of each member's mean over the image and its mirror image
+    (``flip_mean``): what more members or test-time flipping would give, from the same networks."""
+    from imaging.ml.architectures import build_model
+    from imaging.ml.metrics import auc
+    from imaging.ml.train import _probabilities, _to_input
+
+    config = result.config
+    norm = config["normalisation"]
+    x = ((_to_input(split.images, config["input_size"]) - norm["mean"]) / norm["std"]).to(device)
+    per_member: dict[str, list[np.ndarray]] = {"plain": [], "flip_mean": []}
+    for state in result.state_dicts:
+        net = build_model(config["architecture"], len(config["labels"]), init_weights="")
+        net.load_state_dict(state)
+        net.to(device)
+        plain = _probabilities([net], x)[:, 0]
+        per_member["plain"].append(plain)
+        if hflip:
+            per_member["flip_mean"].append((plain + _probabilities([net], x.flip(-1))[:, 0]) / 2.0)
+    return {variant: [auc(split.targets, np.mean(probs[:n + 1], axis=0)) for n in range(len(probs))]
+            for variant, probs in per_member.items() if probs}
 
 
 def stratified_folds(targets: np.ndarray, k: int, seed: int) -> list[np.ndarray]:

@@ -10,6 +10,10 @@ Protocol (Yang et al., MedMNIST v2, Sci Data 2023, uses the same official splits
 - class weighting: the positive term of the binary cross-entropy is weighted by n_negative /
   n_positive of the training images;
 - AdamW (Loshchilov & Hutter, ICLR 2019), one warm-up epoch then a cosine schedule;
+- optionally (``ema``), the weights judged and kept are an exponential moving average of the
+  trained ones over the steps (Polyak & Juditsky, SIAM J Control Optim 1992), buffers included;
+- ``select``: a member keeps the epoch with the best held-out AUC (with ``patience``), or the
+  last epoch's weights (the held-out part then only sets the threshold);
 - the official ``val`` split is only reported; the official ``test`` split, where the file has
   one, is measured once after everything is fixed and never used for a choice.
 Several members (different seeds and held-out parts) may be averaged into one ensemble.
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .architectures import architecture, build_model
 from .data import Dataset, Split, load_npz, stratified_holdout
@@ -54,6 +59,8 @@ class TrainSettings:
     max_train_images: int | None = None
     seed: int = 0
     augment: float = 1.0  # scale of the augmentation ranges (0: none)
+    ema: float = 0.0  # per-step decay of an exponential moving average of the weights (0: off)
+    select: str = "best"  # which epoch's weights a member keeps: "best" held-out AUC, or "last"
 
 
 # The recommended default per data set: ResNet-18 with the small-input stem, trained on a CPU in
@@ -142,6 +149,10 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
         raise ValueError(f"{arch.name} needs an input of at least {arch.min_input_size} pixels, not {size}")
     if settings.epochs < 1 or settings.members < 1:
         raise ValueError("epochs and members must be at least 1")
+    if settings.select not in ("best", "last"):
+        raise ValueError(f"select must be 'best' or 'last', not {settings.select!r}")
+    if not 0.0 <= settings.ema < 1.0:
+        raise ValueError(f"ema is a decay in [0, 1), not {settings.ema}")
     spec = dataset.spec
     train_split = _subsample(dataset.splits["train"], settings.max_train_images, settings.seed)
     x_all = _to_input(train_split.images, size).to(dev)
@@ -182,6 +193,9 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
             return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        averaged = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True)
+                    if settings.ema else None)
+        judged = averaged.module if averaged is not None else net
         best_auc, best_state, best_epoch, stale = -1.0, copy.deepcopy(net.state_dict()), 0, 0
         for epoch in range(settings.epochs):
             net.train()
@@ -198,14 +212,19 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
                 loss.backward()
                 opt.step()
                 sched.step()
+                if averaged is not None:
+                    averaged.update_parameters(net)
                 loss_sum += float(loss.detach()) * len(idx)
-            held_auc = auc(y_held[:, 0], _probabilities([net], x_held)[:, 0])
+            held_auc = auc(y_held[:, 0], _probabilities([judged], x_held)[:, 0])
             history.append({"member": m, "epoch": epoch + 1, "loss": round(loss_sum / len(x_fit), 4),
                             "holdout_auc": round(held_auc, 4)})
             bar.update(1)
             bar.set_postfix(member=m + 1, loss=f"{loss_sum / len(x_fit):.3f}", holdout_auc=f"{held_auc:.3f}")
-            if held_auc > best_auc:
-                best_auc, best_state, best_epoch, stale = held_auc, copy.deepcopy(net.state_dict()), epoch + 1, 0
+            if settings.select == "last":
+                if epoch + 1 == settings.epochs:
+                    best_auc, best_state, best_epoch = held_auc, copy.deepcopy(judged.state_dict()), epoch + 1
+            elif held_auc > best_auc:
+                best_auc, best_state, best_epoch, stale = held_auc, copy.deepcopy(judged.state_dict()), epoch + 1, 0
             else:
                 stale += 1
                 if stale >= settings.patience:

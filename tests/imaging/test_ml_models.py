@@ -155,3 +155,31 @@ def test_grad_cam_keeps_one_hook_and_no_tensors_across_many_calls():
     assert tensors() <= before + 2
     loaded.close()
     assert len(layer._forward_hooks) == 0
+
+
+def _square_data(n: int = 120) -> Dataset:
+    images, labels, _ = _square_task(n, seed=0)
+    split = Split(images, labels, (labels == 1).astype(np.float32))
+    return Dataset(DATASETS["breastmnist"], Path("synthetic"), "0" * 64, {"train": split, "val": split})
+
+
+def test_select_last_keeps_the_final_epoch_and_a_vanishing_average_is_the_trained_weights():
+    data = _square_data()
+    plain = train(data, TrainSettings(epochs=3, batch_size=32, seed=1, select="last", patience=1))
+    assert [h["best_epoch"] for h in plain.history if "best_epoch" in h] == [3]
+    assert len([h for h in plain.history if "epoch" in h]) == 3  # patience does not stop "last"
+    # An average that forgets at once is the trained weights, buffers included.
+    tiny = train(data, TrainSettings(epochs=3, batch_size=32, seed=1, select="last", ema=1e-12))
+    for key, value in plain.state_dicts[0].items():
+        assert torch.allclose(value.float(), tiny.state_dicts[0][key].float(), atol=1e-5), key
+    # A real average keeps other weights, and they still learn the task.
+    averaged = train(data, TrainSettings(epochs=3, batch_size=32, seed=1, select="last", ema=0.9))
+    weight = "fc.weight" if "fc.weight" in plain.state_dicts[0] else next(iter(plain.state_dicts[0]))
+    assert not torch.allclose(plain.state_dicts[0][weight], averaged.state_dicts[0][weight])
+    assert averaged.metrics["validation"]["auc"] > 0.8
+
+
+@pytest.mark.parametrize("change, message", [({"select": "first"}, "select must be"), ({"ema": 1.0}, "ema is a decay")])
+def test_a_bad_selection_or_average_is_named(change, message):
+    with pytest.raises(ValueError, match=message):
+        train(_square_data(8), TrainSettings(epochs=1, **change))
