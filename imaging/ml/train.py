@@ -12,6 +12,8 @@ Protocol (Yang et al., MedMNIST v2, Sci Data 2023, uses the same official splits
 - AdamW (Loshchilov & Hutter, ICLR 2019), one warm-up epoch then a cosine schedule;
 - optionally (``ema``), the weights judged and kept are an exponential moving average of the
   trained ones over the steps (Polyak & Juditsky, SIAM J Control Optim 1992), buffers included;
+- optionally (``mixup``), each batch is mixed with a shuffled copy of itself, images and labels
+  alike, by a weight drawn from Beta(alpha, alpha) (Zhang et al., mixup, ICLR 2018);
 - ``select``: a member keeps the epoch with the best held-out AUC (with ``patience``), or the
   last epoch's weights (the held-out part then only sets the threshold);
 - the official ``val`` split is only reported; the official ``test`` split, where the file has
@@ -61,6 +63,7 @@ class TrainSettings:
     augment: float = 1.0  # scale of the augmentation ranges (0: none)
     ema: float = 0.0  # per-step decay of an exponential moving average of the weights (0: off)
     select: str = "best"  # which epoch's weights a member keeps: "best" held-out AUC, or "last"
+    mixup: float = 0.0  # alpha of the Beta(alpha, alpha) mixing weight of mixup (0: off)
 
 
 # The recommended default per data set: ResNet-18 with the small-input stem, trained on a CPU in
@@ -109,6 +112,15 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, hflip: bool, strength: flo
     return ((out - mean) * contrast + mean + brightness).clamp(0.0, 1.0)
 
 
+def _mix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup: one weight per batch from Beta(alpha, alpha) and a shuffled partner per image, both
+    drawn from ``gen`` (on the CPU), so a seed gives the same mixing everywhere."""
+    draw = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+    weight = float(draw.beta(alpha, alpha))
+    order = torch.randperm(len(x), generator=gen).to(x.device)
+    return weight * x + (1.0 - weight) * x[order], weight * y + (1.0 - weight) * y[order]
+
+
 def _batches(n: int, size: int, gen: torch.Generator | None) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
     for start in range(0, n, size):
@@ -151,6 +163,8 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
         raise ValueError("epochs and members must be at least 1")
     if settings.select not in ("best", "last"):
         raise ValueError(f"select must be 'best' or 'last', not {settings.select!r}")
+    if settings.mixup < 0:
+        raise ValueError(f"mixup is a Beta distribution's alpha (0: off), not {settings.mixup}")
     if not 0.0 <= settings.ema < 1.0:
         raise ValueError(f"ema is a decay in [0, 1), not {settings.ema}")
     spec = dataset.spec
@@ -206,8 +220,10 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
                 idx = idx.to(dev)
                 xb = x_fit[idx] if settings.augment == 0 else augment(x_fit[idx], gen, hflip=spec.hflip,
                                                                       strength=settings.augment)
-                xb = norm_x(xb)
-                loss = F.binary_cross_entropy_with_logits(net(xb), y_fit[idx], pos_weight=pos_weight)
+                xb, yb = norm_x(xb), y_fit[idx]
+                if settings.mixup:
+                    xb, yb = _mix(xb, yb, gen, settings.mixup)
+                loss = F.binary_cross_entropy_with_logits(net(xb), yb, pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -13,7 +13,7 @@ from imaging.ml.architectures import ARCHITECTURES, ArchitectureError, architect
 from imaging.ml.data import DATASETS, DataError, Dataset, Split, load_npz
 from imaging.ml.inference import LoadedImagingModel
 from imaging.ml.metrics import auc, youden_threshold
-from imaging.ml.train import TrainSettings, train
+from imaging.ml.train import TrainSettings, _mix, train
 from tests.conftest import require_data
 
 
@@ -157,7 +157,7 @@ def test_grad_cam_keeps_one_hook_and_no_tensors_across_many_calls():
     assert len(layer._forward_hooks) == 0
 
 
-def _square_data(n: int = 120) -> Dataset:
+def _square_data(n: int = 200) -> Dataset:
     images, labels, _ = _square_task(n, seed=0)
     split = Split(images, labels, (labels == 1).astype(np.float32))
     return Dataset(DATASETS["breastmnist"], Path("synthetic"), "0" * 64, {"train": split, "val": split})
@@ -173,13 +173,35 @@ def test_select_last_keeps_the_final_epoch_and_a_vanishing_average_is_the_traine
     for key, value in plain.state_dicts[0].items():
         assert torch.allclose(value.float(), tiny.state_dicts[0][key].float(), atol=1e-5), key
     # A real average keeps other weights, and they still learn the task.
-    averaged = train(data, TrainSettings(epochs=3, batch_size=32, seed=1, select="last", ema=0.9))
+    averaged = train(data, TrainSettings(epochs=4, batch_size=32, seed=1, select="last", ema=0.9))
     weight = "fc.weight" if "fc.weight" in plain.state_dicts[0] else next(iter(plain.state_dicts[0]))
     assert not torch.allclose(plain.state_dicts[0][weight], averaged.state_dicts[0][weight])
     assert averaged.metrics["validation"]["auc"] > 0.8
 
 
-@pytest.mark.parametrize("change, message", [({"select": "first"}, "select must be"), ({"ema": 1.0}, "ema is a decay")])
+@pytest.mark.parametrize("change, message", [({"select": "first"}, "select must be"), ({"ema": 1.0}, "ema is a decay"),
+                                             ({"mixup": -0.2}, "mixup is a Beta")])
 def test_a_bad_selection_or_average_is_named(change, message):
     with pytest.raises(ValueError, match=message):
         train(_square_data(8), TrainSettings(epochs=1, **change))
+
+
+def test_mixup_mixes_images_and_labels_by_one_weight_and_a_seed_repeats_it():
+    x = torch.arange(6 * 4, dtype=torch.float32).reshape(6, 1, 2, 2)
+    y = torch.tensor([[0.0], [1.0], [0.0], [1.0], [1.0], [0.0]])
+    xm, ym = _mix(x, y, torch.Generator().manual_seed(5), 0.4)
+    again = _mix(x, y, torch.Generator().manual_seed(5), 0.4)
+    assert torch.equal(xm, again[0]) and torch.equal(ym, again[1])
+    # Each mixed image is w * x_i + (1 - w) * x_order[i], one w for the batch, labels alike.
+    gen = torch.Generator().manual_seed(5)
+    w = float(np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=gen))).beta(0.4, 0.4))
+    order = torch.randperm(6, generator=gen)
+    assert 0.0 < w < 1.0 and not torch.equal(order, torch.arange(6))
+    assert torch.allclose(xm, w * x + (1 - w) * x[order], atol=1e-5)
+    assert torch.allclose(ym, w * y + (1 - w) * y[order], atol=1e-6)
+    assert ym.min() >= 0 and ym.max() <= 1
+
+
+def test_training_with_mixup_still_learns_the_task():
+    result = train(_square_data(), TrainSettings(epochs=4, batch_size=32, seed=2, mixup=0.4))
+    assert result.metrics["validation"]["auc"] > 0.8
