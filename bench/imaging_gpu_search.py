@@ -8,8 +8,8 @@
 Needs only torch, torchvision, numpy and Pillow (imaging.ml.train, imaging.ml.data and their
 imports use no Django, pydicom or tqdm). Each recipe is the keyword arguments of
 ``imaging.ml.train.TrainSettings`` (arch, epochs, members, batch_size, lr, weight_decay,
-holdout_fraction, patience, input_size, max_train_images, augment), given as ``key=value`` pairs; the
-rest keep their defaults, and ``--base default`` starts from the data set's current default
+holdout_fraction, patience, input_size, max_train_images, augment, ema, select, mixup), given as
+``key=value`` pairs; the rest keep their defaults, and ``--base default`` starts from the data set's current default
 (``imaging.ml.train.DEFAULTS``) instead. Every recipe is trained by ``imaging.ml.train.train``, the
 code ``train_imaging_model`` runs, once per seed:
 - it learns from the official ``train`` split only; a stratified part of it (``holdout_fraction``,
@@ -19,13 +19,15 @@ code ``train_imaging_model`` runs, once per seed:
 - ``--cv K``: K-fold cross-validation on the official ``train`` split instead (stratified folds,
   seeded by the run's seed; each fold's network keeps its own held-out part for early stopping):
   the AUC of each fold's images from the networks that did not learn from them, averaged over the
-  folds (``cv``). A fold holds about 110 BreastMNIST images against the 78 of ``val``; the ``val``
-  split is not read. ``--cv 5 --recipe members=1 --seeds 0,1`` on BreastMNIST (CPU, 2 threads,
+  folds (``cv``), and, from the same networks, the AUC of the first 1, 2, ... members' mean and
+  of each member's mean over the image and its mirror image (data sets where flips are sane). A
+  fold holds about 110 BreastMNIST images against the 78 of ``val``; the ``val`` split is not read. ``--cv 5 --recipe members=1 --seeds 0,1`` on BreastMNIST (CPU, 2 threads,
   2026-11-26, about 7 minutes a seed): CV AUC 0.820 (folds 0.777 0.859 0.766 0.821 0.876) and
   0.829 (0.808 0.815 0.819 0.878 0.827), below the same recipe's figures on its held-out tenth
   (0.86-0.89) and on val (0.86-0.91): one network's figure moves a lot with the images it learns
   from and is judged on, and ranks recipes only with several folds. The default itself (three
-  members), ``--cv 5 --seeds 0``: 0.838 (folds 0.859 0.838 0.783 0.829 0.879; 17 minutes).
+  members), ``--cv 5 --seeds 0``: 0.838 (folds 0.859 0.838 0.783 0.829 0.879; 17 minutes). The
+  recipes compared this way, and the default they led to, are in imaging/README.md.
 Prints one line per run and a summary per recipe (mean and spread over the seeds), and with
 ``--json FILE`` writes every run's figures. Training on CUDA is float32 (TF32 matmuls allowed);
 ``train_imaging_model`` trains on the CPU, so time a chosen recipe there before making it a default.
