@@ -9,9 +9,9 @@ Needs only torch, torchvision, numpy and Pillow (imaging.ml.train, imaging.ml.da
 imports use no Django, pydicom or tqdm). Each recipe is the keyword arguments of
 ``imaging.ml.train.TrainSettings`` (arch, epochs, members, batch_size, lr, weight_decay,
 holdout_fraction, patience, input_size, max_train_images, augment, ema, select, mixup), given as
-``key=value`` pairs; the rest keep their defaults, and ``--base default`` starts from the data set's current default
-(``imaging.ml.train.DEFAULTS``) instead. Every recipe is trained by ``imaging.ml.train.train``, the
-code ``train_imaging_model`` runs, once per seed:
+``key=value`` pairs; the rest keep their defaults, and ``--base default`` starts from the data
+set's current default (``imaging.ml.train.DEFAULTS``) instead. Every recipe is trained by
+``imaging.ml.train.train``, the code ``train_imaging_model`` runs, once per seed:
 - it learns from the official ``train`` split only; a stratified part of it (``holdout_fraction``,
   10%) is held out per member for early stopping and the threshold. Choose recipes by that
   held-out AUC (``holdout``);
@@ -21,8 +21,9 @@ code ``train_imaging_model`` runs, once per seed:
   the AUC of each fold's images from the networks that did not learn from them, averaged over the
   folds (``cv``), and, from the same networks, the AUC of the first 1, 2, ... members' mean and
   of each member's mean over the image and its mirror image (data sets where flips are sane). A
-  fold holds about 110 BreastMNIST images against the 78 of ``val``; the ``val`` split is not read. ``--cv 5 --recipe members=1 --seeds 0,1`` on BreastMNIST (CPU, 2 threads,
-  2026-11-26, about 7 minutes a seed): CV AUC 0.820 (folds 0.777 0.859 0.766 0.821 0.876) and
+  fold holds about 110 BreastMNIST images against the 78 of ``val``; the ``val`` split is not read.
+  ``--cv 5 --recipe members=1 --seeds 0,1`` on BreastMNIST (CPU, 2 threads, 2026-11-26, about 7
+  minutes a seed): CV AUC 0.820 (folds 0.777 0.859 0.766 0.821 0.876) and
   0.829 (0.808 0.815 0.819 0.878 0.827), below the same recipe's figures on its held-out tenth
   (0.86-0.89) and on val (0.86-0.91): one network's figure moves a lot with the images it learns
   from and is judged on, and ranks recipes only with several folds. The default itself (three
@@ -171,17 +172,13 @@ def ensemble_curve(result: Any, split: Any, hflip: bool, device: str) -> dict[st
     """AUC on ``split`` of the mean of the first 1, 2, ... members of ``result`` (``plain``) and,
     where left-right flips are sane, of each member's mean over the image and its mirror image
     (``flip_mean``): what more members or test-time flipping would give, from the same networks."""
-    from imaging.ml.architectures import build_model
     from imaging.ml.metrics import auc
+    from imaging.ml.modelfile import build_members, normalise
     from imaging.ml.train import _probabilities, _to_input
 
-    config = result.config
-    norm = config["normalisation"]
-    x = ((_to_input(split.images, config["input_size"]) - norm["mean"]) / norm["std"]).to(device)
+    x = normalise(_to_input(split.images, result.config["input_size"]), result.config).to(device)
     per_member: dict[str, list[np.ndarray]] = {"plain": [], "flip_mean": []}
-    for state in result.state_dicts:
-        net = build_model(config["architecture"], len(config["labels"]), init_weights="")
-        net.load_state_dict(state)
+    for net in build_members(result.config, result.state_dicts):
         net.to(device)
         plain = _probabilities([net], x)[:, 0]
         per_member["plain"].append(plain)
