@@ -158,16 +158,33 @@ class LoadedImagingModel:
             results.append(ImagePrediction(p, positive, heatmaps))
         return results
 
+    def launch(self, images: Sequence[np.ndarray], *, offset: int = 0, shrunk: bool = False,
+               sizes: Sequence[tuple[int, int]] | None = None) -> PendingRead:
+        """One batch queued on the model's device: preprocessing, the forward pass, the heat maps
+        (finished for ``sizes`` as ``read_levels`` does, when given) and the copies of the results
+        to pinned host memory. On a GPU it returns once the work is queued, so the caller can
+        prepare the next batch while this one runs; ``PendingRead.result`` waits for it. On the CPU
+        the work is done when it returns."""
+        if sizes is not None and len(sizes) != len(images):
+            raise ValueError("one overlay size per image is needed")
+        x = self.preprocess(images, offset=offset, shrunk=shrunk)
+        with self._lock:
+            probs, heat = self.forward_with_cam(x)
+            if sizes is None:
+                return PendingRead([probs.float(), heat.float()], None, len(images))
+            groups = _level_groups(heat, sizes)
+            return PendingRead([probs.float(), *(levels for _, levels in groups)], [idx for idx, _ in groups],
+                               len(images))
+
     def read(self, images: Sequence[np.ndarray], *, offset: int = 0,
              shrunk: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """One batch of float or uint8 images (at most a batch: they are preprocessed and run
         together): (mean member probabilities N x L, Grad-CAM heat maps N x L x h x w at the CAM
         layer's resolution, float32 in [0, 1]). ``heatmap_overlay_png`` takes these maps as they
         are and upsamples them to the image while it encodes."""
-        x = self.preprocess(images, offset=offset, shrunk=shrunk)
-        with self._lock:
-            probs, heat = self.forward_with_cam(x)
-        return probs.float().cpu().numpy(), heat.float().cpu().numpy()
+        probs, heat = self.launch(images, offset=offset, shrunk=shrunk).result()
+        assert isinstance(heat, np.ndarray)
+        return probs, heat
 
     def read_levels(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], *,
                     offset: int = 0, shrunk: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -175,13 +192,41 @@ class LoadedImagingModel:
         image's (width, height) in ``sizes`` and quantised (``heat_levels``), so that only the PNG
         encoding (``overlay_png``) is left for the CPU. For GPU models, whose CPU side would
         otherwise resize every map itself."""
-        if len(sizes) != len(images):
-            raise ValueError("one overlay size per image is needed")
-        x = self.preprocess(images, offset=offset, shrunk=shrunk)
-        with self._lock:
-            probs, heat = self.forward_with_cam(x)
-            levels = heat_levels(heat, sizes)
-        return probs.float().cpu().numpy(), levels
+        probs, levels = self.launch(images, offset=offset, shrunk=shrunk, sizes=sizes).result()
+        assert isinstance(levels, list)
+        return probs, levels
+
+
+class PendingRead:
+    """A batch queued by ``LoadedImagingModel.launch``. Its results are copied into pinned host
+    memory behind the work on the GPU's queue, and an event marks their arrival: ``result`` waits
+    for that event alone (the GIL released), not for the work queued after it."""
+
+    def __init__(self, parts: list[torch.Tensor], layout: list[list[int]] | None, count: int) -> None:
+        self._layout = layout
+        self._count = count
+        self._event: torch.cuda.Event | None = None
+        if parts and parts[0].device.type == "cuda":
+            self._host = [torch.empty(part.shape, dtype=part.dtype, pin_memory=True).copy_(part, non_blocking=True)
+                          for part in parts]
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = [part.cpu() for part in parts]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray | list[np.ndarray]]:
+        """(probabilities N x L, heat maps N x L x h x w) or, for a batch launched with sizes,
+        (probabilities, per image its L x height x width uint8 levels)."""
+        if self._event is not None:
+            self._event.synchronize()
+        probs, *rest = (part.numpy() for part in self._host)
+        if self._layout is None:
+            return probs, rest[0]
+        out: list[np.ndarray] = [np.empty(0, np.uint8)] * self._count  # every place is filled below
+        for idx, levels in zip(self._layout, rest, strict=True):
+            for j, i in enumerate(idx):
+                out[i] = levels[j]
+        return probs, out
 
 
 _CACHE: dict[str, LoadedImagingModel] = {}
@@ -243,22 +288,30 @@ def heat_levels(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np
     array of colour-map levels at its (width, height): bilinear (antialiased when shrinking), as
     ``heatmap_overlay_png`` resizes with Pillow, then rounded to 0-255; one resize and one copy to
     the host per size, done on the maps' device."""
+    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(sizes)  # every place is filled below
+    for idx, levels in _level_groups(heat, sizes):
+        host = levels.cpu().numpy()
+        for j, i in enumerate(idx):
+            out[i] = host[j]
+    return out
+
+
+def _level_groups(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[tuple[list[int], torch.Tensor]]:
+    """``heat_levels`` left on the maps' device: (the images' indices, their levels) per size."""
     if heat.ndim != 4 or heat.shape[0] != len(sizes):
         raise ValueError(f"expected (N, L, h, w) heat maps for {len(sizes)} sizes, got {tuple(heat.shape)}")
-    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(sizes)  # every place is filled below
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, (width, height) in enumerate(sizes):
         if width < 1 or height < 1:
             raise ValueError("width and height must be positive")
         by_size.setdefault((int(width), int(height)), []).append(i)
     maps = torch.nan_to_num(heat.float()).clamp_(0.0, 1.0)
+    groups = []
     for (width, height), idx in by_size.items():
-        group = maps[idx]
+        group = maps if len(idx) == len(sizes) else maps[idx]  # one size: no index to copy to the device
         if group.shape[-2:] != (height, width):
             shrinking = height < group.shape[-2] or width < group.shape[-1]
             group = F.interpolate(group, size=(height, width), mode="bilinear", align_corners=False,
                                   antialias=shrinking).clamp_(0.0, 1.0)
-        levels = (group * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
-        for j, i in enumerate(idx):
-            out[i] = levels[j]
-    return out
+        groups.append((idx, (group * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)))
+    return groups

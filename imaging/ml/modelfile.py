@@ -82,6 +82,18 @@ def normalise(x: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
 _RESIZE_PIXELS = 16 * 1024 * 1024
 
 
+def _to_device(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """``arrays`` (one shape and dtype) stacked on ``device``. For a GPU they are stacked straight
+    into pinned host memory and copied without waiting: a copy from pageable memory waits until the
+    GPU has finished all the work queued before it, which would leave the GPU idle between batches."""
+    if device.type != "cuda":
+        return torch.from_numpy(np.stack(arrays)).to(device)
+    first = arrays[0]
+    host = torch.empty((len(arrays), *first.shape), dtype=torch.from_numpy(first[:0]).dtype, pin_memory=True)
+    np.stack(arrays, out=host.numpy())
+    return host.to(device, non_blocking=True)
+
+
 def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: int = 0,
                device: torch.device | str = "cpu", shrunk: bool = False) -> torch.Tensor:
     """Float or uint8 grey images of any size -> the normalised (N, 1, S, S) batch the network
@@ -102,8 +114,11 @@ def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: 
         step = max(1, _RESIZE_PIXELS // (shape[0] * shape[1]))
         for start in range(0, len(members), step):
             idx = members[start:start + step]
-            batch = torch.from_numpy(np.stack([arrays[i] for i in idx]))[:, None].to(device, non_blocking=True)
+            batch = _to_device([arrays[i] for i in idx], device)[:, None]
             if batch.dtype == torch.uint8:
                 batch = batch.float() / 255.0  # bit for bit the float32 image x / 255 of the decoders
-            out[idx] = resize_batch(batch, size)
+            if idx == list(range(idx[0], idx[0] + len(idx))):
+                out[idx[0]:idx[0] + len(idx)] = resize_batch(batch, size)
+            else:
+                out[_to_device([np.asarray(idx, dtype=np.int64)], device)[0]] = resize_batch(batch, size)
     return normalise(out, config)

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import cpuwork
 from .cpuwork import Blob, overlay_png, shrink
-from .inference import LoadedImagingModel
+from .inference import LoadedImagingModel, PendingRead
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,7 +70,7 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
                 overlay_size: Callable[[T], tuple[int, int]], *, batch_size: int = BATCH,
                 threads: int | None = None, seconds: dict[str, float] | None = None,
                 switch_interval: float | None = SWITCH_INTERVAL, processes: int = 0,
-                fetch: Callable[[T], Blob | None] | None = None) -> Iterator[ReadOut[T]]:
+                fetch: Callable[[T], Blob | None] | None = None, behind: int | None = None) -> Iterator[ReadOut[T]]:
     """Yields one ``ReadOut`` per item, in order. ``decode`` returns the item's grey image (uint8,
     or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height).
     ``threads``: the pool's (default ``default_threads``). ``seconds``, if given, gathers where the
@@ -82,7 +82,13 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
     (``DecodeProcesses``, kept for the life of this process) instead of threads, so they share no
     GIL with the thread that feeds the network. Then ``fetch`` gives an item's file bytes and frame
     (or None when the file is gone), read on the threads (as many as processes), and the file is
-    decoded in a worker process with ``imaging.pixels.model_image`` (``decode`` is not called)."""
+    decoded in a worker process with ``imaging.pixels.model_image`` (``decode`` is not called).
+
+    ``behind``: batches queued on the model's device before the oldest is collected (default: 1 on
+    a GPU, so the GPU runs a batch while the CPU finishes the one before; 0 on the CPU, where the
+    forward pass is done when it returns)."""
+    if behind is not None and behind not in (0, 1):
+        raise ValueError("behind must be 0 or 1")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if processes < 0:
@@ -102,7 +108,8 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
     if switch_interval is not None:
         sys.setswitchinterval(min(previous_interval, switch_interval))
     try:
-        yield from _pipeline(model, chunks, decode, overlay_size, batch_size, threads, spent, procs, fetch)
+        yield from _pipeline(model, chunks, decode, overlay_size, batch_size, threads, spent, procs, fetch,
+                             (1 if model.device.type == "cuda" else 0) if behind is None else behind)
     finally:
         sys.setswitchinterval(previous_interval)
 
@@ -114,12 +121,14 @@ def _groups(n: int, parts: int) -> list[slice]:
 
 
 _Row = tuple[T, dict[str, float] | None, dict[str, bool], "tuple[Future[list[dict[str, bytes]]], int] | None"]
+# a batch queued on the model's device: its items, which of them were readable, their overlay sizes
+_Launched = tuple[list[T], list[int], list[tuple[int, int]], "PendingRead | None"]
 
 
 def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable[[T], np.ndarray | None],
               overlay_size: Callable[[T], tuple[int, int]], batch_size: int, threads: int,
               spent: dict[str, float], procs: DecodeProcesses | None = None,
-              fetch: Callable[[T], Blob | None] | None = None) -> Iterator[ReadOut[T]]:
+              fetch: Callable[[T], Blob | None] | None = None, behind: int = 0) -> Iterator[ReadOut[T]]:
     """The pool gets one task per group of images (as many groups as threads), not one per image:
     each submission wakes a thread that takes the GIL from the calling thread, so fewer of them
     leave the calling thread more of its time for the network. With worker processes (``procs``)
@@ -143,8 +152,31 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     def submit_load(chunk: list[T]) -> list[Future[list[np.ndarray | None]]]:
         return [pool.submit(load, chunk[g]) for g in _groups(len(chunk), threads)]
 
+    def collect(entry: _Launched[T]) -> list[_Row[T]]:
+        """A launched batch's probabilities and heat maps; its overlay PNGs handed to the pool."""
+        chunk, readable, sizes, pending = entry
+        results: dict[int, _Row[T]] = {}
+        if pending is not None:
+            probs, maps = pending.result()
+            handles: list[tuple[Future[list[dict[str, bytes]]], int]] = []
+            for g in _groups(len(readable), threads):
+                if isinstance(maps, list):  # finished on the device (on_device)
+                    future = pool.submit(encode_levels, maps[g])
+                else:
+                    run_on = pool if procs is None else procs
+                    future = run_on.submit(cpuwork.encode_heat, maps[g], sizes[g], list(labels))
+                handles.extend((future, j) for j in range(g.stop - g.start))
+            for j, i in enumerate(readable):
+                p = {label: float(probs[j, n]) for n, label in enumerate(labels)}
+                results[i] = (chunk[i], p, {label: p[label] >= model.thresholds[label] for label in labels},
+                              handles[j])
+        return [results.get(i, (item, None, {}, None)) for i, item in enumerate(chunk)]
+
+    # behind=1 (a GPU): a batch is collected after the next one is queued, so the GPU runs that one
+    # while the CPU hands out this one's overlays and waits for the next decoded images.
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imaging-read") as pool:
         ahead = submit_load(chunks[0]) if chunks else []
+        launched: list[_Launched[T]] = []
         previous: list[_Row[T]] = []
         for k, chunk in enumerate(chunks):
             t0 = time.perf_counter()
@@ -154,29 +186,22 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             ahead = submit_load(chunks[k + 1]) if k + 1 < len(chunks) else []
             readable = [i for i, image in enumerate(decoded) if image is not None]
             images = [image for image in decoded if image is not None]
-            results: dict[int, _Row[T]] = {}
-            if readable:
-                sizes = [overlay_size(chunk[i]) for i in readable]
-                handles: list[tuple[Future[list[dict[str, bytes]]], int]] = []
-                if on_device:
-                    probs, levels = model.read_levels(images, sizes, offset=k * batch_size, shrunk=True)
-                    for g in _groups(len(readable), threads):
-                        future = pool.submit(encode_levels, levels[g])
-                        handles.extend((future, j) for j in range(g.stop - g.start))
-                else:
-                    probs, heat = model.read(images, offset=k * batch_size, shrunk=True)
-                    for g in _groups(len(readable), threads):
-                        run_on = pool if procs is None else procs
-                        future = run_on.submit(cpuwork.encode_heat, heat[g], sizes[g], list(labels))
-                        handles.extend((future, j) for j in range(g.stop - g.start))
-                for j, i in enumerate(readable):
-                    p = {label: float(probs[j, n]) for n, label in enumerate(labels)}
-                    results[i] = (chunk[i], p, {label: p[label] >= model.thresholds[label] for label in labels},
-                                  handles[j])
-            t2 = time.perf_counter()
-            spent["forward"] += t2 - t1
-            current = [results.get(i, (item, None, {}, None)) for i, item in enumerate(chunk)]
+            sizes = [overlay_size(chunk[i]) for i in readable]
+            pending = (model.launch(images, offset=k * batch_size, shrunk=True, sizes=sizes if on_device else None)
+                       if readable else None)
+            launched.append((chunk, readable, sizes, pending))
+            if len(launched) <= behind:
+                spent["forward"] += time.perf_counter() - t1
+                continue
+            current = collect(launched.pop(0))
+            spent["forward"] += time.perf_counter() - t1
             yield from _finished(previous, spent)  # the previous batch's PNGs were encoded during this forward
+            previous = current
+        for entry in launched:
+            t = time.perf_counter()
+            current = collect(entry)
+            spent["forward"] += time.perf_counter() - t
+            yield from _finished(previous, spent)
             previous = current
         yield from _finished(previous, spent)
 

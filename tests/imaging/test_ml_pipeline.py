@@ -171,7 +171,9 @@ def test_the_pool_takes_every_core_but_one_beside_a_gpu_and_a_few_beside_a_cpu_m
     assert default_threads("cuda") <= 16
 
 
-def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict():
+@pytest.mark.parametrize("behind", [None, 1])
+def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict(behind):
+    """behind=1 is what a GPU runs (each batch collected after the next is queued): same results."""
     model = _model()
     rng = np.random.default_rng(2)
     files = [_png(rng.integers(0, 256, (32 + i, 40), dtype=np.uint8)) for i in range(7)]
@@ -185,7 +187,7 @@ def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict():
 
     seconds: dict[str, float] = {}
     outs = list(read_images(model, files, decode, lambda data: (50, 20 + len(data) % 7), batch_size=3, threads=2,
-                            seconds=seconds))
+                            seconds=seconds, behind=behind))
     assert set(seconds) == set(STAGES) and seconds["forward"] > 0
     assert sys.getswitchinterval() == pytest.approx(0.005)  # the interpreter's own, given back
     assert [o.item for o in outs] == files
@@ -229,7 +231,7 @@ def test_decoding_and_encoding_in_worker_processes_gives_what_the_threads_give()
 
     threads = list(read_images(model, files, decode, size, batch_size=4, threads=2))
     seconds: dict[str, float] = {}
-    procs = list(read_images(model, files, decode, size, batch_size=4, processes=2, seconds=seconds,
+    procs = list(read_images(model, files, decode, size, batch_size=4, processes=2, seconds=seconds, behind=1,
                              fetch=lambda data: None if data is None else (data, None)))
     assert [o.item for o in procs] == files and seconds["forward"] > 0
     assert procs[2].probabilities is None and procs[6].probabilities is None and procs[6].overlays == {}
@@ -272,6 +274,8 @@ def test_worker_processes_need_a_fetch_and_a_sane_count():
         list(read_images(model, [b""], model_image, lambda _: (4, 4), processes=2))
     with pytest.raises(ValueError, match="0 or more"):
         list(read_images(model, [b""], model_image, lambda _: (4, 4), processes=-1, fetch=lambda d: (d, None)))
+    with pytest.raises(ValueError, match="behind must be 0 or 1"):
+        list(read_images(model, [b""], model_image, lambda _: (4, 4), behind=2))
     model.close()
 
 
