@@ -82,6 +82,9 @@ def normalise(x: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
 _RESIZE_PIXELS = 16 * 1024 * 1024
 
 
+_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32, np.dtype(np.int64): torch.int64}
+
+
 def _to_device(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
     """``arrays`` (one shape and dtype) stacked on ``device``. For a GPU they are stacked straight
     into pinned host memory and copied without waiting: a copy from pageable memory waits until the
@@ -89,7 +92,7 @@ def _to_device(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tens
     if device.type != "cuda":
         return torch.from_numpy(np.stack(arrays)).to(device)
     first = arrays[0]
-    host = torch.empty((len(arrays), *first.shape), dtype=torch.from_numpy(first[:0]).dtype, pin_memory=True)
+    host = torch.empty((len(arrays), *first.shape), dtype=_TORCH_DTYPES[first.dtype], pin_memory=True)
     np.stack(arrays, out=host.numpy())
     return host.to(device, non_blocking=True)
 
