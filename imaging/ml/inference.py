@@ -12,7 +12,7 @@ touches Django (the model registry).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -222,11 +222,7 @@ class PendingRead:
         probs, *rest = (part.numpy() for part in self._host)
         if self._layout is None:
             return probs, rest[0]
-        out: list[np.ndarray] = [np.empty(0, np.uint8)] * self._count  # every place is filled below
-        for idx, levels in zip(self._layout, rest, strict=True):
-            for j, i in enumerate(idx):
-                out[i] = levels[j]
-        return probs, out
+        return probs, _placed(self._count, zip(self._layout, rest, strict=True))
 
 
 _CACHE: dict[str, LoadedImagingModel] = {}
@@ -288,11 +284,15 @@ def heat_levels(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np
     array of colour-map levels at its (width, height): bilinear (antialiased when shrinking), as
     ``heatmap_overlay_png`` resizes with Pillow, then rounded to 0-255; one resize and one copy to
     the host per size, done on the maps' device."""
-    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(sizes)  # every place is filled below
-    for idx, levels in _level_groups(heat, sizes):
-        host = levels.cpu().numpy()
+    return _placed(len(sizes), ((idx, levels.cpu().numpy()) for idx, levels in _level_groups(heat, sizes)))
+
+
+def _placed(count: int, groups: Iterable[tuple[list[int], np.ndarray]]) -> list[np.ndarray]:
+    """Per image its levels, from (the images' indices, their levels) per group of one size."""
+    out: list[np.ndarray] = [np.empty(0, np.uint8)] * count  # every place is filled below
+    for idx, levels in groups:
         for j, i in enumerate(idx):
-            out[i] = host[j]
+            out[i] = levels[j]
     return out
 
 

@@ -190,19 +190,13 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             pending = (model.launch(images, offset=k * batch_size, shrunk=True, sizes=sizes if on_device else None)
                        if readable else None)
             launched.append((chunk, readable, sizes, pending))
-            if len(launched) <= behind:
-                spent["forward"] += time.perf_counter() - t1
-                continue
-            current = collect(launched.pop(0))
             spent["forward"] += time.perf_counter() - t1
-            yield from _finished(previous, spent)  # the previous batch's PNGs were encoded during this forward
-            previous = current
-        for entry in launched:
-            t = time.perf_counter()
-            current = collect(entry)
-            spent["forward"] += time.perf_counter() - t
-            yield from _finished(previous, spent)
-            previous = current
+            while len(launched) > (behind if k + 1 < len(chunks) else 0):  # the last batch: collect them all
+                t = time.perf_counter()
+                current = collect(launched.pop(0))
+                spent["forward"] += time.perf_counter() - t
+                yield from _finished(previous, spent)  # the previous batch's PNGs were encoded meanwhile
+                previous = current
         yield from _finished(previous, spent)
 
 
