@@ -62,6 +62,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=0,
                         help="Decode and PNG encode in this many worker processes instead of threads "
                              "(the job's CDSS_IMAGING_PROCESSES; default 0: threads)")
+    parser.add_argument("--resize-on", choices=["device", "pool"],
+                        help="Where uint8 images larger than the input are shrunk when no larger in bytes than "
+                             "their shrunk copy (default: the job's: on the model's device for a GPU, on the pool "
+                             "for the CPU)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
@@ -125,7 +129,8 @@ def main() -> None:
         seconds.clear()
         for out in read_images(model, pngs, model_image, lambda _: (args.image_size, args.image_size),
                                batch_size=bs, threads=threads, seconds=seconds, switch_interval=switch,
-                               processes=args.processes, fetch=lambda png: (png, None)):
+                               processes=args.processes, fetch=lambda png: (png, None),
+                               resize_on_device=None if args.resize_on is None else args.resize_on == "device"):
             stored += sum(len(png) for png in out.overlays.values())
         return stored
 
@@ -157,6 +162,7 @@ def main() -> None:
           f"{', bf16 autocast' if model.device.type == 'cuda' else ''}, "
           f"{f'{args.processes} decode process(es)' if args.processes else f'{threads} pipeline thread(s)'}, "
           f"switch interval {switch * 1000:g} ms, "
+          f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"
           f"torch {torch.__version__}")
     print(f"  bare forward:  {n / bare:9.1f} images/s  ({bare * 1000 / n:.2f} ms/image)")
     print(f"  whole path:    {n / full:9.1f} images/s  ({full * 1000 / n:.2f} ms/image; decode, preprocess, forward "

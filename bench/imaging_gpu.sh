@@ -25,4 +25,5 @@ run --arch inception_v3 --input-size 299 --batch-size 64 --threads 8
 # decoding and PNG encoding in worker processes (no GIL shared with the thread feeding the GPU)
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15
 run --arch resnet18 --input-size 224 --batch-size 64 --processes 15
+run --arch resnet18 --input-size 224 --batch-size 64 --processes 15 --resize-on pool
 run --arch resnet18 --input-size 28 --batch-size 256 --processes 15

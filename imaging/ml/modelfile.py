@@ -103,12 +103,16 @@ def preprocess(images: Sequence[np.ndarray], config: dict[str, Any], *, offset: 
     takes: larger images shrunk one by one (``shrink``), the others converted and resized (up) in
     batches of one size. On another ``device`` (a GPU) each group of one size is stacked here and
     copied as it is (uint8: a quarter of the bytes), then converted, resized and normalised there,
-    so the CPU only copies. ``shrunk``: the images came out of ``shrink`` already (checked, none
-    larger than the input), so they are not checked again: two passes over every image saved on the
-    thread that feeds the network."""
+    so the CPU only copies; there a uint8 image larger than the input but no larger in bytes than
+    its shrunk copy is shrunk too (``shrink``'s ``keep_uint8``; the same antialiased bilinear
+    resize). ``shrunk``: the images came out of ``shrink`` already (checked; none larger than the
+    input but those ``keep_uint8`` kept), so they are not checked again: two passes over every image
+    saved on the thread that feeds the network."""
     size = int(config["input_size"])
     device = torch.device(device)
-    arrays = list(images) if shrunk else [shrink(image, size, index=offset + i) for i, image in enumerate(images)]
+    keep = device.type != "cpu"
+    arrays = (list(images) if shrunk
+              else [shrink(image, size, index=offset + i, keep_uint8=keep) for i, image in enumerate(images)])
     out = torch.empty((len(arrays), 1, size, size), dtype=torch.float32, device=device)
     groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
     for i, arr in enumerate(arrays):

@@ -2,7 +2,8 @@
 pool one batch ahead of the model, each batch preprocessed and run through the network once
 (probabilities and Grad-CAM from the same forward pass), and the heat map overlay PNGs encoded
 on the same pool while the next batch runs. Images larger than the network's input are shrunk on
-the pool too (``modelfile.shrink``), right after decoding. On a GPU the batch is copied as uint8
+the pool too (``modelfile.shrink``), right after decoding, unless they are uint8 and no larger in
+bytes than their shrunk copy: a GPU resizes those itself. On a GPU the batch is copied as uint8
 and converted there, and the heat maps are resized to their overlays and quantised there too
 (``LoadedImagingModel.read_levels``): the CPU side is left with decoding and PNG encoding, which
 Pillow does without holding the GIL, so the pool's threads spread it over the cores. Pure code (no
@@ -70,7 +71,8 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
                 overlay_size: Callable[[T], tuple[int, int]], *, batch_size: int = BATCH,
                 threads: int | None = None, seconds: dict[str, float] | None = None,
                 switch_interval: float | None = SWITCH_INTERVAL, processes: int = 0,
-                fetch: Callable[[T], Blob | None] | None = None, behind: int | None = None) -> Iterator[ReadOut[T]]:
+                fetch: Callable[[T], Blob | None] | None = None, behind: int | None = None,
+                resize_on_device: bool | None = None) -> Iterator[ReadOut[T]]:
     """Yields one ``ReadOut`` per item, in order. ``decode`` returns the item's grey image (uint8,
     or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height).
     ``threads``: the pool's (default ``default_threads``). ``seconds``, if given, gathers where the
@@ -86,7 +88,11 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
 
     ``behind``: batches queued on the model's device before the oldest is collected (default: 1 on
     a GPU, so the GPU runs a batch while the CPU finishes the one before; 0 on the CPU, where the
-    forward pass is done when it returns)."""
+    forward pass is done when it returns).
+
+    ``resize_on_device``: uint8 images larger than the input but no larger in bytes than their
+    shrunk float32 copy reach the model as they are and are shrunk on its device (``shrink``'s
+    ``keep_uint8``; default: on a GPU), instead of on the pool; on the CPU the pool shrinks them."""
     if behind is not None and behind not in (0, 1):
         raise ValueError("behind must be 0 or 1")
     if batch_size < 1:
@@ -109,7 +115,8 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
         sys.setswitchinterval(min(previous_interval, switch_interval))
     try:
         yield from _pipeline(model, chunks, decode, overlay_size, batch_size, threads, spent, procs, fetch,
-                             (1 if model.device.type == "cuda" else 0) if behind is None else behind)
+                             (1 if model.device.type == "cuda" else 0) if behind is None else behind,
+                             model.device.type != "cpu" if resize_on_device is None else resize_on_device)
     finally:
         sys.setswitchinterval(previous_interval)
 
@@ -128,7 +135,8 @@ _Launched = tuple[list[T], list[int], list[tuple[int, int]], "PendingRead | None
 def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable[[T], np.ndarray | None],
               overlay_size: Callable[[T], tuple[int, int]], batch_size: int, threads: int,
               spent: dict[str, float], procs: DecodeProcesses | None = None,
-              fetch: Callable[[T], Blob | None] | None = None, behind: int = 0) -> Iterator[ReadOut[T]]:
+              fetch: Callable[[T], Blob | None] | None = None, behind: int = 0,
+              keep_uint8: bool = False) -> Iterator[ReadOut[T]]:
     """The pool gets one task per group of images (as many groups as threads), not one per image:
     each submission wakes a thread that takes the GIL from the calling thread, so fewer of them
     leave the calling thread more of its time for the network. With worker processes (``procs``)
@@ -136,14 +144,15 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     to the host at the CAM layer's few pixels and a process resizes and encodes them."""
     on_device = model.device.type != "cpu" and procs is None  # heat maps resized and quantised by the GPU
     labels = model.labels
+    size = model.input_size
 
     def load(items: list[T]) -> list[np.ndarray | None]:  # decoded and shrunk to the input size on the pool
         if procs is not None and fetch is not None:
-            return procs.call(cpuwork.decode_shrink, [fetch(item) for item in items], model.input_size)
+            return procs.call(cpuwork.decode_shrink, [fetch(item) for item in items], size, keep_uint8)
         out: list[np.ndarray | None] = []
         for item in items:
             image = decode(item)
-            out.append(None if image is None else shrink(image, model.input_size))
+            out.append(None if image is None else shrink(image, size, keep_uint8=keep_uint8))
         return out
 
     def encode_levels(levels: list[np.ndarray]) -> list[dict[str, bytes]]:

@@ -80,6 +80,49 @@ def test_uint8_and_float_images_preprocess_to_the_same_batch_in_any_order_of_siz
         preprocess([floats[0], np.full((5, 5), np.nan, np.float32)], CONFIG)
 
 
+def test_uint8_images_a_device_resizes_are_kept_as_they_are_when_no_larger_than_their_shrunk_copy():
+    rng = np.random.default_rng(2)
+    small, large = rng.integers(0, 256, (40, 50), dtype=np.uint8), rng.integers(0, 256, (60, 60), dtype=np.uint8)
+    # 2,000 bytes <= 28 x 28 float32 (3,136 bytes): handed over as they are for the device to shrink
+    assert shrink(small, 28, keep_uint8=True) is small
+    assert shrink(small, 28).dtype == np.float32 and shrink(small, 28).shape == (28, 28)
+    # 3,600 bytes: shrunk on the CPU all the same, and float images always
+    assert shrink(large, 28, keep_uint8=True).shape == (28, 28)
+    as_float = small.astype(np.float32) / 255.0
+    assert shrink(as_float, 28, keep_uint8=True).shape == (28, 28)
+    # the device's antialiased resize gives the batch the CPU's shrinking gives
+    kept = [shrink(im, 28, keep_uint8=True) for im in (small, large, small[:20])]
+    on_cpu = preprocess([small, large, small[:20]], CONFIG)
+    assert torch.allclose(preprocess(kept, CONFIG, shrunk=True), on_cpu, atol=1e-5)
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_read_images_resizing_on_the_device_gives_what_shrinking_on_the_pool_gives(processes):
+    model = _model()
+    rng = np.random.default_rng(3)
+    files = [_png(rng.integers(0, 256, (36 + i, 40), dtype=np.uint8)) for i in range(7)]
+    kwargs: dict[str, Any] = {"batch_size": 3, "threads": 2, "processes": processes, "fetch": lambda d: (d, None)}
+    launch, dtypes = model.launch, []
+
+    def recording(images: list[np.ndarray], **kw: Any) -> Any:
+        dtypes.append({image.dtype.str for image in images})
+        return launch(images, **kw)
+
+    model.launch = recording  # type: ignore[method-assign]
+    pool = list(read_images(model, files, model_image, lambda _: (40, 36), resize_on_device=False, **kwargs))
+    assert dtypes == [{"<f4"}] * 3  # shrunk on the pool
+    dtypes.clear()
+    device = list(read_images(model, files, model_image, lambda _: (40, 36), resize_on_device=True, **kwargs))
+    assert dtypes == [{"|u1"}] * 3  # handed over as decoded
+    for a, b in zip(pool, device, strict=True):
+        assert a.probabilities is not None and b.probabilities is not None
+        assert b.probabilities["x"] == pytest.approx(a.probabilities["x"], abs=1e-5)
+        levels_a, levels_b = (np.asarray(Image.open(io.BytesIO(o.overlays["x"]))) for o in (a, b))
+        assert levels_a.shape == levels_b.shape == (36, 40)
+        assert np.abs(levels_a.astype(int) - levels_b.astype(int)).max() <= 1
+    model.close()
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_closed_form_grad_cam_equals_grad_cam_by_backpropagation(name):
     arch = architecture(name)
