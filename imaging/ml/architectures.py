@@ -105,6 +105,46 @@ class ArchitectureError(ValueError):
     pass
 
 
+def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """The (convolution, batch norm) child names of ``module`` where the norm takes the
+    convolution's output directly: consecutive children of a ``Sequential`` (ResNet's downsample,
+    DenseNet's stem), and the torchvision naming of ``conv``/``bn`` (Inception's BasicConv2d) and
+    ``convN``/``bnN`` (ResNet's stem and blocks). DenseNet's layers name theirs ``normN``/``convN``
+    and apply the norm first: never paired."""
+    children = dict(module.named_children())
+    if isinstance(module, nn.Sequential):
+        names = list(children)
+        return [(a, b) for a, b in zip(names, names[1:], strict=False)
+                if isinstance(children[a], nn.Conv2d) and isinstance(children[b], nn.BatchNorm2d)]
+    pairs = []
+    for name, child in children.items():
+        if isinstance(child, nn.Conv2d) and name.startswith("conv"):
+            partner = "bn" + name[len("conv"):]
+            if isinstance(children.get(partner), nn.BatchNorm2d):
+                pairs.append((name, partner))
+    return pairs
+
+
+def fuse_batch_norms(model: nn.Module) -> int:
+    """Folds every batch norm that directly follows a convolution into that convolution's weights
+    and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``: the same function in eval mode, one
+    kernel instead of two) and puts an identity in its place; module names are kept, so Grad-CAM's
+    layers are found as before. For inference only (the model must be in eval mode). Returns how
+    many were folded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("batch norms are folded into an evaluating model only (call .eval() first)")
+    folded = 0
+    for module in list(model.modules()):
+        for conv_name, bn_name in _conv_bn_pairs(module):
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(module, bn_name, nn.Identity())
+            folded += 1
+    return folded
+
+
 def architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .architectures import architecture
+from .architectures import architecture, fuse_batch_norms
 from .cpuwork import heatmap_overlay_png as heatmap_overlay_png  # re-exported: defined there, without torch
 from .cpuwork import overlay_png as overlay_png
 from .data import DATASETS
@@ -56,7 +56,10 @@ class LoadedImagingModel:
         self.thresholds: dict[str, float] = {k: float(v) for k, v in config["thresholds"].items()}
         self.input_size: int = int(config["input_size"])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.members = [m.to(self.device) for m in build_members(config, state_dicts)]
+        members = build_members(config, state_dicts)
+        for member in members:  # one kernel per convolution and its norm (fewer launches on a GPU)
+            fuse_batch_norms(member)
+        self.members = [m.to(self.device) for m in members]
         if self.device.type == "cuda":
             self.members = [m.to(memory_format=torch.channels_last) for m in self.members]
         arch = architecture(self.architecture)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from imaging.imagefile import ImageFileError
-from imaging.ml.architectures import ARCHITECTURES, architecture, build_model
+from imaging.ml.architectures import ARCHITECTURES, architecture, build_model, fuse_batch_norms
 from imaging.ml.gradcam import GradCAM
 from imaging.ml.inference import LoadedImagingModel, heat_levels, heatmap_overlay_png, overlay_png
 from imaging.ml.modelfile import preprocess, resize_batch, shrink
@@ -141,6 +141,37 @@ def test_closed_form_grad_cam_equals_grad_cam_by_backpropagation(name):
     assert torch.allclose(logits_a, logits_b, atol=1e-5)
     assert heat_a.shape == heat_b.shape and float(heat_a.max()) > 0
     assert torch.allclose(heat_a, heat_b, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_batch_norms_folded_into_their_convolutions_leave_outputs_and_heat_maps_as_they_were(name):
+    import copy
+
+    arch = architecture(name)
+    torch.manual_seed(1)
+    net = build_model(name, 2, init_weights="").eval()
+    for module in net.modules():  # statistics and affine terms far from the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    fused = copy.deepcopy(net)
+    folded = fuse_batch_norms(fused)
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    # ResNet and Inception: every norm follows a convolution; DenseNet normalises before each
+    # convolution (only its stem's norm follows one)
+    assert (folded, left) == {"densenet121": (1, 120), "inception_v3": (94, 0)}.get(name, (20, 0))
+    x = torch.randn(3, 1, max(arch.default_input_size, 28), max(arch.default_input_size, 28))
+    cams = [GradCAM(arch.cam_layer(m), arch.cam_head(m)) for m in (net, fused)]
+    (logits_a, heat_a), (logits_b, heat_b) = (cam(lambda m=m: m(x)) for cam, m in zip(cams, (net, fused), strict=True))
+    for cam in cams:
+        cam.close()
+    scale = float(logits_a.abs().max())
+    assert scale > 0 and float((logits_a - logits_b).abs().max()) <= 1e-5 * scale
+    assert float(heat_a.max()) > 0 and torch.allclose(heat_a, heat_b, atol=1e-4)
+    with pytest.raises(ValueError, match="eval"):
+        fuse_batch_norms(build_model(name, 2, init_weights=""))
 
 
 def test_the_overlay_is_a_png_of_the_image_size_transparent_where_cold():
