@@ -159,7 +159,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"imaging bench: {model.architecture} at {model.input_size}px, {len(model.members)} member(s), batch {bs}, "
           f"{n} images of {args.image_size}x{args.image_size} PNG, device {device}"
-          f"{', bf16 autocast' if model.device.type == 'cuda' else ''}, "
+          f"{', bf16 autocast (bf16 weights)' if model.precision == 'bf16' else ''}, "
           f"{f'{args.processes} decode process(es)' if args.processes else f'{threads} pipeline thread(s)'}, "
           f"switch interval {switch * 1000:g} ms, "
           f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"

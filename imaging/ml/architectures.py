@@ -17,6 +17,7 @@ whose shapes differ after the adaptation (first convolution, classifier) keep th
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
     children = dict(module.named_children())
     if isinstance(module, nn.Sequential):
         names = list(children)
-        return [(a, b) for a, b in zip(names, names[1:], strict=False)
+        return [(a, b) for a, b in itertools.pairwise(names)
                 if isinstance(children[a], nn.Conv2d) and isinstance(children[b], nn.BatchNorm2d)]
     pairs = []
     for name, child in children.items():

@@ -5,8 +5,10 @@ the registry first) and cached; a later call that finds another active version l
 closes the old one's Grad-CAM hooks. ``predict`` preprocesses images on a worker thread one batch
 ahead, so resizing stays off the network's critical path; ``read`` runs one batch for the job's
 pipeline (``pipeline.read_images``). One forward pass gives the probabilities and the Grad-CAM
-maps (closed form, ``gradcam``); on CUDA it runs under bf16 autocast. Only ``get_loaded_model``
-touches Django (the model registry).
+maps (closed form, ``gradcam``); on CUDA it runs under bf16 autocast, the convolutions' and
+linear layers' weights stored in bf16 once (``precision``), and the batch norms that follow a
+convolution are folded into it when the model loads. Only ``get_loaded_model`` touches Django (the
+model registry).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class NoActiveModel(LookupError):
 class LoadedImagingModel:
     def __init__(self, *, name: str, version: str, model_version_id: int, metrics: dict[str, Any],
                  config: dict[str, Any], state_dicts: Sequence[dict[str, torch.Tensor]],
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, precision: str | None = None) -> None:
         self.name = name
         self.version = version
         self.model_version_id = model_version_id
@@ -56,9 +58,14 @@ class LoadedImagingModel:
         self.thresholds: dict[str, float] = {k: float(v) for k, v in config["thresholds"].items()}
         self.input_size: int = int(config["input_size"])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         members = build_members(config, state_dicts)
         for member in members:  # one kernel per convolution and its norm (fewer launches on a GPU)
             fuse_batch_norms(member)
+            if self.precision == "bf16":
+                _weights_to_bf16(member)
         self.members = [m.to(self.device) for m in members]
         if self.device.type == "cuda":
             self.members = [m.to(memory_format=torch.channels_last) for m in self.members]
@@ -87,9 +94,7 @@ class LoadedImagingModel:
         return preprocess(images, self.config, offset=offset, device=self.device, shrunk=shrunk)
 
     def _autocast(self) -> Any:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bare forward pass of a preprocessed batch: mean member probability (N, L)."""
@@ -198,6 +203,19 @@ class LoadedImagingModel:
         probs, levels = self.launch(images, offset=offset, shrunk=shrunk, sizes=sizes).result()
         assert isinstance(levels, list)
         return probs, levels
+
+
+PRECISIONS = ("bf16", "fp32")
+
+
+def _weights_to_bf16(model: torch.nn.Module) -> None:
+    """The convolutions' and linear layers' weights stored as bfloat16, the type autocast computes
+    them in: otherwise autocast casts every one of them again at every forward pass (weights that
+    need no gradient are not cached), one more kernel per layer. Norms stay float32, as autocast
+    keeps them."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            module.to(torch.bfloat16)
 
 
 class PendingRead:

@@ -174,6 +174,30 @@ def test_batch_norms_folded_into_their_convolutions_leave_outputs_and_heat_maps_
         fuse_batch_norms(build_model(name, 2, init_weights=""))
 
 
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_a_bf16_model_keeps_its_weights_in_bf16_and_reads_what_the_float32_model_reads(name):
+    """The GPU's precision (bf16 autocast, weights stored in bf16 once), run by the CPU's autocast."""
+    config = {**CONFIG, "architecture": name, "labels": ["a", "b"], "thresholds": {"a": 0.5, "b": 0.5}}
+    torch.manual_seed(0)
+    state = build_model(name, 2, init_weights="").state_dict()
+    images = [np.random.default_rng(i).integers(0, 256, (40, 36), dtype=np.uint8) for i in range(5)]
+    reads = {}
+    for precision in ("fp32", "bf16"):
+        model = LoadedImagingModel(name="t", version="1", model_version_id=1, metrics={}, config=config,
+                                   state_dicts=[state], device="cpu", precision=precision)
+        dtypes = {m.weight.dtype for m in model.members[0].modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)}
+        assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        reads[precision] = model.read(images)
+        model.close()
+    (p32, h32), (p16, h16) = reads["fp32"], reads["bf16"]
+    assert p16.dtype == h16.dtype == np.float32 and h16.shape == h32.shape
+    assert np.abs(p16 - p32).max() < 0.01
+    assert float(h32.max()) > 0 and np.corrcoef(h16.ravel(), h32.ravel())[0, 1] > 0.99
+    with pytest.raises(ValueError, match="precision must be one of"):
+        LoadedImagingModel(name="t", version="1", model_version_id=1, metrics={}, config=config,
+                           state_dicts=[state], device="cpu", precision="fp16")
+
+
 def test_the_overlay_is_a_png_of_the_image_size_transparent_where_cold():
     heat = np.zeros((4, 4), np.float32)
     heat[0, 0] = 1.0
