@@ -66,6 +66,8 @@ def main() -> None:
                         help="Where uint8 images larger than the input are shrunk when no larger in bytes than "
                              "their shrunk copy (default: the job's: on the model's device for a GPU, on the pool "
                              "for the CPU)")
+    parser.add_argument("--graphs", choices=["on", "off"],
+                        help="CUDA graphs for the whole path's forward pass (default: the job's: on for CUDA)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
@@ -101,8 +103,9 @@ def main() -> None:
         img.save(buf, format="PNG")
         pngs.append(buf.getvalue())
 
+    graphs = None if args.graphs is None else args.graphs == "on"
     if args.model_file:
-        model = LoadedImagingModel.from_file(args.model_file, device=args.device)
+        model = LoadedImagingModel.from_file(args.model_file, device=args.device, graphs=graphs)
     else:
         arch = architecture(args.arch)
         size = args.input_size or arch.default_input_size
@@ -111,7 +114,7 @@ def main() -> None:
         torch.manual_seed(0)
         net = build_model(arch.name, 1, init_weights="")
         model = LoadedImagingModel(name="bench", version="0", model_version_id=0, metrics={}, config=config,
-                                   state_dicts=[net.state_dict()], device=args.device)
+                                   state_dicts=[net.state_dict()], device=args.device, graphs=graphs)
     bs = args.batch_size
     threads = args.threads or default_threads(model.device.type)
     switch = args.switch_interval or SWITCH_INTERVAL
@@ -159,7 +162,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"imaging bench: {model.architecture} at {model.input_size}px, {len(model.members)} member(s), batch {bs}, "
           f"{n} images of {args.image_size}x{args.image_size} PNG, device {device}"
-          f"{', bf16 autocast (bf16 weights)' if model.precision == 'bf16' else ''}, "
+          f"{', bf16 autocast (bf16 weights)' if model.precision == 'bf16' else ''}"
+          f"{', CUDA graphs' if model.graphs else ''}, "
           f"{f'{args.processes} decode process(es)' if args.processes else f'{threads} pipeline thread(s)'}, "
           f"switch interval {switch * 1000:g} ms, "
           f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"
@@ -170,6 +174,13 @@ def main() -> None:
     print("  the whole path's calling thread: " + ", ".join(
         f"{stage.replace('_', ' ')} {best_seconds.get(stage, 0.0) * 1000 / n:.3f}" for stage in STAGES) + " ms/image")
     print(f"  whole path keeps {100 * bare / full:.0f}% of the bare forward throughput (goal >= 80%)")
+    if model.graphs:
+        # the graph replayed (through the job's launch) against the eager forward pass, same batch
+        p_graph, h_graph = model.read(images[:bs])
+        p_eager, h_eager = (t.float().cpu().numpy() for t in model.forward_with_cam(model.preprocess(images[:bs])))
+        print(f"  CUDA graphs for batch shapes {model.graphed_shapes or 'none'}"
+              f"{f' (capture failed: {model.graph_error})' if model.graph_error else ''}; replayed against eager, "
+              f"max |p| difference {np.abs(p_graph - p_eager).max():.2e}, heat maps {np.abs(h_graph - h_eager).max():.2e}")
     if args.profile:
         import cProfile
         import pstats

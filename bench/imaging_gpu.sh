@@ -15,15 +15,16 @@ run() {
     timeout 120 "$python" bench/imaging.py --device cuda --data-dir "$data" --images 4096 --repeats 2 "$@" 2>&1 \
         | grep -v -i warning
 }
-run --arch inception_v3 --input-size 299 --batch-size 64 --profile 25
-run --arch inception_v3 --input-size 299 --batch-size 128
-run --arch resnet18 --input-size 224 --batch-size 64
-run --arch resnet18 --input-size 224 --batch-size 256
-run --arch inception_v3 --batch-size 128
-run --arch resnet18 --input-size 28 --batch-size 256
-run --arch inception_v3 --input-size 299 --batch-size 64 --threads 8
-# decoding and PNG encoding in worker processes (no GIL shared with the thread feeding the GPU)
-run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15
+# decoding and PNG encoding in worker processes (no GIL shared with the thread feeding the GPU);
+# CUDA graphs and the device-side resize of small uint8 images are the job's defaults on a GPU, each
+# also run switched off for the comparison
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --profile 25
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --graphs off
+run --arch inception_v3 --input-size 299 --batch-size 128 --processes 15
 run --arch resnet18 --input-size 224 --batch-size 64 --processes 15
+run --arch resnet18 --input-size 224 --batch-size 64 --processes 15 --graphs off
 run --arch resnet18 --input-size 224 --batch-size 64 --processes 15 --resize-on pool
+run --arch resnet18 --input-size 224 --batch-size 256 --processes 15
 run --arch resnet18 --input-size 28 --batch-size 256 --processes 15
+# decoding in threads of this process
+run --arch inception_v3 --input-size 299 --batch-size 64

@@ -251,6 +251,9 @@ CDSS_FHIR_MAX_UPLOAD_BYTES: int = env.int("CDSS_FHIR_MAX_UPLOAD_BYTES", default=
 # GPU; started once per worker process, spawned, never given patient data beyond the files they
 # decode. See imaging/README.md.
 CDSS_IMAGING_PROCESSES: int = env.int("CDSS_IMAGING_PROCESSES", default=0)
+# On a CUDA device the imaging model's forward pass (with Grad-CAM) is captured as one CUDA graph per
+# batch shape and replayed (one launch instead of hundreds); false keeps it eager.
+CDSS_IMAGING_CUDA_GRAPHS: bool = env.bool("CDSS_IMAGING_CUDA_GRAPHS", default=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CDSS_FHIR_MAX_UPLOAD_BYTES
 # CDS Hooks (cdshooks/): JWT authentication of EHR clients; false only for local testing
 # (`check --deploy` warns). The base URL, when set, is what tokens' `aud` and card links use.

@@ -13,8 +13,9 @@ model registry).
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +33,8 @@ from .data import DATASETS
 from .gradcam import GradCAM
 from .modelfile import build_members, load_model_file, preprocess
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ImagePrediction:
@@ -47,7 +50,8 @@ class NoActiveModel(LookupError):
 class LoadedImagingModel:
     def __init__(self, *, name: str, version: str, model_version_id: int, metrics: dict[str, Any],
                  config: dict[str, Any], state_dicts: Sequence[dict[str, torch.Tensor]],
-                 device: str | torch.device | None = None, precision: str | None = None) -> None:
+                 device: str | torch.device | None = None, precision: str | None = None,
+                 graphs: bool | None = None) -> None:
         self.name = name
         self.version = version
         self.model_version_id = model_version_id
@@ -74,13 +78,19 @@ class LoadedImagingModel:
         self._cams = [GradCAM(arch.cam_layer(m), arch.cam_head(m)) for m in self.members]
         self._lock = threading.Lock()  # one prediction at a time per loaded model
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imaging-preprocess")
+        self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        if self.graphs and self.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        self._graphed: dict[tuple[int, ...], _Graphed] = {}
+        self.graph_error = ""  # why capturing failed (the forward pass then stays eager)
 
     @classmethod
     def from_file(cls, path: Path, *, name: str = "", version: str = "", model_version_id: int = 0,
-                  metrics: dict[str, Any] | None = None, device: str | None = None) -> LoadedImagingModel:
+                  metrics: dict[str, Any] | None = None, device: str | None = None,
+                  graphs: bool | None = None) -> LoadedImagingModel:
         config, state_dicts = load_model_file(path)
         return cls(name=name, version=version, model_version_id=model_version_id, metrics=metrics or {},
-                   config=config, state_dicts=state_dicts, device=device)
+                   config=config, state_dicts=state_dicts, device=device, graphs=graphs)
 
     def close(self) -> None:
         for cam in self._cams:
@@ -94,7 +104,9 @@ class LoadedImagingModel:
         return preprocess(images, self.config, offset=offset, device=self.device, shrunk=shrunk)
 
     def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        # no cast cache: it holds only weights that need a gradient, and a CUDA graph's capture forbids it
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16",
+                              cache_enabled=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bare forward pass of a preprocessed batch: mean member probability (N, L)."""
@@ -119,6 +131,34 @@ class LoadedImagingModel:
         peak = heat.amax(dim=(2, 3), keepdim=True)
         heat = torch.where(peak > 0, heat / peak.clamp_min(1e-12), heat)
         return torch.stack(probs).mean(dim=0), heat
+
+    @property
+    def graphed_shapes(self) -> list[tuple[int, ...]]:
+        """The batch shapes whose forward pass runs as a CUDA graph."""
+        return sorted(self._graphed)
+
+    def _forward_with_cam_graphed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward_with_cam`` replayed as one CUDA graph per batch shape (at most ``MAX_GRAPHS``
+        shapes, captured at their first batch; others, and every batch after a capture failed, run
+        eagerly). A forward pass is a few hundred kernels, each launched by this thread, which
+        shares the GIL with the pipeline's threads; a replay is one launch. The tensors returned
+        are the graph's own and are overwritten by its next replay: the caller (``launch``, under
+        the lock) queues what reads them before it returns."""
+        key = tuple(x.shape)
+        graphed = self._graphed.get(key)
+        if graphed is not None:
+            return graphed.run(x)
+        if self.graph_error or len(self._graphed) >= MAX_GRAPHS:
+            return self.forward_with_cam(x)
+        try:
+            graphed = _Graphed.capture(self.forward_with_cam, x)
+        except Exception as exc:  # noqa: BLE001 - any capture failure leaves the eager forward pass
+            self.graph_error = f"{type(exc).__name__}: {exc}"[:300]
+            logger.warning("imaging model %s: CUDA graph capture failed, eager forward pass kept (%s)",
+                           self.name or self.architecture, self.graph_error)
+            return self.forward_with_cam(x)
+        self._graphed[key] = graphed
+        return graphed.run(x)
 
     def predict(self, images: Sequence[np.ndarray], *, cam: bool = True, batch_size: int = 64) -> list[ImagePrediction]:
         """``images``: float32 2-D arrays in [0, 1] of any size (resized to ``input_size`` inside)."""
@@ -177,7 +217,7 @@ class LoadedImagingModel:
             raise ValueError("one overlay size per image is needed")
         x = self.preprocess(images, offset=offset, shrunk=shrunk)
         with self._lock:
-            probs, heat = self.forward_with_cam(x)
+            probs, heat = self._forward_with_cam_graphed(x) if self.graphs else self.forward_with_cam(x)
             if sizes is None:
                 return PendingRead([probs.float(), heat.float()], None, len(images))
             groups = _level_groups(heat, sizes)
@@ -206,6 +246,40 @@ class LoadedImagingModel:
 
 
 PRECISIONS = ("bf16", "fp32")
+MAX_GRAPHS = 2  # batch shapes captured per model: the full batch and, say, a job's usual last one
+
+
+class _Graphed:
+    """A function of one input tensor (a model's forward pass with Grad-CAM) captured as a CUDA
+    graph for one input shape: its input copied into a static tensor, replayed, outputs static."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, static_x: torch.Tensor,
+                 outputs: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.graph = graph
+        self.static_x = static_x
+        self.outputs = outputs
+
+    @classmethod
+    def capture(cls, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor) -> _Graphed:
+        static_x = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: cuDNN's choice of algorithms, the allocator's pools
+            for _ in range(2):
+                fn(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the pipeline's threads may allocate pinned memory meanwhile
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            outputs = fn(static_x)
+        return cls(graph, static_x, outputs)
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.static_x.copy_(x, non_blocking=True)
+        self.graph.replay()
+        return self.outputs
+
+
 
 
 def _weights_to_bf16(model: torch.nn.Module) -> None:
@@ -254,6 +328,8 @@ def get_loaded_model(name: str) -> LoadedImagingModel | None:
     """Active registry version of ``name``, loaded once per process and cached; reloaded when the
     active version changes; None if none is active. A file whose sha256 differs from the
     registered one raises ``cdss.model_registry.ModelFileTampered``."""
+    from django.conf import settings
+
     from cdss.model_registry import model_file_verify, model_version_active
 
     mv = model_version_active(name)
@@ -266,8 +342,9 @@ def get_loaded_model(name: str) -> LoadedImagingModel | None:
         if cached is not None and cached.model_version_id == mv.pk:
             return cached
         path = model_file_verify(mv)
+        graphs = None if getattr(settings, "CDSS_IMAGING_CUDA_GRAPHS", True) else False  # None: on CUDA
         loaded = LoadedImagingModel.from_file(path, name=mv.name, version=mv.version, model_version_id=mv.pk,
-                                              metrics=dict(mv.metrics))
+                                              metrics=dict(mv.metrics), graphs=graphs)
         if cached is not None:
             cached.close()
         _CACHE[name] = loaded

@@ -193,6 +193,10 @@ def test_a_bf16_model_keeps_its_weights_in_bf16_and_reads_what_the_float32_model
     assert p16.dtype == h16.dtype == np.float32 and h16.shape == h32.shape
     assert np.abs(p16 - p32).max() < 0.01
     assert float(h32.max()) > 0 and np.corrcoef(h16.ravel(), h32.ravel())[0, 1] > 0.99
+    assert model.graphs is False  # CUDA graphs are for CUDA devices only
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        LoadedImagingModel(name="t", version="1", model_version_id=1, metrics={}, config=config,
+                           state_dicts=[state], device="cpu", graphs=True)
     with pytest.raises(ValueError, match="precision must be one of"):
         LoadedImagingModel(name="t", version="1", model_version_id=1, metrics={}, config=config,
                            state_dicts=[state], device="cpu", precision="fp16")
