@@ -4,11 +4,14 @@ With nothing set the app runs on the embedded default: SQLite under ``var/`` and
 in-process. Every variable is documented in README.md ("Configuration").
 """
 
+import os
 from pathlib import Path
 
 import environ
 import plotly
 from django.core.exceptions import ImproperlyConfigured
+
+from cdss.storage import media_storage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -131,10 +134,14 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    STORAGES = {
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
-    }
+
+# Uploaded files: a folder under MEDIA_ROOT, or an S3-compatible bucket with CDSS_S3_BUCKET set
+# (cdss/storage.py). Static files: hashed and compressed when debug is off.
+STORAGES = {
+    "default": media_storage(os.environ),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+                    else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

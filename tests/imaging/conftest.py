@@ -1,14 +1,22 @@
-"""Imaging fixtures: storage in a temporary folder, real DICOM files from pydicom's test data."""
+"""Imaging fixtures: storage in a temporary folder, real DICOM files from pydicom's test data, a real
+(tiny) trained pneumonia model registered as the active one."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
+
+from cdss.models import ModelVersion
+from imaging.ml import inference
+from imaging.ml.train import TrainSettings, load_dataset, register_trained, train
+from tests.conftest import require_data
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +52,31 @@ def dicom_bytes(name: str = "CT_small.dcm", *, patient_id: str | None = None, ne
 
 def stored_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A real ResNet-18 trained for one epoch on 60 PneumoniaMNIST training images (seconds),
+    shared by the tests; each registers its own copy."""
+    require_data("imaging/pneumoniamnist.npz")
+    data = load_dataset("pneumoniamnist")
+    return data, train(data, TrainSettings(epochs=1, max_train_images=60, seed=0))
+
+
+@pytest.fixture
+def pneumonia_model(trained, settings, tmp_path) -> Iterator[ModelVersion]:
+    settings.CDSS_MODEL_DIR = tmp_path / "models"
+    data, result = trained
+    mv = register_trained(result, data)
+    yield mv
+    for loaded in list(inference._CACHE.values()):
+        loaded.close()
+    inference._CACHE.clear()
+
+
+def chest_png(index: int = 0) -> bytes:
+    """A chest X-ray of the official validation split (never trained on), as a PNG upload would be."""
+    data = load_dataset("pneumoniamnist")
+    out = io.BytesIO()
+    Image.fromarray(data.splits["val"].images[index]).save(out, format="PNG")
+    return out.getvalue()

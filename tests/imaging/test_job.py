@@ -3,9 +3,6 @@ without a model or without an active version recorded, and the path from upload 
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from django.core.files.storage import default_storage
@@ -17,44 +14,14 @@ from PIL import Image
 from cdss.jobs.runner import job_run
 from cdss.models import Job, ModelVersion
 from imaging.ml import inference
-from imaging.ml.train import TrainSettings, load_dataset, register_trained, train
 from imaging.models import ImagingFinding
 from imaging.pixels import load_image
 from imaging.services import UploadFile, imaging_upload
-from tests.conftest import require_data
-from tests.imaging.conftest import dicom_bytes
+from tests.imaging.conftest import chest_png, dicom_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.needs_data]
 
 NAME = "imaging_pneumoniamnist"
-
-
-@pytest.fixture(scope="module")
-def trained():
-    """A real ResNet-18 trained for one epoch on 60 PneumoniaMNIST training images (seconds),
-    shared by the tests; each registers its own copy."""
-    require_data("imaging/pneumoniamnist.npz")
-    data = load_dataset("pneumoniamnist")
-    return data, train(data, TrainSettings(epochs=1, max_train_images=60, seed=0))
-
-
-@pytest.fixture
-def pneumonia_model(trained, settings, tmp_path) -> Iterator[ModelVersion]:
-    settings.CDSS_MODEL_DIR = tmp_path / "models"
-    data, result = trained
-    mv = register_trained(result, data)
-    yield mv
-    for loaded in list(inference._CACHE.values()):
-        loaded.close()
-    inference._CACHE.clear()
-
-
-def chest_png(index: int = 0) -> bytes:
-    """A chest X-ray of the official validation split (never trained on), as a PNG upload would be."""
-    data = load_dataset("pneumoniamnist")
-    out = io.BytesIO()
-    Image.fromarray(data.splits["val"].images[index]).save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_the_job_stores_one_finding_per_label_with_its_heat_map_once(pneumonia_model, patient_a) -> None:
