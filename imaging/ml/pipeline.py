@@ -47,7 +47,7 @@ def default_threads(device: str) -> int:
     return max(THREADS, min(16, (os.cpu_count() or 1) - 1))
 
 
-STAGES = ("wait_decode", "forward", "wait_encode")
+STAGES = ("wait_decode", "forward", "wait_device", "wait_encode")
 
 # While the pool's threads run Python (opening and saving PNGs), a thread that gave the GIL up
 # waits for it up to the interpreter's switch interval (5 ms by default), and the calling thread
@@ -76,8 +76,11 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
     """Yields one ``ReadOut`` per item, in order. ``decode`` returns the item's grey image (uint8,
     or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height).
     ``threads``: the pool's (default ``default_threads``). ``seconds``, if given, gathers where the
-    calling thread spent its time (``STAGES``: waiting for decoded images, preprocessing and the
-    forward pass with the heat maps, waiting for the overlay PNGs). ``switch_interval``: the
+    calling thread spent its time (``STAGES``: waiting for decoded images; preprocessing, queuing
+    the forward pass with the heat maps and handing out the results; waiting for the device to
+    finish a batch, nearly nothing on the CPU, where the work is done as it is queued; waiting for
+    the overlay PNGs). On a GPU, a thread that waits for the device most of the time means that
+    the GPU is the bottleneck; one that spends it in "forward", the CPU side of feeding it. ``switch_interval``: the
     interpreter's thread switch interval while the pipeline runs (restored after; None: unchanged).
 
     ``processes`` > 0: decoding and PNG encoding run in that many worker processes
@@ -166,7 +169,9 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
         chunk, readable, sizes, pending = entry
         results: dict[int, _Row[T]] = {}
         if pending is not None:
+            t = time.perf_counter()
             probs, maps = pending.result()
+            spent["wait_device"] += time.perf_counter() - t
             handles: list[tuple[Future[list[dict[str, bytes]]], int]] = []
             for g in _groups(len(readable), threads):
                 if isinstance(maps, list):  # finished on the device (on_device)
@@ -201,9 +206,9 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             launched.append((chunk, readable, sizes, pending))
             spent["forward"] += time.perf_counter() - t1
             while len(launched) > (behind if k + 1 < len(chunks) else 0):  # the last batch: collect them all
-                t = time.perf_counter()
+                t, waited = time.perf_counter(), spent["wait_device"]
                 current = collect(launched.pop(0))
-                spent["forward"] += time.perf_counter() - t
+                spent["forward"] += time.perf_counter() - t - (spent["wait_device"] - waited)
                 yield from _finished(previous, spent)  # the previous batch's PNGs were encoded meanwhile
                 previous = current
         yield from _finished(previous, spent)
