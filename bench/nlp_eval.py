@@ -29,7 +29,10 @@ negated P/R/F1 0.973/0.980/0.976 both (every fold keeps the rules); historical 0
 -> 0.775/0.815/0.794 (held-out 30% alone: 0.581 -> 0.747; the artefact of 2026-11-25 had 0.755,
 held-out 0.712); hypothetical 1.000/0.630/0.773 both (rules kept); family 0.500/1.000/0.667 both
 (2 positives: rules). ``--repeats 5`` (fold seeds 20261125, 1, 2, 3, 4): historical F1 0.794, 0.785,
-0.784, 0.801, 0.797, mean 0.792 sd 0.007; the other flags the same for every seed. The cue words of nlp/assertion/features.py were written reading the tuning
+0.784, 0.801, 0.797, mean 0.792 sd 0.007; the other flags the same for every seed. 2026-11-27, after
+the "MEDICAL HISTORY:" header fix (nlp/README.md): historical rules 0.836/0.681/0.751 -> 0.775/0.815/
+0.794 (held-out 30%: 0.625 -> 0.747); ``--repeats 5`` 0.794, 0.784, 0.777, 0.800, 0.806, mean 0.792 sd
+0.011. The cue words of nlp/assertion/features.py were written reading the tuning
 part only; the heads' grid (always blending the two regressions equally) was kept among six
 variants by this historical figure (0.766 to 0.794), which leaves it slightly optimistic.
 

@@ -29,6 +29,7 @@ from cdss.model_registry import (
     ModelFileMissing,
     ModelFileTampered,
     model_dir,
+    model_file_path,
     model_file_verify,
     model_version_active,
     model_version_register,
@@ -196,12 +197,13 @@ _cache: dict[str, Any] = {}
 
 
 def assertion_head_current() -> AssertionHead:
-    """The head extraction uses now: the active ``nlp_assertion`` version (checked once per process
-    and version; one query when nothing changed), else the shipped artefact."""
+    """The head extraction uses now: the active ``nlp_assertion`` version (checked once per process,
+    version and file location: another ``CDSS_MODEL_DIR`` is checked again; one query when nothing
+    changed), else the shipped artefact."""
     mv = model_version_active(MODEL_NAME)
     if mv is None:
         return shipped_head()
-    key = (mv.pk, mv.file_sha256)
+    key = (mv.pk, mv.file_sha256, str(model_file_path(mv)))
     with _lock:
         cached = _cache.get("head")
         if cached is not None and cached[0] == key:

@@ -56,15 +56,15 @@ from nlp.assertion.features import rule_features
 from nlp.assertion.model import STAGE_RULES, AssertionHead, head_version
 from nlp.pipeline import (
     HISTORICAL_SECTIONS,
-    HISTORICAL_TITLE,
     _relation,
     build_pipeline,
     context_flags,
+    historical_title,
     without_spaces,
 )
 
 # Bump when the extraction rules below change; the lexicon's own hash is part of the version.
-RULES_VERSION = "extract-2"  # 2: chunks of a few kB cut at sentence ends
+RULES_VERSION = "extract-3"  # 2: chunks of a few kB cut at sentence ends; 3: "MEDICAL HISTORY:" headers
 LEXICON_PATH = Path(__file__).with_name("lexicon.json")
 KINDS = frozenset({"problem", "symptom", "finding", "procedure", "medication", "allergen"})
 CODE_SYSTEMS = frozenset(
@@ -665,7 +665,8 @@ def _read(
                     continue
                 title = doc[sec.title_start : sec.title_end].text if sec.title_end else ""
                 sections.append({"category": sec.category or None, "title": title, "start": start, "end": end})
-                historical_flags.append(sec.category in HISTORICAL_SECTIONS and bool(HISTORICAL_TITLE.search(title)))
+                historical_flags.append(sec.category in HISTORICAL_SECTIONS
+                                        and historical_title(title, masked[max(0, start - 40):start] if title else ""))
             for ent in doc.ents:
                 rule = ent._.target_rule
                 concept = by_id.get((rule.metadata or {}).get("concept_id")) if rule is not None else None

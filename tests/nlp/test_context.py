@@ -76,6 +76,9 @@ HISTORICAL = [
     ("SOCIAL HISTORY:   She was a smoker for 40 years.", "smoker", True),  # the annotators' convention
     ("He presents with a two day history of cough.", "cough", False),  # duration of the present illness
     ("CLINICAL HISTORY:     Dizziness and headache.", "headache", False),  # radiology indication
+    # medspaCy's header rules match "HISTORY:" alone here: the word before it says which history
+    ("MEDICAL HISTORY:   Atrial fibrillation, hypertension and gout.", "gout", True),
+    ("HOURS    CLINICAL HISTORY:   Fever and cough.", "cough", False),
     ("She has a 75-year-old sister with diabetes.", "diabetes", False),  # "old" is not "previous"
     ("She complains of abdominal pain.", "abdominal pain", False),
 ]

@@ -150,6 +150,19 @@ def test_it_reads_the_context_of_each_fact(text, concept_id, expected):
     assert {k: fact[k] for k in expected} == expected
 
 
+def test_a_medical_history_header_makes_its_list_historical_by_the_rules_alone():
+    """medspaCy's header rules match "HISTORY:" alone in "MEDICAL HISTORY:"; the word before it
+    says the section is the past history (a radiology "CLINICAL HISTORY:" is the indication)."""
+    text = "CHIEF COMPLAINT: Cough.\n\nMEDICAL HISTORY:  Hypertension, diabetes mellitus and CHF.\n"
+    facts = extract(text, assertion=False)["facts"]
+    by_id = {f["concept_id"]: f for f in facts}
+    assert {f["section"] for f in facts if f["concept_id"] != "cough"} == {"past_medical_history"}
+    assert [by_id[c]["historical"] for c in ("hypertension", "heart-failure")] == [True, True]
+    assert by_id["cough"]["historical"] is False
+    indication = extract("HOURS    CLINICAL HISTORY:  Cough.\n", assertion=False)["facts"]
+    assert [f["historical"] for f in indication] == [False]
+
+
 def test_context_is_read_per_mention_in_one_document():
     text = (
         "HISTORY OF PRESENT ILLNESS: Denies CP. Reports SOB.\n"
