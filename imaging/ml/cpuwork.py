@@ -164,6 +164,50 @@ def decode_shrink(blobs: list[Blob | None], size: int, keep_uint8: bool = False)
     return out
 
 
+# Shared-memory blocks of the parent (``pipeline.DecodeProcesses``) this process has attached,
+# by name; a few at most (the parent reuses its blocks), the oldest closed past _ATTACH_MAX.
+_ATTACHED: dict[str, Any] = {}
+_ATTACH_MAX = 32
+ALIGN = 64  # bytes: where each file and image starts in a shared block
+
+
+# a file placed in a shared-memory block by the parent: (offset, length, frame)
+Placed = tuple[int, int, int | None]
+
+
+def decode_into(files: list[Placed | None], size: int, keep_uint8: bool, block: str, start: int,
+                capacity: int) -> list[tuple[int, tuple[int, ...], str] | np.ndarray | None]:
+    """``decode_shrink`` of files the parent wrote into its shared-memory ``block`` (each as
+    offset, length, frame; None for a missing file), with the images written into the same block
+    from ``start`` to ``capacity`` instead of being sent back through the pipe: per image (offset,
+    shape, dtype) in the block, the array itself when the block is full, or None. Neither the
+    files nor the images travel through the pipe; the parent copies the images out."""
+    from multiprocessing.shared_memory import SharedMemory
+
+    shm = _ATTACHED.get(block)
+    if shm is None:
+        while len(_ATTACHED) >= _ATTACH_MAX:
+            _ATTACHED.pop(next(iter(_ATTACHED))).close()
+        shm = _ATTACHED[block] = SharedMemory(name=block)
+    buf = shm.buf
+    assert buf is not None
+    blobs: list[Blob | None] = [None if f is None else (bytes(buf[f[0]:f[0] + f[1]]), f[2]) for f in files]
+    out: list[tuple[int, tuple[int, ...], str] | np.ndarray | None] = []
+    offset = start
+    for image in decode_shrink(blobs, size, keep_uint8):
+        if image is None:
+            out.append(None)
+            continue
+        arr = np.ascontiguousarray(image)
+        if offset + arr.nbytes > min(capacity, shm.size):
+            out.append(arr)
+            continue
+        np.ndarray(arr.shape, arr.dtype, buffer=buf, offset=offset)[...] = arr
+        out.append((offset, arr.shape, arr.dtype.str))
+        offset += -(-arr.nbytes // ALIGN) * ALIGN
+    return out
+
+
 def encode_heat(heat: np.ndarray, sizes: list[tuple[int, int]], labels: list[str]) -> list[dict[str, bytes]]:
     """Per image, per label, the overlay PNG of its heat map (N x L x h x w) at the image's
     (width, height) in ``sizes`` (``heatmap_overlay_png``)."""

@@ -13,9 +13,11 @@ Django): the caller says how an item is decoded and how large its overlay is.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import multiprocessing
 import os
+import secrets
 import sys
 import threading
 import time
@@ -24,6 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
+from multiprocessing.shared_memory import SharedMemory
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -57,6 +60,11 @@ STAGES = ("wait_decode", "forward", "wait_device", "wait_encode")
 # 0.80-0.94 for ResNet-18 at 224 px), so something else costs it most of that time there (see
 # imaging/README.md).
 SWITCH_INTERVAL = 1e-4
+
+# Images per call to a decode process, at least: a call costs this process about 0.3 ms of CPU
+# (the executor's threads, pickling, the pipe; 2026-11-27, 2 cores), 0.05 ms an image in the
+# groups of 4 to 5 that 15 processes made of a batch of 64.
+PROCESS_GROUP = 16
 
 
 @dataclass(frozen=True)
@@ -143,15 +151,17 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     """The pool gets one task per group of images (as many groups as threads), not one per image:
     each submission wakes a thread that takes the GIL from the calling thread, so fewer of them
     leave the calling thread more of its time for the network. With worker processes (``procs``)
-    each thread reads its group's files and waits for a process to decode them; the heat maps come
-    to the host at the CAM layer's few pixels and a process resizes and encodes them."""
+    each thread reads its group's files and waits for a process to decode them (groups of at least
+    ``PROCESS_GROUP`` images, two batches ahead; files and images through shared memory,
+    ``DecodeProcesses.decode``); the heat maps come to the host at the CAM layer's few pixels and a
+    process resizes and encodes them."""
     on_device = model.device.type != "cpu" and procs is None  # heat maps resized and quantised by the GPU
     labels = model.labels
     size = model.input_size
 
     def load(items: list[T]) -> list[np.ndarray | None]:  # decoded and shrunk to the input size on the pool
         if procs is not None and fetch is not None:
-            return procs.call(cpuwork.decode_shrink, [fetch(item) for item in items], size, keep_uint8)
+            return procs.decode([fetch(item) for item in items], size, keep_uint8)
         out: list[np.ndarray | None] = []
         for item in items:
             image = decode(item)
@@ -161,8 +171,11 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     def encode_levels(levels: list[np.ndarray]) -> list[dict[str, bytes]]:
         return [{label: overlay_png(lv[n]) for n, label in enumerate(labels)} for lv in levels]
 
+    def parts(n: int) -> int:  # groups of a batch: one per thread; with processes, of PROCESS_GROUP or more
+        return threads if procs is None else min(threads, math.ceil(n / PROCESS_GROUP))
+
     def submit_load(chunk: list[T]) -> list[Future[list[np.ndarray | None]]]:
-        return [pool.submit(load, chunk[g]) for g in _groups(len(chunk), threads)]
+        return [pool.submit(load, chunk[g]) for g in _groups(len(chunk), parts(len(chunk)))]
 
     def collect(entry: _Launched[T]) -> list[_Row[T]]:
         """A launched batch's probabilities and heat maps; its overlay PNGs handed to the pool."""
@@ -173,7 +186,7 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             probs, maps = pending.result()
             spent["wait_device"] += time.perf_counter() - t
             handles: list[tuple[Future[list[dict[str, bytes]]], int]] = []
-            for g in _groups(len(readable), threads):
+            for g in _groups(len(readable), parts(len(readable))):
                 if isinstance(maps, list):  # finished on the device (on_device)
                     future = pool.submit(encode_levels, maps[g])
                 else:
@@ -188,16 +201,20 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
 
     # behind=1 (a GPU): a batch is collected after the next one is queued, so the GPU runs that one
     # while the CPU hands out this one's overlays and waits for the next decoded images.
+    # With processes, decoding runs two batches ahead: a batch is cut into fewer, larger groups
+    # there, and the next-but-one batch keeps the other processes busy.
+    depth = 1 if procs is None else 2
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imaging-read") as pool:
-        ahead = submit_load(chunks[0]) if chunks else []
+        ahead = [submit_load(chunk) for chunk in chunks[:depth]]
         launched: list[_Launched[T]] = []
         previous: list[_Row[T]] = []
         for k, chunk in enumerate(chunks):
             t0 = time.perf_counter()
-            decoded = [image for future in ahead for image in future.result()]
+            decoded = [image for future in ahead.pop(0) for image in future.result()]
             t1 = time.perf_counter()
             spent["wait_decode"] += t1 - t0
-            ahead = submit_load(chunks[k + 1]) if k + 1 < len(chunks) else []
+            if k + depth < len(chunks):
+                ahead.append(submit_load(chunks[k + depth]))
             readable = [i for i, image in enumerate(decoded) if image is not None]
             images = [image for image in decoded if image is not None]
             sizes = [overlay_size(chunk[i]) for i in readable]
@@ -222,6 +239,17 @@ def _finished(rows: list[_Row[T]], spent: dict[str, float]) -> Iterator[ReadOut[
     yield from done
 
 
+# Shared memory a pool of decode processes may hold for handing decoded images back (blocks of
+# whole MiB, reused; as many in use at once as threads wait on the pool). Where /dev/shm is small
+# (a container's default 64 MiB) a block that cannot be reserved switches the pool to the pipe.
+SHM_BUDGET = 128 * 1024 * 1024
+_SHM_UNIT = 1024 * 1024
+
+
+def _aligned(n: int) -> int:
+    return -(-n // cpuwork.ALIGN) * cpuwork.ALIGN
+
+
 class DecodeProcesses:
     """Worker processes for the pipeline's decoding and PNG encoding: started once per process
     and size (``get``), reused by every later job, shut down at exit.
@@ -235,6 +263,11 @@ class DecodeProcesses:
     billiard's key swapped for the standard library's, which can be sent to a child), and each one
     ends itself when its parent is gone (``cpuwork.worker_start``), which is what the check
     protects. A pool that broke (a process killed) is replaced at the next ``get``.
+
+    Decoded images come back through shared memory (``decode``): the process writes them into a
+    block this process created and reserved, and only their places travel through the pipe; this
+    process copies them out and reuses the block. Through the pipe a 64 KiB image was pickled,
+    written, read and unpickled, with the GIL held for most of it, by the process that feeds the GPU.
     """
 
     _pools: dict[int, DecodeProcesses] = {}
@@ -261,6 +294,11 @@ class DecodeProcesses:
             config.update(saved)
         # (pid, torch loaded) from whichever process answered each call
         self.facts: list[tuple[int, bool]] = [future.result() for future in started]
+        self._blocks_lock = threading.Lock()
+        self._blocks: list[SharedMemory] = []  # every block created (closed and unlinked by close)
+        self._free: list[SharedMemory] = []
+        self.shm_budget = SHM_BUDGET
+        self.shm_error = ""  # why images come back through the pipe instead (empty: they do not)
 
     @classmethod
     def get(cls, size: int) -> DecodeProcesses:
@@ -298,8 +336,75 @@ class DecodeProcesses:
             raise RuntimeError("an imaging decode process ended unexpectedly; the pool is started again "
                                "at the next job") from exc
 
+    def decode(self, blobs: list[Blob | None], size: int, keep_uint8: bool = False) -> list[np.ndarray | None]:
+        """``cpuwork.decode_shrink`` in a worker process, the images handed back through a
+        shared-memory block (``cpuwork.decode_into``) when one can be had, else through the pipe."""
+        start = sum(_aligned(len(blob[0])) for blob in blobs if blob is not None)  # the files first
+        need = start + max(1, len(blobs)) * _aligned(4 * size * size)  # then shrink's largest results
+        block = self._take_block(need)
+        if block is None:
+            return self.call(cpuwork.decode_shrink, blobs, size, keep_uint8)
+        buf = block.buf
+        assert buf is not None
+        try:
+            files: list[cpuwork.Placed | None] = []
+            offset = 0
+            for blob in blobs:
+                if blob is None:
+                    files.append(None)
+                    continue
+                buf[offset:offset + len(blob[0])] = blob[0]
+                files.append((offset, len(blob[0]), blob[1]))
+                offset += _aligned(len(blob[0]))
+            placed = self.call(cpuwork.decode_into, files, size, keep_uint8, block.name, start, need)
+            return [p if p is None or isinstance(p, np.ndarray)
+                    else np.ndarray(p[1], np.dtype(p[2]), buffer=buf, offset=p[0]).copy() for p in placed]
+        finally:
+            with self._blocks_lock:
+                self._free.append(block)
+
+    @property
+    def shm_bytes(self) -> int:
+        """Bytes of shared memory the pool holds."""
+        with self._blocks_lock:
+            return sum(block.size for block in self._blocks)
+
+    def _take_block(self, need: int) -> SharedMemory | None:
+        with self._blocks_lock:
+            fits = [block for block in self._free if block.size >= need]
+            if fits:
+                block = min(fits, key=lambda b: b.size)
+                self._free.remove(block)
+                return block
+            size = -(-need // _SHM_UNIT) * _SHM_UNIT
+            if self.shm_error or sum(b.size for b in self._blocks) + size > self.shm_budget:
+                return None
+            try:
+                block = SharedMemory(name=f"cdss-img-{os.getpid()}-{secrets.token_hex(4)}", create=True, size=size)
+            except OSError as exc:
+                self.shm_error = f"shared memory unavailable ({exc.strerror or exc})"
+                return None
+            try:
+                # reserve the pages now: a block larger than what /dev/shm has left would otherwise
+                # kill the process that writes into it (SIGBUS)
+                os.posix_fallocate(block._fd, 0, size)  # type: ignore[attr-defined]
+            except OSError as exc:
+                block.close()
+                block.unlink()
+                self.shm_error = f"{size >> 20} MiB of shared memory could not be reserved ({exc.strerror or exc})"
+                return None
+            self._blocks.append(block)
+            return block
+
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        with self._blocks_lock:
+            for block in self._blocks:
+                with contextlib.suppress(BufferError):  # a view still held elsewhere: unlinked all the same
+                    block.close()
+                block.unlink()
+            self._blocks.clear()
+            self._free.clear()
 
 
 atexit.register(DecodeProcesses.close_all)

@@ -347,6 +347,65 @@ def test_decoding_and_encoding_in_worker_processes_gives_what_the_threads_give()
     model.close()
 
 
+def test_decoded_images_come_back_through_shared_memory_as_through_the_pipe():
+    from multiprocessing.shared_memory import SharedMemory
+
+    from imaging.ml import cpuwork
+
+    rng = np.random.default_rng(7)
+    deep = (rng.integers(0, 4096, (40, 30)) * 16).astype(np.uint16)  # 16-bit: a float32 image
+    blobs: list[tuple[bytes, int | None] | None] = [
+        (_png(rng.integers(0, 256, (20 + 9 * i, 50), dtype=np.uint8)), None) for i in range(6)]
+    blobs[2] = (b"not an image", None)
+    blobs[4] = None  # a file that is gone
+    blobs.append((_png(deep), None))
+    pool = DecodeProcesses(2)
+    try:
+        for keep in (False, True):
+            piped = pool.call(cpuwork.decode_shrink, blobs, 28, keep)
+            shared = pool.decode(blobs, 28, keep)
+            assert [a is None for a in piped] == [b is None for b in shared] == [False, False, True, False, True,
+                                                                                 False, False]
+            for a, b in zip(piped, shared, strict=True):
+                assert a is None or (a.dtype == b.dtype and np.array_equal(a, b))
+            assert {b.dtype for b in shared if b is not None} == ({np.dtype(np.uint8), np.dtype(np.float32)} if keep
+                                                                 else {np.dtype(np.float32)})
+        held = pool.shm_bytes
+        assert held > 0 and pool.shm_error == ""
+        for _ in range(3):
+            pool.decode(blobs, 28)
+        assert pool.shm_bytes == held  # the block is reused
+        names = [block.name for block in pool._blocks]
+        assert all(Path("/dev/shm", name).exists() for name in names)
+    finally:
+        pool.close()
+    assert not any(Path("/dev/shm", name).exists() for name in names)  # unlinked with the pool
+
+    # no shared memory to be had: through the pipe, the same images
+    pool = DecodeProcesses(1)
+    pool.shm_budget = 0
+    try:
+        assert all(a is None or np.array_equal(a, b) for a, b in
+                   zip(pool.call(cpuwork.decode_shrink, blobs, 28, False), pool.decode(blobs, 28), strict=True))
+        assert pool.shm_bytes == 0
+    finally:
+        pool.close()
+
+    # a block too small for every image: the rest come back as arrays
+    block = SharedMemory(create=True, size=4096)
+    try:
+        png = _png(rng.integers(0, 256, (28, 28), dtype=np.uint8))
+        block.buf[:len(png)] = png
+        start = -(-len(png) // cpuwork.ALIGN) * cpuwork.ALIGN
+        # room for one 28 x 28 uint8 image (784 bytes) after the file
+        placed = cpuwork.decode_into([(0, len(png), None)] * 3, 28, False, block.name, start, start + 900)
+        assert isinstance(placed[0], tuple) and all(isinstance(p, np.ndarray) for p in placed[1:])
+        cpuwork._ATTACHED.pop(block.name).close()
+    finally:
+        block.close()
+        block.unlink()
+
+
 def test_a_killed_decode_process_fails_that_read_and_the_next_read_gets_a_new_pool():
     import signal
 
@@ -447,6 +506,9 @@ def test_the_benches_run_without_django(tmp_path):
                  "--device", "cpu", "--data-dir", str(data))
     assert bench.returncode == 0, bench.stderr
     assert "whole path keeps" in bench.stdout
+    ipc = _run(runner, "bench/imaging_ipc.py", "--processes", "1", "--calls", "2", "--input-size", "28")
+    assert ipc.returncode == 0, ipc.stderr
+    assert ipc.stdout.count("ms CPU/image") == 8 and "shared memory held: " in ipc.stdout
     out = tmp_path / "runs.json"
     search = _run(runner, "bench/imaging_gpu_search.py", "--device", "cpu", "--data-dir", str(data), "--recipe",
                   "epochs=1,members=1,max_train_images=60,augment=0.5", "--json", str(out))
