@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import math
 import multiprocessing
 import os
@@ -34,6 +35,8 @@ import numpy as np
 from . import cpuwork
 from .cpuwork import Blob, overlay_png, shrink
 from .inference import LoadedImagingModel, PendingRead
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -382,7 +385,7 @@ class DecodeProcesses:
             try:
                 block = SharedMemory(name=f"cdss-img-{os.getpid()}-{secrets.token_hex(4)}", create=True, size=size)
             except OSError as exc:
-                self.shm_error = f"shared memory unavailable ({exc.strerror or exc})"
+                self._no_shm(f"shared memory unavailable ({exc.strerror or exc})")
                 return None
             try:
                 # reserve the pages now: a block larger than what /dev/shm has left would otherwise
@@ -391,10 +394,15 @@ class DecodeProcesses:
             except OSError as exc:
                 block.close()
                 block.unlink()
-                self.shm_error = f"{size >> 20} MiB of shared memory could not be reserved ({exc.strerror or exc})"
+                self._no_shm(f"{size >> 20} MiB of shared memory could not be reserved ({exc.strerror or exc})")
                 return None
             self._blocks.append(block)
             return block
+
+    def _no_shm(self, why: str) -> None:
+        self.shm_error = why
+        logger.warning("imaging decode processes: %s; decoded images come back through the pipe "
+                       "(give /dev/shm more room, e.g. a container's --shm-size)", why)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)

@@ -347,7 +347,7 @@ def test_decoding_and_encoding_in_worker_processes_gives_what_the_threads_give()
     model.close()
 
 
-def test_decoded_images_come_back_through_shared_memory_as_through_the_pipe():
+def test_decoded_images_come_back_through_shared_memory_as_through_the_pipe(monkeypatch, caplog):
     from multiprocessing.shared_memory import SharedMemory
 
     from imaging.ml import cpuwork
@@ -388,6 +388,24 @@ def test_decoded_images_come_back_through_shared_memory_as_through_the_pipe():
         assert all(a is None or np.array_equal(a, b) for a, b in
                    zip(pool.call(cpuwork.decode_shrink, blobs, 28, False), pool.decode(blobs, 28), strict=True))
         assert pool.shm_bytes == 0
+    finally:
+        pool.close()
+
+    # /dev/shm full (a container's small default): said once in the log, then the pipe
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    pool = DecodeProcesses(1)
+    try:
+        with monkeypatch.context() as patched, caplog.at_level("WARNING", logger="imaging.ml.pipeline"):
+            patched.setattr(os, "posix_fallocate", full)
+            for _ in range(2):
+                out = pool.decode(blobs, 28)
+        assert all(a is None or np.array_equal(a, b) for a, b in
+                   zip(pool.call(cpuwork.decode_shrink, blobs, 28, False), out, strict=True))
+        assert pool.shm_bytes == 0 and "could not be reserved (No space left on device)" in pool.shm_error
+        assert [r.getMessage().count("--shm-size") for r in caplog.records] == [1]
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"cdss-img-{os.getpid()}-")]
     finally:
         pool.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
@@ -137,8 +138,13 @@ def test_a_prefork_worker_starts_the_imaging_decode_processes_and_they_end_with_
     assert result["daemon"] is True  # started from Celery's daemonic pool process all the same
     assert len(result["pids"]) == 2 and result["shape"] == [4, 4]
     assert result["torch_in_workers"] is False
+    assert result["same_through_shared_memory"] is True and result["shm_error"] == ""
+    assert result["shm_blocks"] and all(Path("/dev/shm", name).exists() for name in result["shm_blocks"])
 
     assert all(alive(pid) for pid in result["pids"])
     worker.stop()
     wait_until(lambda: not any(alive(pid) for pid in result["pids"]), timeout=20,
                what="the decode processes to end with their worker")
+    # the worker's shared memory is gone with it (unlinked at exit, or by its resource tracker)
+    wait_until(lambda: not any(Path("/dev/shm", name).exists() for name in result["shm_blocks"]), timeout=20,
+               what="the decode processes' shared memory to be unlinked")

@@ -69,7 +69,11 @@ def decode_processes(job: Job, ctx: Any) -> dict[str, Any]:
     Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buf, format="PNG")
     pool = DecodeProcesses.get(2)
     (image,) = pool.call(cpuwork.decode_shrink, [(buf.getvalue(), None)], 4)
+    (shared,) = pool.decode([(buf.getvalue(), None)], 4)  # through shared memory
     return {
+        "same_through_shared_memory": image is not None and shared is not None and np.array_equal(image, shared),
+        "shm_blocks": [block.name for block in pool._blocks],
+        "shm_error": pool.shm_error,
         "key": job.params["key"],
         "daemon": multiprocessing.current_process().daemon,
         "pids": pool.pids,
