@@ -44,6 +44,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,12 +77,14 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="After the timings, one more whole-path pass under cProfile (the calling thread only): "
                              "prints its N costliest functions by own time")
+    parser.add_argument("--png-cache", type=Path,
+                        help="Folder keeping the source PNGs between runs (made once per image count, size "
+                             "and source file; default: none, made each run)")
     parser.add_argument("--repeats", type=int, default=3, help="Timed passes of each kind; the best is shown (3)")
     args = parser.parse_args()
 
     import numpy as np
     import torch
-    from PIL import Image
 
     from imaging.ml.architectures import architecture, build_model
     from imaging.ml.inference import LoadedImagingModel
@@ -96,12 +99,7 @@ def main() -> None:
         parser.error(f"{source} does not exist: give --data-dir (the folder that holds imaging/pneumoniamnist.npz)")
     with np.load(source) as npz:
         base = npz["val_images"]
-    pngs = []
-    for i in range(args.images):
-        img = Image.fromarray(base[i % len(base)]).resize((args.image_size, args.image_size), Image.Resampling.BILINEAR)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        pngs.append(buf.getvalue())
+    pngs = _source_pngs(base, args.images, args.image_size, args.png_cache)
 
     graphs = None if args.graphs is None else args.graphs == "on"
     if args.model_file:
@@ -188,6 +186,37 @@ def main() -> None:
         profiler = cProfile.Profile()
         profiler.runcall(lambda: (whole_path(), sync()))
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile)
+
+
+def _source_pngs(base: Any, count: int, side: int, cache: Path | None) -> list[bytes]:
+    """``count`` PNG files of ``side`` px made from the validation images ``base`` (cycled); with
+    ``cache``, read from (or written to) a file there named by the count, the size and a digest of
+    the source images, as raw bytes and offsets (no pickle)."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    path = None
+    if cache is not None:
+        digest = hashlib.sha256(np.ascontiguousarray(base).tobytes()).hexdigest()[:16]
+        path = cache / f"bench-pngs-{count}x{side}px-{digest}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as stored:
+                data, ends = stored["data"], stored["ends"]
+            starts = [0, *ends[:-1].tolist()]
+            return [data[a:b].tobytes() for a, b in zip(starts, ends.tolist(), strict=True)]
+    pngs = []
+    for i in range(count):
+        img = Image.fromarray(base[i % len(base)]).resize((side, side), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, data=np.frombuffer(b"".join(pngs), dtype=np.uint8),
+                 ends=np.cumsum([len(p) for p in pngs], dtype=np.int64))
+    return pngs
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ python=${PYTHON:-$(command -v python || command -v python3)}
 export PYTHONUNBUFFERED=1
 run() {
     echo "== $*"
-    timeout 120 "$python" bench/imaging.py --device cuda --data-dir "$data" --images 4096 --repeats 2 "$@" 2>&1 \
+    timeout 120 "$python" bench/imaging.py --device cuda --data-dir "$data" --images 4096 --repeats 2 \
+        --png-cache /tmp/cdss-bench-pngs "$@" 2>&1 \
         | grep -v -i warning
 }
 # decoding and PNG encoding in worker processes (no GIL shared with the thread feeding the GPU);

@@ -518,16 +518,30 @@ def test_the_pure_imaging_modules_import_without_django_pydicom_or_tqdm():
 
 
 @pytest.mark.needs_data
+def test_the_bench_keeps_its_source_pngs_between_runs(tmp_path, monkeypatch):
+    from bench.imaging import _source_pngs
+
+    base = np.random.default_rng(4).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    made = _source_pngs(base, 5, 32, tmp_path)
+    assert len(made) == 5 and made[3] == made[0] != made[1]  # cycled through the 3 sources
+    assert Image.open(io.BytesIO(made[1])).size == (32, 32)
+    monkeypatch.setattr(Image, "fromarray", lambda *a, **k: pytest.fail("made again instead of read"))
+    assert _source_pngs(base, 5, 32, tmp_path) == made
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+
 def test_the_benches_run_without_django(tmp_path):
     data = require_data("imaging/breastmnist.npz").parent.parent
     require_data("imaging/pneumoniamnist.npz")
     runner = ("import runpy\n"
               "sys.argv = sys.argv[1:]\n"
               "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-    bench = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1",
-                 "--device", "cpu", "--data-dir", str(data))
-    assert bench.returncode == 0, bench.stderr
-    assert "whole path keeps" in bench.stdout
+    for _ in range(2):  # the source PNGs made, then read back from the cache
+        bench = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1",
+                     "--device", "cpu", "--data-dir", str(data), "--png-cache", str(tmp_path / "pngs"))
+        assert bench.returncode == 0, bench.stderr
+        assert "whole path keeps" in bench.stdout and "6 images of 256x256 PNG" in bench.stdout
+        assert len(list((tmp_path / "pngs").glob("bench-pngs-6x256px-*.npz"))) == 1
     ipc = _run(runner, "bench/imaging_ipc.py", "--processes", "1", "--calls", "2", "--input-size", "28")
     assert ipc.returncode == 0, ipc.stderr
     assert ipc.stdout.count("ms CPU/image") == 8 and "shared memory held: " in ipc.stdout
