@@ -55,11 +55,10 @@ from nlp import pipeline as _pipeline
 from nlp.assertion.features import rule_features
 from nlp.assertion.model import STAGE_RULES, AssertionHead, head_version
 from nlp.pipeline import (
-    HISTORICAL_SECTIONS,
     _relation,
     build_pipeline,
     context_flags,
-    historical_title,
+    section_is_historical,
     without_spaces,
 )
 
@@ -665,8 +664,7 @@ def _read(
                     continue
                 title = doc[sec.title_start : sec.title_end].text if sec.title_end else ""
                 sections.append({"category": sec.category or None, "title": title, "start": start, "end": end})
-                historical_flags.append(sec.category in HISTORICAL_SECTIONS
-                                        and historical_title(title, masked[max(0, start - 40):start] if title else ""))
+                historical_flags.append(section_is_historical(sec.category, title, masked[max(0, start - 40):start]))
             for ent in doc.ents:
                 rule = ent._.target_rule
                 concept = by_id.get((rule.metadata or {}).get("concept_id")) if rule is not None else None

@@ -57,15 +57,18 @@ HISTORICAL_SECTIONS = frozenset({"past_medical_history", "past_surgical_history"
 HISTORICAL_TITLE = re.compile(r"\b(past|pmh|pmhx|psh|mhx|medical|surgical|social)\b|history of chronic", re.IGNORECASE)
 
 
-def historical_title(title: str, before: str) -> bool:
-    """Whether a past-history section's header says past / medical / surgical / social history:
-    the title medspaCy matched, or with the words just before it on its line, since its rules may
-    match "HISTORY:" alone in "MEDICAL HISTORY:" (``before``: the text before the title)."""
+_QUALIFIER_END = re.compile(r"\b(past|medical|surgical|social)\s*$", re.IGNORECASE)
+
+
+def section_is_historical(category: str | None, title: str, before: str) -> bool:
+    """Whether a section makes every finding under it historical: a past-history category whose
+    header says past / medical / surgical / social history, in the title medspaCy matched or in
+    the words just before it on its line, since its rules may match "HISTORY:" alone in "MEDICAL
+    HISTORY:" (``before``: the text before the title; no title, no such section)."""
+    if category not in HISTORICAL_SECTIONS or not title:
+        return False
     qualifier = before.rsplit("\n", 1)[-1][-20:]
     return bool(HISTORICAL_TITLE.search(title)) or bool(_QUALIFIER_END.search(qualifier))
-
-
-_QUALIFIER_END = re.compile(r"\b(past|medical|surgical|social)\s*$", re.IGNORECASE)
 
 
 # Longer notes are cut to a window around the target (see classify_context).
@@ -375,8 +378,8 @@ def classify_context(text: str, start: int, end: int, *, nlp: Any = None) -> Con
         if body_start <= target.start < candidate.body_end:
             section = candidate.category or None
             title = doc[candidate.title_start : candidate.title_end].text if candidate.title_end else ""
-            before = text[: doc[candidate.title_start].idx] if candidate.title_end else ""
-            historical_section = section in HISTORICAL_SECTIONS and historical_title(title, before)
+            before = text[: doc[candidate.title_start].idx] if title else ""
+            historical_section = section_is_historical(section, title, before)
 
     project_rules = bool(nlp.meta.get("cdss_project_rules"))
     cues: list[Cue] = []

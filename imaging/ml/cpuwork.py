@@ -32,6 +32,11 @@ def check_image(image: Any, index: int) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0) if low < 0.0 or high > 1.0 else arr
 
 
+def largest_bytes(size: int) -> int:
+    """The most bytes ``shrink`` returns for one image at input ``size``: float32, size x size."""
+    return 4 * size * size
+
+
 def shrink(image: Any, size: int, *, index: int = 0, keep_uint8: bool = False) -> np.ndarray:
     """A checked image (``check_image``) larger than ``size`` on either side, resized to
     ``size`` x ``size`` float32 in [0, 1]: bilinear, antialiased (the triangle filter widened by the
@@ -45,7 +50,7 @@ def shrink(image: Any, size: int, *, index: int = 0, keep_uint8: bool = False) -
     arr = check_image(image, index)
     if arr.shape[0] <= size and arr.shape[1] <= size:
         return arr
-    if keep_uint8 and arr.dtype == np.uint8 and arr.size <= 4 * size * size:
+    if keep_uint8 and arr.dtype == np.uint8 and arr.size <= largest_bytes(size):
         return arr
     pil = Image.fromarray(np.ascontiguousarray(arr))  # "L" for uint8, "F" for float32
     if pil.mode != "F":
@@ -171,6 +176,11 @@ _ATTACH_MAX = 32
 ALIGN = 64  # bytes: where each file and image starts in a shared block
 
 
+def aligned(n: int, unit: int = ALIGN) -> int:
+    """``n`` rounded up to a multiple of ``unit``."""
+    return -(-n // unit) * unit
+
+
 # a file placed in a shared-memory block by the parent: (offset, length, frame)
 Placed = tuple[int, int, int | None]
 
@@ -204,7 +214,7 @@ def decode_into(files: list[Placed | None], size: int, keep_uint8: bool, block: 
             continue
         np.ndarray(arr.shape, arr.dtype, buffer=buf, offset=offset)[...] = arr
         out.append((offset, arr.shape, arr.dtype.str))
-        offset += -(-arr.nbytes // ALIGN) * ALIGN
+        offset += aligned(arr.nbytes)
     return out
 
 

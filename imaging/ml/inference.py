@@ -280,8 +280,6 @@ class _Graphed:
         return self.outputs
 
 
-
-
 def _weights_to_bf16(model: torch.nn.Module) -> None:
     """The convolutions' and linear layers' weights stored as bfloat16, the type autocast computes
     them in: otherwise autocast casts every one of them again at every forward pass (weights that

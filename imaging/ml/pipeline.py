@@ -249,10 +249,6 @@ SHM_BUDGET = 128 * 1024 * 1024
 _SHM_UNIT = 1024 * 1024
 
 
-def _aligned(n: int) -> int:
-    return -(-n // cpuwork.ALIGN) * cpuwork.ALIGN
-
-
 class DecodeProcesses:
     """Worker processes for the pipeline's decoding and PNG encoding: started once per process
     and size (``get``), reused by every later job, shut down at exit.
@@ -342,8 +338,8 @@ class DecodeProcesses:
     def decode(self, blobs: list[Blob | None], size: int, keep_uint8: bool = False) -> list[np.ndarray | None]:
         """``cpuwork.decode_shrink`` in a worker process, the images handed back through a
         shared-memory block (``cpuwork.decode_into``) when one can be had, else through the pipe."""
-        start = sum(_aligned(len(blob[0])) for blob in blobs if blob is not None)  # the files first
-        need = start + max(1, len(blobs)) * _aligned(4 * size * size)  # then shrink's largest results
+        start = sum(cpuwork.aligned(len(blob[0])) for blob in blobs if blob is not None)  # the files first
+        need = start + max(1, len(blobs)) * cpuwork.aligned(cpuwork.largest_bytes(size))  # then the images
         block = self._take_block(need)
         if block is None:
             return self.call(cpuwork.decode_shrink, blobs, size, keep_uint8)
@@ -358,7 +354,7 @@ class DecodeProcesses:
                     continue
                 buf[offset:offset + len(blob[0])] = blob[0]
                 files.append((offset, len(blob[0]), blob[1]))
-                offset += _aligned(len(blob[0]))
+                offset += cpuwork.aligned(len(blob[0]))
             placed = self.call(cpuwork.decode_into, files, size, keep_uint8, block.name, start, need)
             return [p if p is None or isinstance(p, np.ndarray)
                     else np.ndarray(p[1], np.dtype(p[2]), buffer=buf, offset=p[0]).copy() for p in placed]
@@ -370,7 +366,10 @@ class DecodeProcesses:
     def shm_bytes(self) -> int:
         """Bytes of shared memory the pool holds."""
         with self._blocks_lock:
-            return sum(block.size for block in self._blocks)
+            return self._held()
+
+    def _held(self) -> int:  # under the lock
+        return sum(block.size for block in self._blocks)
 
     def _take_block(self, need: int) -> SharedMemory | None:
         with self._blocks_lock:
@@ -379,8 +378,8 @@ class DecodeProcesses:
                 block = min(fits, key=lambda b: b.size)
                 self._free.remove(block)
                 return block
-            size = -(-need // _SHM_UNIT) * _SHM_UNIT
-            if self.shm_error or sum(b.size for b in self._blocks) + size > self.shm_budget:
+            size = cpuwork.aligned(need, _SHM_UNIT)
+            if self.shm_error or self._held() + size > self.shm_budget:
                 return None
             try:
                 block = SharedMemory(name=f"cdss-img-{os.getpid()}-{secrets.token_hex(4)}", create=True, size=size)
