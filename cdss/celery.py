@@ -13,3 +13,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdss.settings")
 app = Celery("cdss")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# A worker whose task consumer went deaf after a reconnection connects again (cdss/jobs/watch.py).
+from cdss.jobs.watch import ConsumerWatch  # noqa: E402 - after the app, like its other steps
+
+app.steps["consumer"].add(ConsumerWatch)

@@ -243,6 +243,9 @@ CDSS_JOB_RETRY_BACKOFF_SECONDS: int = env.int("CDSS_JOB_RETRY_BACKOFF_SECONDS", 
 # A queued job whose message has not started after this long is published again if its queue
 # is empty (the broker lost it).
 CDSS_JOB_REPUBLISH_SECONDS: int = env.int("CDSS_JOB_REPUBLISH_SECONDS", default=30)
+# Every this many seconds a worker checks that it still receives tasks while messages wait in its
+# queues, and connects to the broker again when it does not (cdss/jobs/watch.py); 0 turns it off.
+CDSS_WORKER_STALL_SECONDS: float = env.float("CDSS_WORKER_STALL_SECONDS", default=60.0)
 
 # Project settings.
 CDSS_DATA_DIR = env.path("CDSS_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data"))

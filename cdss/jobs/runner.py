@@ -173,22 +173,30 @@ def _empty_queues(queues: set[str]) -> set[str]:
         return set()
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return queues
+    depths = queue_depths(queues)
+    if depths is None:  # broker down: nothing to do until it returns
+        return set()
+    return {queue for queue, count in depths.items() if count == 0}
+
+
+def queue_depths(queues: set[str]) -> dict[str, int] | None:
+    """Messages waiting in each broker queue (an undeclared queue holds none), on a connection of
+    its own; None when the broker cannot be reached."""
     from cdss.celery import app
 
-    empty = set()
+    depths = {}
     try:
         with app.connection_for_read() as conn:
             channel = conn.default_channel
             for queue in queues:
                 try:
                     _, count, _ = channel.queue_declare(queue=queue, passive=True)
-                except Exception:  # noqa: BLE001 - an undeclared queue holds nothing
+                except conn.channel_errors:  # an undeclared queue holds nothing
                     count = 0
-                if count == 0:
-                    empty.add(queue)
-    except Exception:  # noqa: BLE001 - broker down: nothing to do until it returns
-        return set()
-    return empty
+                depths[queue] = int(count)
+    except Exception:  # noqa: BLE001 - broker down or unreachable
+        return None
+    return depths
 
 
 # --------------------------------------------------------------------------------------------

@@ -228,3 +228,16 @@ def test_the_jobs_of_one_transaction_are_published_together_after_commit(eager, 
     assert len(callbacks) == 1
     assert set(ProbeResult.objects.values_list("key", flat=True)) == {"b1", "b2", "b3", "b4"}
     assert set(Job.objects.values_list("status", flat=True)) == {S.SUCCEEDED}
+
+
+def test_a_worker_looks_stalled_only_when_it_could_take_waiting_tasks_and_took_none():
+    from cdss.jobs.watch import Sample, looks_stalled
+
+    waiting = Sample(waiting=3, received=7, room=True)
+    assert looks_stalled(waiting, Sample(waiting=3, received=7, room=True))
+    assert not looks_stalled(None, waiting)  # the first check after (re)connecting
+    assert not looks_stalled(waiting, Sample(waiting=3, received=8, room=True))  # it received one
+    assert not looks_stalled(waiting, Sample(waiting=0, received=7, room=True))  # nothing waits now
+    assert not looks_stalled(Sample(waiting=0, received=7, room=True), waiting)  # nothing waited before
+    assert not looks_stalled(waiting, Sample(waiting=3, received=7, room=False))  # busy: its limit reached
+    assert not looks_stalled(Sample(waiting=3, received=7, room=False), waiting)

@@ -16,6 +16,7 @@ from tests.integration.workers import (
     RedisServer,
     database_url,
     free_port,
+    log_tail,
     process_env,
 )
 
@@ -29,8 +30,9 @@ class Platform:
         self.name = name
         self.processes: list[CeleryProcess] = []
 
-    def worker(self, n: int = 1) -> CeleryProcess:
-        proc = CeleryProcess([*WORKER_ARGS, "-n", f"{self.name}-{n}@%h"], self.env, OUT / f"{self.name}-worker{n}.log")
+    def worker(self, n: int = 1, **env: str) -> CeleryProcess:
+        proc = CeleryProcess([*WORKER_ARGS, "-n", f"{self.name}-{n}@%h"], {**self.env, **env},
+                             OUT / f"{self.name}-worker{n}.log")
         self.processes.append(proc.start())
         return proc
 
@@ -40,6 +42,26 @@ class Platform:
                              OUT / f"{self.name}-beat.log")
         self.processes.append(proc.start())
         return proc
+
+    def describe(self) -> str:
+        """The state at a timeout: jobs by status and whether published, what each queue holds
+        in Redis, and the warnings of every process started, for a failure message."""
+        import redis
+        from django.db.models import Count, Q
+
+        from cdss.models import Job
+
+        jobs = list(Job.objects.values("status").annotate(
+            n=Count("pk"), unpublished=Count("pk", filter=Q(published_at__isnull=True))))
+        queues: dict[str, object]
+        try:
+            client = redis.Redis.from_url(self.redis.url, socket_timeout=2)
+            queues = {q: client.llen(q) for q in ("default", "risk", "nlp", "imaging")}
+            queues["unacked"] = client.hlen("unacked")
+        except redis.RedisError as exc:
+            queues = {"redis": repr(exc)}
+        logs = "\n".join(log_tail(proc.log) for proc in self.processes)
+        return f"jobs {jobs}; redis {queues}\n{logs}"
 
     def stop(self) -> None:
         for proc in self.processes:

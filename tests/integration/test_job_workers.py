@@ -33,12 +33,6 @@ def enqueue(kind: str, keys: list[str], **params: object) -> list[int]:
         return [runner.job_enqueue(kind=kind, params={"key": key, **params}).pk for key in keys]
 
 
-def statuses() -> dict[str, int]:
-    from django.db.models import Count
-
-    return dict(Job.objects.values_list("status").annotate(n=Count("pk")))
-
-
 def all_done(n: int) -> bool:
     return Job.objects.filter(status=S.SUCCEEDED).count() == n
 
@@ -65,7 +59,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(platform
     assert interrupted  # the kill landed mid-job
     platform.worker(2)
     # lease 3 s + reaper every 1 s: well within a minute
-    wait_until(lambda: all_done(30), timeout=90, what=f"all jobs to succeed after the kill; now {statuses()}")
+    wait_until(lambda: all_done(30), timeout=90, what=lambda: f"all jobs to succeed after the kill; now {platform.describe()}")
     assert ProbeResult.objects.count() == 30
     assert {r for r in ProbeResult.objects.values_list("key", flat=True)} == set(keys)
     assert all(a >= 2 for a in Job.objects.filter(pk__in=interrupted).values_list("attempts", flat=True))
@@ -87,8 +81,52 @@ def test_jobs_created_while_redis_is_down_run_when_it_returns(platform):
     assert enqueue_seconds < 2  # a failed publish does not hang the caller
     assert Job.objects.filter(pk__in=ids, status=S.QUEUED, published_at__isnull=True).count() == 20
     platform.redis.start()  # same port, empty: every message sent before is gone
-    wait_until(lambda: all_done(21), timeout=120, what=f"the jobs made during the outage; now {statuses()}")
+    wait_until(lambda: all_done(21), timeout=120, what=lambda: f"the jobs made during the outage; now {platform.describe()}")
     assert ProbeResult.objects.filter(key__in=keys).count() == 20
+
+
+def test_queue_depths_counts_the_waiting_messages_and_says_when_the_broker_is_down(platform):
+    enqueue("test.probe", ["a", "b", "c"])  # no worker: the three messages wait in "risk"
+    assert runner.queue_depths({"risk", "nlp"}) == {"risk": 3, "nlp": 0}
+    platform.redis.stop()
+    started = time.monotonic()
+    assert runner.queue_depths({"risk"}) is None
+    assert time.monotonic() - started < 5  # the worker's event loop calls it: it must not hang
+
+
+def deafen_the_worker() -> None:
+    """The test workers' control command (tests/jobsapp/control.py): the task consumer stops
+    receiving, as kombu's Redis transport left it after some reconnections."""
+    from cdss.celery import app
+
+    replies = app.control.broadcast("cdss_test_deafen", reply=True, limit=1, timeout=10)
+    assert replies and "1 socket(s) deafened" in str(replies), replies
+
+
+def test_a_worker_that_stops_receiving_tasks_connects_again(platform):
+    platform.beat()  # the relay too: a message the deaf consumer took off the queue is published again
+    worker = platform.worker()  # checks every 2 s (CDSS_WORKER_STALL_SECONDS, tests/integration/workers.py)
+    enqueue("test.probe", ["w0"])
+    wait_until(lambda: all_done(1), timeout=60, what="the first job")
+    deafen_the_worker()
+    keys = [f"w{i}" for i in range(1, 6)]
+    enqueue("test.probe", keys)
+    wait_until(lambda: all_done(6), timeout=90, what=lambda: f"the jobs sent to the deaf worker; now {platform.describe()}")
+    assert ProbeResult.objects.filter(key__in=keys).count() == 5
+    assert "received no task" in worker.log.read_text(errors="replace")  # the check did it, and said so
+
+
+def test_without_the_check_a_deaf_worker_stays_deaf(platform):
+    """The control experiment for the test above: the deafening is real and nothing else repairs it."""
+    platform.beat()
+    worker = platform.worker(CDSS_WORKER_STALL_SECONDS="0")
+    enqueue("test.probe", ["q0"])
+    wait_until(lambda: all_done(1), timeout=60, what="the first job")
+    deafen_the_worker()
+    enqueue("test.probe", [f"q{i}" for i in range(1, 6)])
+    time.sleep(10)  # five checks' worth at the other test's interval
+    assert Job.objects.filter(status=S.QUEUED).count() == 5, platform.describe()
+    assert "received no task" not in worker.log.read_text(errors="replace")
 
 
 def test_a_job_that_always_raises_ends_dead_with_its_error(platform):
@@ -96,7 +134,7 @@ def test_a_job_that_always_raises_ends_dead_with_its_error(platform):
     platform.worker()
     (job_id,) = enqueue("test.fail", ["f"])
     wait_until(lambda: Job.objects.filter(pk=job_id, status=S.DEAD).exists(), timeout=60,
-               what=f"the failing job to be dead; now {statuses()}")
+               what=lambda: f"the failing job to be dead; now {platform.describe()}")
     job = Job.objects.get(pk=job_id)
     assert job.attempts == 3
     assert "the test job failed on purpose" in job.error

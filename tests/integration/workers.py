@@ -23,14 +23,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "") -> Any:
+def wait_until(check: Callable[[], Any], *, timeout: float, interval: float = 0.1,
+               what: str | Callable[[], str] = "") -> Any:
+    """Poll ``check`` until it is true. ``what`` names the wait in the failure; a callable is
+    called only then, so that the message tells the state at the timeout, not at the start."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {(what() if callable(what) else what) or check}")
 
 
 class RedisServer:
@@ -65,6 +68,16 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+def log_tail(path: Path, *, lines: int = 15, keep: tuple[str, ...] = ("ERROR", "WARNING", "CRITICAL")) -> str:
+    """The last warning and error lines of a worker or beat log, for a failure message."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"({path.name}: no log)"
+    picked = [line[:240] for line in text if any(word in line for word in keep)]
+    return f"--- {path.name} ({len(text)} lines) ---\n" + "\n".join(picked[-lines:])
 
 
 class CeleryProcess:
@@ -106,7 +119,7 @@ def database_url(settings_dict: dict[str, Any]) -> str:
 
 
 def process_env(*, database: str, broker: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "CDSS_JOB_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "CDSS_JOB_", "CDSS_WORKER_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
         DATABASE_URL=database,
@@ -116,6 +129,7 @@ def process_env(*, database: str, broker: str, **extra: str) -> dict[str, str]:
         CDSS_JOB_REPUBLISH_SECONDS="2",
         CDSS_JOB_REAP_EVERY="1",
         CDSS_JOB_RELAY_EVERY="1",
+        CDSS_WORKER_STALL_SECONDS="2",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

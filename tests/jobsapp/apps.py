@@ -6,4 +6,4 @@ class JobsappConfig(AppConfig):
     label = "jobsapp"
 
     def ready(self) -> None:
-        from . import kinds  # noqa: F401 - registers the test job kinds
+        from . import control, kinds  # noqa: F401 - registers the test job kinds and control command
