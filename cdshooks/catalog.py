@@ -195,12 +195,16 @@ _cached: tuple[tuple[Any, ...], Catalog] | None = None
 
 def _fingerprint() -> tuple[Any, ...]:
     rv, rule, vs, vsc, isa = (m._meta.db_table for m in (RuleVersion, Rule, ValueSet, ValueSetCode, ConceptIsA))
+    if connection.vendor == "postgresql":
+        active = f"SELECT string_agg(id::text, ',' ORDER BY id) FROM {rv} WHERE status = 'active'"  # noqa: S608
+    else:  # the embedded SQLite default: group_concat keeps the order of the ordered subquery
+        active = f"SELECT group_concat(id, ',') FROM (SELECT id FROM {rv} WHERE status = 'active' ORDER BY id)"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT (SELECT count(*) FROM {rv}), (SELECT max(activated_at) FROM {rv}), "  # noqa: S608 (table names)
-            f"(SELECT max(retired_at) FROM {rv}), (SELECT string_agg(id::text, ',' ORDER BY id) FROM {rv} "
-            f"WHERE status = 'active'), (SELECT max(updated_at) FROM {rule}), (SELECT max(updated_at) FROM {vs}), "
-            f"(SELECT count(*) FROM {vs}), (SELECT max(id) FROM {vsc}), (SELECT max(id) FROM {isa})")
+            f"(SELECT max(retired_at) FROM {rv}), ({active}), (SELECT max(updated_at) FROM {rule}), "
+            f"(SELECT max(updated_at) FROM {vs}), (SELECT count(*) FROM {vs}), (SELECT max(id) FROM {vsc}), "
+            f"(SELECT max(id) FROM {isa})")
         row = cursor.fetchone()
     return tuple(row or ())
 

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import BooleanField, Exists, FloatField, Model, OuterRef, Q
+from django.db import connection
+from django.db.models import BooleanField, Exists, F, FloatField, Model, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
@@ -229,18 +230,28 @@ def load_facts_bulk(
     return out
 
 
-def _any(model: type[Model], column: str, values: list[Any]) -> RawSQL:
+def _any(model: type[Model], column: str, values: list[Any]) -> RawSQL | Q:
     """``column = ANY(array)`` with the values as one array parameter: for thousands of ids this
-    costs far less than ``IN (...)`` with one parameter each, in Django and in PostgreSQL."""
+    costs far less than ``IN (...)`` with one parameter each, in Django and in PostgreSQL. Other
+    databases (the embedded SQLite default) get the ``IN``."""
+    if connection.vendor != "postgresql":
+        return Q(**{f"{column}__in": values})
     # table and column names are this module's constants, never input; the values are parameters
     return RawSQL(f'"{model._meta.db_table}"."{column}" = ANY(%s)', (values,),  # noqa: S611
                   output_field=BooleanField())
 
 
-def _epoch(model: type[Model], column: str) -> RawSQL:
-    """A timestamp as seconds since 1970 (a float is read much faster than a timestamptz)."""
+def _epoch(model: type[Model], column: str) -> RawSQL | F:
+    """A timestamp as seconds since 1970 (a float is read much faster than a timestamptz); other
+    databases give the datetime itself (``_moment`` reads both)."""
+    if connection.vendor != "postgresql":
+        return F(column)
     return RawSQL(f'EXTRACT(EPOCH FROM "{model._meta.db_table}"."{column}")::float8', (),  # noqa: S611
                   output_field=FloatField())
+
+
+def _moment(value: float | dt.datetime) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 def _observations(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: FactPlan) -> None:
@@ -255,15 +266,13 @@ def _observations(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, pla
         .values_list("patient_id", "code", "value_quantity", "value_unit", "at_epoch", "pk", "value_code",
                      "value_display", "value_string")
     )
-    from_epoch = dt.datetime.fromtimestamp
-    utc = dt.UTC
     # one converter per (recorded unit, analyte): the table lookups happen once, not per row
     converters: dict[tuple[str, str], tuple[Callable[[float], float], str] | None] = {}
     # one fetch (no server-side cursor): a batch's rows fit in memory and a cursor costs more
     for patient_id, code, value, unit, epoch, pk, value_code, value_display, value_string in rows:
         if epoch is None:
             continue
-        at = from_epoch(epoch, utc)
+        at = _moment(epoch)
         dimension = dimensions.get(code, "")
         if value is not None and dimension:
             key = (unit, dimension)
@@ -369,11 +378,14 @@ def add_risks(out: dict[int, Facts], ids: list[int], as_of: dt.datetime, plan: F
         RiskAssessment.objects.filter(_any(RiskAssessment, "patient_id", ids), as_of__lte=as_of)
         .filter(**({"calculator__in": plan.risk_calculators} if plan.risk_calculators is not None else {}))
         .order_by("patient_id", "calculator", "-computed_at", "-pk")
-        .distinct("patient_id", "calculator")
         .values_list("patient_id", "calculator", "status", "value", "unit", "category", "contributions", "as_of",
                      "pk")
     )
+    if connection.vendor == "postgresql":
+        rows = rows.distinct("patient_id", "calculator")  # the latest row per calculator, chosen by PostgreSQL
     for patient_id, calculator, status, value, unit, category, contributions, at, pk in rows:
+        if calculator in out[patient_id].risks:
+            continue  # an older row (other databases return them all, latest first)
         computed = status == RiskAssessment.Status.COMPUTED
         out[patient_id].risks[calculator] = RiskFact(
             calculator=calculator, value=value if computed else None, unit=unit, category=category if computed else "",

@@ -280,7 +280,7 @@ def test_the_patient_page_escapes_patient_data(client_a: Client, patient_a: m.Pa
     assert "<script>alert(2)" not in content  # json_script escapes <, > and & inside the JSON
 
 
-@pytest.mark.parametrize("asset", ["vendor/plotly/plotly.min.js", "js/trends.js", "css/app.css"])
+@pytest.mark.parametrize("asset", ["vendor/plotly/plotly.min.js", "js/trends.js", "css/app.css", "favicon.svg"])
 def test_the_page_assets_are_found_locally(asset: str) -> None:
     # How they are served (runserver, WhiteNoise) is the settings' business; that the
     # finders resolve them is what both rely on. The browser test fetches them over HTTP.

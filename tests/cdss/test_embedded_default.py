@@ -1,0 +1,81 @@
+"""The embedded default (SQLite, jobs in-process) end to end, set up as `./run demo` does.
+
+The rest of the suite runs on PostgreSQL in CI, where the decision loader and the CDS Hooks
+catalog use PostgreSQL's own SQL; here the same commands run in subprocesses on a SQLite file of
+the test's own, so a PostgreSQL-only query or a locking problem of the demo shows up as a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Run in the subprocess's `manage.py shell` after the demo is loaded: the import's jobs, the
+# recommendations, the CDS Hooks catalog, and the patient page with its panels fetched by eight
+# clients at once (each panel reads, then writes its audit row, in one transaction).
+PROBE = """
+import json, threading
+from django.test import Client
+from cdss.models import Job
+from cdshooks.catalog import catalog_get
+from decision.models import Recommendation
+from patients.models import Patient
+
+codes, errors = [], []
+
+def fetch(pid):
+    try:
+        client = Client(HTTP_HOST="127.0.0.1")
+        assert client.login(username="demo", password="demo-clinician")
+        for _ in range(3):
+            for part in ("", "imaging/", "risk/"):
+                codes.append(client.get(f"/patients/{pid}/{part}").status_code)
+    except Exception as exc:
+        errors.append(type(exc).__name__ + ": " + str(exc)[:200])
+
+ids = [str(p) for p in Patient.objects.values_list("external_id", flat=True)[:4]]
+threads = [threading.Thread(target=fetch, args=(pid,)) for pid in ids for _ in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({
+    "jobs": sorted({(kind, status, error[:200]) for kind, status, error in Job.objects.values_list("kind", "status", "error")}),
+    "recommendations": Recommendation.objects.count(),
+    "catalog_rules": sum(len(rules) for rules in catalog_get().rules.values()),
+    "codes": sorted(set(codes)), "fetches": len(codes), "errors": errors[:3],
+}))
+"""
+
+
+def manage(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, input=stdin,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, f"manage.py {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def test_the_embedded_default_imports_scores_recommends_and_serves_the_patient_page(tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "CELERY_"))}
+    env = {**base, "DATABASE_URL": f"sqlite:///{tmp_path / 'cdss.sqlite3'}",
+           "DJANGO_MEDIA_ROOT": str(tmp_path / "media"), "CDSS_MODEL_DIR": str(tmp_path / "models")}
+    manage("migrate", "--noinput", "-v0", env=env)
+    manage("load_starter_rules", env=env)
+    manage("demo_data", "--patients", "8", env=env)
+
+    probe = json.loads(manage("shell", env=env, stdin=PROBE).stdout.strip().splitlines()[-1])
+    kinds = {kind for kind, _, _ in probe["jobs"]}
+    assert {"risk", "nlp", "decision"} <= kinds
+    assert {status for _, status, _ in probe["jobs"]} == {"succeeded"}, probe["jobs"]
+    assert probe["recommendations"] >= 1  # the starter rules fire for some demo patients
+    assert probe["catalog_rules"] >= 1
+    assert probe["errors"] == [] and probe["codes"] == [200] and probe["fetches"] == 72, probe
+
+    fired = manage("evaluate_rules", "--patients", "all", "--json", "--dry-run", env=env).stdout.splitlines()
+    rules = [json.loads(line)["rule"] for line in fired if line.startswith("{")]
+    assert len(rules) == probe["recommendations"], (rules, probe["recommendations"])
