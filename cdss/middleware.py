@@ -13,7 +13,7 @@ from django.urls.exceptions import Resolver404
 
 # URL names reachable without a session. API views authenticate tokens themselves (DRF), so
 # they are let through here and refused by DRF's IsAuthenticated default instead.
-PUBLIC_URL_NAMES = frozenset({"login", "health", "health-workers",
+PUBLIC_URL_NAMES = frozenset({"login", "favicon", "health", "health-workers",
                               # CDS Hooks endpoints authenticate the EHR's JWT themselves (cdshooks.auth).
                               "cds-discovery", "cds-service", "cds-feedback"})
 API_PREFIX = "/api/"

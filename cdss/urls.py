@@ -16,6 +16,7 @@ class PatientNotesApi(PatientNoteListApi, PatientNoteCreateApi):
     # the one module that may import both.
 
 urlpatterns = [
+    path("favicon.ico", views.favicon, name="favicon"),
     path("health", views.health, name="health"),
     path("health/workers", views.health_workers, name="health-workers"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),

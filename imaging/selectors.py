@@ -50,6 +50,11 @@ def imaging_study_list(*, patient: Patient) -> list[ImagingStudy]:
     )
 
 
+def active_imaging_models() -> set[str]:
+    """Registry names of the imaging models that have an active version."""
+    return set(ModelVersion.objects.filter(kind=ModelVersion.Kind.IMAGING, active=True).values_list("name", flat=True))
+
+
 def imaging_jobs_pending(*, patient: Patient) -> bool:
     return Job.objects.filter(patient=patient, kind="imaging",
                               status__in=[Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.FAILED]).exists()

@@ -30,9 +30,11 @@ from patients.selectors import patient_get_for_user
 
 from .api import may_upload
 from .dicom import ImageFileError
+from .ml.data import model_names_for
 from .models import FindingFeedback, ImagingFinding, ImagingInstance
 from .pixels import load_image, preview_png
 from .selectors import (
+    active_imaging_models,
     imaging_finding_get,
     imaging_findings_for_instance,
     imaging_instance_get,
@@ -44,8 +46,24 @@ from .services import ImagingUploadError, UploadFile, finding_feedback_record, i
 PANEL_POLL_SECONDS = 3
 
 
+def not_analysed_reason(instance: ImagingInstance, active: set[str], pending: bool) -> str:
+    """Why an image shows no finding, in the clinician's words: "No findings" would read as a
+    negative result when no model looked at the image."""
+    names = model_names_for(instance.modality, instance.body_part)
+    if not names:
+        kind = " / ".join(v for v in (instance.modality, instance.body_part) if v) or "no modality or body part given"
+        return f"Not analysed: no model for this kind of image ({kind})"
+    if not active.intersection(names):
+        return "Not analysed: the model for this kind of image has no active version"
+    if pending:
+        return "Analysis pending"
+    return "Not analysed yet: run the imaging analysis (Analyses, below)"
+
+
 def _panel(request: HttpRequest, patient: Patient, **extra: Any) -> HttpResponse:
     studies = imaging_study_list(patient=patient)
+    pending = imaging_jobs_pending(patient=patient)
+    active: set[str] | None = None  # the imaging models with an active version, read once if needed
     for study in studies:
         for series in study.series.all():
             for instance in series.instances.all():
@@ -55,10 +73,14 @@ def _panel(request: HttpRequest, patient: Patient, **extra: Any) -> HttpResponse
                 for finding in instance.findings.all():
                     summary.setdefault(finding.label, finding)
                 instance.finding_summary = list(summary.values())  # type: ignore[attr-defined]
+                if not summary:
+                    if active is None:
+                        active = active_imaging_models()
+                    instance.not_analysed = not_analysed_reason(instance, active, pending)  # type: ignore[attr-defined]
     context = {
         "patient": patient,
         "studies": studies,
-        "polling": imaging_jobs_pending(patient=patient),
+        "polling": pending,
         "poll_seconds": PANEL_POLL_SECONDS,
         "may_upload": may_upload(request.user),
         **extra,
@@ -120,6 +142,8 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
         "groups": groups,
         "heatmaps": heatmaps,
         "first_heatmap": heatmaps[0] if heatmaps else None,
+        "not_analysed": "" if groups else not_analysed_reason(
+            instance, active_imaging_models(), imaging_jobs_pending(patient=patient)),
     }
     return render(request, "imaging/viewer.html", context)
 

@@ -40,6 +40,20 @@ DATASETS: dict[str, DatasetSpec] = {
         "BreastMNIST (MedMNIST v2; Al-Dhabyani et al., Data in Brief 2020): breast ultrasound, 28x28", hflip=True),
 }
 
+CHEST_MODALITIES = {"CR", "DX", "DR"}
+
+
+def model_names_for(modality: str, body_part: str) -> list[str]:
+    """Registry names of the models that apply to an image: chest radiographs (CR/DX/DR, body
+    part CHEST or empty) -> pneumonia; breast ultrasound (US, BREAST) -> breast malignancy."""
+    modality = (modality or "").strip().upper()
+    body = (body_part or "").strip().upper()
+    if modality in CHEST_MODALITIES and body in ("", "CHEST"):
+        return [DATASETS["pneumoniamnist"].registry_name]
+    if modality == "US" and body == "BREAST":
+        return [DATASETS["breastmnist"].registry_name]
+    return []
+
 
 class DataError(ValueError):
     pass

@@ -30,6 +30,7 @@ from .architectures import architecture, fuse_batch_norms
 from .cpuwork import heatmap_overlay_png as heatmap_overlay_png  # re-exported: defined there, without torch
 from .cpuwork import overlay_png as overlay_png
 from .data import DATASETS
+from .data import model_names_for as model_names_for  # re-exported: defined there, without torch
 from .gradcam import GradCAM
 from .modelfile import build_members, load_model_file, preprocess
 
@@ -358,21 +359,6 @@ def require_loaded_model(name: str) -> LoadedImagingModel:
                else "train and activate a version in the model registry")
         raise NoActiveModel(f"no active version of the imaging model {name!r}: run {how}")
     return loaded
-
-
-_CHEST_MODALITIES = {"CR", "DX", "DR"}
-
-
-def model_names_for(modality: str, body_part: str) -> list[str]:
-    """Registry names of the models that apply to an image: chest radiographs (CR/DX/DR, body
-    part CHEST or empty) -> pneumonia; breast ultrasound (US, BREAST) -> breast malignancy."""
-    modality = (modality or "").strip().upper()
-    body = (body_part or "").strip().upper()
-    if modality in _CHEST_MODALITIES and body in ("", "CHEST"):
-        return [DATASETS["pneumoniamnist"].registry_name]
-    if modality == "US" and body == "BREAST":
-        return [DATASETS["breastmnist"].registry_name]
-    return []
 
 
 def heat_levels(heat: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ from django.urls.converters import IntConverter, PathConverter, SlugConverter, S
 
 from cdss.models import AuditEvent
 
-PUBLIC = {"login", "health", "health-workers"}
+PUBLIC = {"login": 200, "health": 200, "health-workers": 200, "favicon": 301}
 
 
 def _all_patterns(resolver: URLResolver, prefix: str = "") -> list[tuple[str, URLPattern]]:
@@ -60,7 +60,7 @@ def test_every_url_pattern_except_login_and_health_needs_a_logged_in_user(db):
             continue
         response = client.get(url)
         if pattern.name in PUBLIC:
-            assert response.status_code == 200, url
+            assert response.status_code == PUBLIC[pattern.name], url
             continue
         if response.status_code in (401, 403):
             checked += 1
@@ -155,6 +155,11 @@ def test_an_idle_session_is_logged_out(client_a, patient_a):
     Session.objects.update(expire_date=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
     response = client_a.get("/")
     assert response.status_code == 302 and "login" in response["Location"]
+
+
+def test_the_icon_browsers_ask_for_is_the_static_one(db):
+    response = Client().get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("favicon.svg")
 
 
 def test_health_is_public_and_says_nothing_about_patients(db):

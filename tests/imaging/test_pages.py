@@ -217,3 +217,34 @@ def test_the_viewer_reads_a_fixed_number_of_queries(
     with django_assert_num_queries(VIEWER_QUERIES):
         content = client_a.get(viewer_url(instance)).content.decode()
     assert content.count('class="imaging-model"') == 2 and content.count('class="imaging-finding ') == 4
+
+
+def png_bytes(grey: int = 128) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.full((64, 64), grey, dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_image_without_findings_says_why_instead_of_no_findings(client_a: Client, patient_a: m.Patient) -> None:
+    from cdss.models import Job
+
+    upload(patient_a)  # a CT: no model reads CT
+    content = client_a.get(panel_url(patient_a)).content.decode()
+    assert "Not analysed: no model for this kind of image (CT" in content
+    assert "No findings" not in content
+
+    ImagingInstance.objects.all().delete()
+    [png] = imaging_upload(patient=patient_a, files=[UploadFile("film.png", png_bytes())], modality="CR",
+                           body_part="CHEST").created
+    assert "Not analysed: the model for this kind of image has no active version" in client_a.get(
+        panel_url(patient_a)).content.decode()
+    model_version("imaging_pneumoniamnist")  # active; the upload's job is still queued (no worker here)
+    assert "Analysis pending" in client_a.get(panel_url(patient_a)).content.decode()
+    Job.objects.update(status=Job.Status.SUCCEEDED, finished_at=timezone.now())
+    content = client_a.get(panel_url(patient_a)).content.decode()
+    assert "Not analysed yet: run the imaging analysis" in content
+    assert "Not analysed yet: run the imaging analysis" in client_a.get(viewer_url(png)).content.decode()
+
+    [unlabelled] = imaging_upload(patient=patient_a, files=[UploadFile("bare.png", png_bytes(90))]).created
+    assert "Not analysed: no model for this kind of image (no modality or body part given)" in client_a.get(
+        viewer_url(unlabelled)).content.decode()
