@@ -179,14 +179,18 @@ def _empty_queues(queues: set[str]) -> set[str]:
     return {queue for queue, count in depths.items() if count == 0}
 
 
+QUEUE_DEPTH_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+
+
 def queue_depths(queues: set[str]) -> dict[str, int] | None:
     """Messages waiting in each broker queue (an undeclared queue holds none), on a connection of
-    its own; None when the broker cannot be reached."""
+    its own; None when the broker cannot be reached or does not answer within a few seconds (the
+    worker's event loop calls this: a broker that accepts and never answers must not hang it)."""
     from cdss.celery import app
 
     depths = {}
     try:
-        with app.connection_for_read() as conn:
+        with app.connection_for_read(transport_options=QUEUE_DEPTH_TIMEOUTS) as conn:
             channel = conn.default_channel
             for queue in queues:
                 try:

@@ -241,3 +241,28 @@ def test_a_worker_looks_stalled_only_when_it_could_take_waiting_tasks_and_took_n
     assert not looks_stalled(Sample(waiting=0, received=7, room=True), waiting)  # nothing waited before
     assert not looks_stalled(waiting, Sample(waiting=3, received=7, room=False))  # busy: its limit reached
     assert not looks_stalled(Sample(waiting=3, received=7, room=False), waiting)
+
+
+def test_queue_depths_gives_up_on_a_broker_that_accepts_and_never_answers(monkeypatch):
+    import socket
+    import threading
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(silent.accept()[0]) for _ in range(8)], daemon=True).start()
+    monkeypatch.setattr(app.conf, "broker_read_url", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+    answer: list[object] = []
+    asking = threading.Thread(target=lambda: answer.append(runner.queue_depths({"risk"})), daemon=True)
+    started = time.monotonic()
+    try:
+        asking.start()
+        asking.join(timeout=40)  # a thread: without its timeouts the call would hang this test for ever
+        assert not asking.is_alive(), "queue_depths still waiting for a broker that never answers"
+        assert answer == [None]
+        assert time.monotonic() - started < 30  # the socket timeout (5 s), a retry at most
+        assert accepted  # it did connect: the silence, not a refusal, was what it gave up on
+    finally:
+        silent.close()
