@@ -266,3 +266,21 @@ def test_queue_depths_gives_up_on_a_broker_that_accepts_and_never_answers(monkey
         assert accepted  # it did connect: the silence, not a refusal, was what it gave up on
     finally:
         silent.close()
+
+
+def test_beat_logs_a_publish_that_failed_in_one_line(caplog):
+    """What celery beat logs when the broker is down at a tick: its own apply_entry, with the
+    publish failing (cdss.celery.OneLineBeatErrors keeps the first line)."""
+    from celery.beat import ScheduleEntry, Scheduler
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    scheduler = Scheduler(app, lazy=True)
+    scheduler.apply_async = refused  # type: ignore[method-assign]
+    entry = ScheduleEntry(name="publish-pending-jobs", task="cdss.publish_pending_jobs", schedule=5.0, app=app)
+    with caplog.at_level("ERROR", logger="celery.beat"):
+        scheduler.apply_entry(entry)
+    [record] = [r for r in caplog.records if r.name == "celery.beat"]
+    assert record.getMessage() == "Message Error: [Errno 111] Connection refused"
+    assert record.exc_info is None and "Traceback" not in caplog.text

@@ -66,7 +66,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(platform
 
 
 def test_jobs_created_while_redis_is_down_run_when_it_returns(platform):
-    platform.beat()
+    beat = platform.beat()
     platform.worker()
     enqueue("test.probe", ["before"])
     wait_until(lambda: all_done(1), timeout=60, what="the first job")
@@ -83,6 +83,9 @@ def test_jobs_created_while_redis_is_down_run_when_it_returns(platform):
     platform.redis.start()  # same port, empty: every message sent before is gone
     wait_until(lambda: all_done(21), timeout=120, what=lambda: f"the jobs made during the outage; now {platform.describe()}")
     assert ProbeResult.objects.filter(key__in=keys).count() == 20
+    beat_log = beat.log.read_text(errors="replace")
+    assert "Connection refused" in beat_log  # the outage is in beat's log, without the tracebacks of
+    assert "Traceback" not in beat_log  # each failed publish (cdss.celery.OneLineBeatErrors)
 
 
 def test_queue_depths_counts_the_waiting_messages_and_says_when_the_broker_is_down(platform):
