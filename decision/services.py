@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -689,8 +689,9 @@ def _backtest_total(bt: Backtest, sample_size: int) -> None:
 
 def backtest_run(version: RuleVersion, *, patient_ids: Sequence[int] | None = None, user: Any = None,
                  sample_size: int = BACKTEST_SAMPLE, batch_size: int = BACKTEST_CHUNK,
-                 job_id: int | None = None) -> Backtest:
-    """The whole backtest in this process, chunk after chunk (the same code as the jobs)."""
+                 job_id: int | None = None, progress: Callable[[int, int], None] | None = None) -> Backtest:
+    """The whole backtest in this process, chunk after chunk (the same code as the jobs);
+    ``progress(done, total)`` is called with patient counts after each chunk."""
     started = time.perf_counter()
     active_version = _other_active_version(version)
     bt = Backtest.objects.create(rule_version=version, compared_with=active_version, status=Backtest.Status.RUNNING,
@@ -702,6 +703,8 @@ def backtest_run(version: RuleVersion, *, patient_ids: Sequence[int] | None = No
         for n, i in enumerate(range(0, len(ids), batch_size)):
             parts[str(n)] = backtest_chunk(bt, ids[i:i + batch_size], sample_size=sample_size, plan=plan,
                                            rules=rules)
+            if progress is not None:
+                progress(min(i + batch_size, len(ids)), len(ids))
     except Exception as exc:
         backtest_fail(bt.pk, f"{type(exc).__name__} while running in process")
         raise

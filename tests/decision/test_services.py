@@ -379,6 +379,38 @@ def test_a_backtest_queued_as_jobs_gives_the_counts_of_one_run_in_process(
     assert not Recommendation.objects.exists()
 
 
+def test_the_backtest_command_reports_counts_in_process_and_as_jobs(
+        value_sets, admin_user, site_a, eager, capsys, django_capture_on_commit_callbacks):
+    from decision.models import Backtest
+    from patients.models import Patient
+
+    draft = _backtest_setup(admin_user, site_a)
+    slug = draft.rule.slug
+    call_command("backtest_rule", slug, "--json", "--chunk-size", "2")
+    here = json.loads(capsys.readouterr().out)
+    assert (here["version"], here["compared_with"], here["status"]) == (draft.number, draft.number - 1, "done")
+    assert [here[k] for k in ("patients", "fired", "compared_fired", "newly_fired", "no_longer_fired")] == [5, 4, 2, 2, 0]
+    with django_capture_on_commit_callbacks(execute=True):  # the jobs run when the test's transaction "commits"
+        call_command("backtest_rule", slug, "--jobs", "--chunk-size", "2")
+        out = capsys.readouterr().out
+        assert f"{slug} v{draft.number} (draft): backtest queued over 5 patients in 3 job(s)" in out
+    queued = Backtest.objects.order_by("-pk").first()
+    assert queued is not None and str(queued.external_id) != here["backtest"] and queued.status == "done"
+    assert [getattr(queued, k) for k in ("patients", "fired", "compared_fired", "newly_fired", "no_longer_fired")] == [
+        5, 4, 2, 2, 0]
+
+    call_command("backtest_rule", slug, "--number", str(draft.number - 1))  # the active one: compared with none
+    out = capsys.readouterr().out
+    assert f"{slug} v{draft.number - 1} (active): fires for 2 of 5 patients (40.0%)" in out
+    assert "no other active version to compare with" in out
+    for patient in Patient.objects.all():  # counts only: no patient named
+        assert patient.mrn not in out and patient.family_name not in out
+    for bad, message in (([slug, "--number", "99"], "has no version 99"), (["no-such-rule"], "no rule 'no-such-rule'"),
+                         ([slug, "--chunk-size", "0"], "--chunk-size must be at least 1")):
+        with pytest.raises(CommandError, match=message):
+            call_command("backtest_rule", *bad)
+
+
 def test_a_backtest_part_stored_twice_counts_once(value_sets, admin_user, site_a, eager,
                                                  django_capture_on_commit_callbacks):
     from decision.services import backtest_part_write, backtest_queue
