@@ -1,4 +1,4 @@
-"""python manage.py evaluate_rules --patients all|MRN... [--json] [--dry-run]"""
+"""python manage.py evaluate_rules --patients all|MRN... [--json] [--dry-run] [--no-progress]"""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
 
 from decision.load import fact_plan
 from decision.services import active_rules, evaluate_batch, plan_for_rules, recommendations_apply
@@ -22,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Evaluate without writing recommendations")
         parser.add_argument("--no-nlp", action="store_true", help="Do not read notes not yet extracted")
         parser.add_argument("--batch-size", type=int, default=1000)
+        parser.add_argument("--no-progress", action="store_true", help="No progress bar (on stderr)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         wanted: list[str] = options["patients"]
@@ -38,6 +40,8 @@ class Command(BaseCommand):
             raise CommandError("no active rules (run load_starter_rules)")
         plan = plan_for_rules(plan, rules[0])
         ids = list(mrn_of)
+        # on stderr: the fired rules on stdout stay one per line
+        bar = tqdm(total=len(ids), unit="patients", disable=options["verbosity"] == 0 or options["no_progress"])
         for i in range(0, len(ids), options["batch_size"]):
             batch = ids[i:i + options["batch_size"]]
             self._compute_inputs(batch, nlp=not options["no_nlp"])
@@ -56,6 +60,8 @@ class Command(BaseCommand):
                     else:
                         self.stdout.write(f"{mrn_of[pk]}\t{result.rule} v{result.version}\t{result.severity}\t"
                                           f"{result.summary}")
+            bar.update(len(batch))
+        bar.close()
 
     def _compute_inputs(self, patient_ids: list[int], *, nlp: bool) -> None:
         """Risk assessments and note extractions are append-only: computing them again writes only
