@@ -18,6 +18,7 @@ class AuditEvent(models.Model):
         IMPORT = "import", "Import"
         EXPORT = "export", "Export"
         SEARCH = "search", "Search"
+        BREAK_GLASS = "break-glass", "Break-glass"
 
     external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     at = models.DateTimeField(auto_now_add=True, db_index=True)

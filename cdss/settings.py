@@ -263,6 +263,8 @@ CDSS_DATA_DIR = env.path("CDSS_DATA_DIR", default=str(BASE_DIR.parent / "shared"
 # Trained model files; the registry (cdss.ModelVersion) stores paths relative to this folder.
 CDSS_MODEL_DIR = env.path("CDSS_MODEL_DIR", default=str(VAR_DIR / "models"))
 CDSS_DEFAULT_SITE_CODE: str = env.str("CDSS_DEFAULT_SITE_CODE", default="main")
+# How long a clinician's emergency (break-glass) access to another site's patient lasts.
+CDSS_BREAK_GLASS_HOURS: float = env.float("CDSS_BREAK_GLASS_HOURS", default=8.0)
 # Read the client address from X-Forwarded-For (only behind a trusted proxy).
 CDSS_TRUST_X_FORWARDED_FOR: bool = env.bool("DJANGO_TRUST_X_FORWARDED_FOR", default=False)
 # Largest FHIR bundle accepted over HTTP (bytes).

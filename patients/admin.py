@@ -37,6 +37,7 @@ from .fhir.resources import LOINC, RXNORM, SNOMED
 from .models import (
     ENTERED_IN_ERROR,
     AllergyIntolerance,
+    BreakGlassAccess,
     ClinicalNote,
     Condition,
     Encounter,
@@ -99,6 +100,35 @@ class SiteMembershipInline(admin.TabularInline):
     model = SiteMembership
     extra = 0
     autocomplete_fields = ("user",)
+
+
+@admin.register(BreakGlassAccess)
+class BreakGlassAccessAdmin(admin.ModelAdmin):
+    """For review: who opened which other site's patient, when, why and until when. Read-only."""
+
+    list_display = ("created_at", "user", "patient_mrn", "patient_site", "expires_at", "reason")
+    list_filter = ("created_at", "patient__site")
+    search_fields = ("user__username", "patient__mrn", "reason")
+    date_hierarchy = "created_at"
+    list_select_related = ("user", "patient__site")
+    readonly_fields = ("created_at", "user", "patient", "reason", "expires_at")
+
+    @admin.display(description="MRN")
+    def patient_mrn(self, obj: BreakGlassAccess) -> str:
+        return obj.patient.mrn
+
+    @admin.display(description="site")
+    def patient_site(self, obj: BreakGlassAccess) -> str:
+        return obj.patient.site.name
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Site)

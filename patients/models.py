@@ -147,6 +147,29 @@ class Patient(FhirBacked):
         return years
 
 
+class BreakGlassAccess(models.Model):
+    """A clinician's emergency access to a patient of a site they do not belong to: asked for with
+    a reason, granted for ``CDSS_BREAK_GLASS_HOURS``, kept for review (admin, read-only). Every
+    page seen meanwhile is in the audit log as usual; the grant itself is audited as
+    ``break-glass``."""
+
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="break_glass")
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "break-glass access"
+        verbose_name_plural = "break-glass accesses"
+        indexes = [models.Index(fields=["user", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.user_id} -> {self.patient_id}"
+
+
 class ClinicalQuerySet(models.QuerySet[Any]):
     def current(self) -> ClinicalQuerySet:
         """Rows that are not marked entered-in-error."""

@@ -12,11 +12,13 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from .models import (
     ACTIVE_CONDITION,
     ENTERED_IN_ERROR,
     AllergyIntolerance,
+    BreakGlassAccess,
     ClinicalNote,
     Condition,
     Encounter,
@@ -41,12 +43,14 @@ def site_list_for_user(user: Any) -> QuerySet[Site]:
 
 
 def patient_list_for_user(user: Any, *, query: str = "") -> QuerySet[Patient]:
-    """Patients of the user's sites, optionally matching a name or MRN."""
+    """Patients of the user's sites, and those the user holds an unexpired break-glass access to,
+    optionally matching a name or MRN."""
     if not getattr(user, "is_authenticated", False):
         return Patient.objects.none()
     qs = Patient.objects.select_related("site")
     if not user.is_superuser:
-        qs = qs.filter(site__sitemembership__user=user)
+        granted = BreakGlassAccess.objects.filter(user=user, expires_at__gt=timezone.now()).values("patient_id")
+        qs = qs.filter(Q(site__in=Site.objects.filter(sitemembership__user=user).values("pk")) | Q(pk__in=granted))
     query = query.strip()
     if query:
         terms = Q()
@@ -66,6 +70,22 @@ def patient_get_for_user(user: Any, external_id: uuid.UUID | str) -> Patient:
         return patient_list_for_user(user).get(external_id=key)
     except Patient.DoesNotExist:
         raise Http404("No such patient.") from None
+
+
+def break_glass_active(user: Any, patient: Patient) -> BreakGlassAccess | None:
+    """The user's unexpired break-glass access to the patient, when the patient is not of one of
+    the user's sites (what the patient page says it is seen through); else None."""
+    if not getattr(user, "is_authenticated", False) or user.is_superuser:
+        return None
+    return (BreakGlassAccess.objects.filter(user=user, patient=patient, expires_at__gt=timezone.now())
+            .exclude(patient__site__in=Site.objects.filter(sitemembership__user=user).values("pk"))
+            .order_by("-expires_at").first())  # one query
+
+
+def may_break_glass(user: Any) -> bool:
+    """Clinicians may ask for emergency access to another site's patient."""
+    return bool(getattr(user, "is_authenticated", False)
+                and (user.is_superuser or user.groups.filter(name=CLINICIAN_GROUP).exists()))
 
 
 @dataclass

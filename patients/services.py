@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -114,3 +115,43 @@ def clinical_fact_mark_entered_in_error(*, fact: ClinicalFact, user: Any, reques
         GenomicResult.objects.filter(observation=fact).update(status=ENTERED_IN_ERROR, updated_at=timezone.now())
     audit_record(user=user, action="update", target=f"{type(fact).__name__}:entered-in-error",
                  patient=fact.patient, request=request, detail=reason)
+
+
+# --------------------------------------------------------------------------------------------
+# Break-glass: a clinician's emergency access to another site's patient
+
+BREAK_GLASS_MIN_REASON = 10
+
+
+class BreakGlassError(ValueError):
+    """The access was not granted; the message says why (shown to the clinician who asked)."""
+
+
+def break_glass_grant(*, user: Any, site: Site, mrn: str, reason: str, request: Any = None) -> tuple[Any, Any]:
+    """Open the patient with this MRN at this site to ``user`` for ``CDSS_BREAK_GLASS_HOURS``:
+    returns (patient, the new BreakGlassAccess), or (patient, None) when the patient is of one of
+    the user's own sites (nothing to grant). A refusal for want of a patient is audited too (outside
+    any transaction of this function, so that the refusal's error does not undo it)."""
+    from .models import BreakGlassAccess, Patient
+
+    reason = " ".join(reason.split())
+    mrn = mrn.strip()
+    if len(reason) < BREAK_GLASS_MIN_REASON:
+        raise BreakGlassError(f"Say why you need this patient's record (at least {BREAK_GLASS_MIN_REASON} "
+                              "characters): the reason is kept and reviewed.")
+    if not mrn:
+        raise BreakGlassError("Give the patient's MRN.")
+    patient = Patient.objects.filter(site=site, mrn=mrn).first()
+    if patient is None:
+        audit_record(user=user, action="break-glass", target="break-glass-refused", request=request,
+                     detail=f"no patient with that MRN at {site.code}")
+        raise BreakGlassError(f"No patient with MRN {mrn} at {site.name}.")
+    if user.is_superuser or site.sitemembership_set.filter(user=user).exists():
+        return patient, None
+    with transaction.atomic():
+        grant = BreakGlassAccess.objects.create(
+            user=user, patient=patient, reason=reason[:2000],
+            expires_at=timezone.now() + dt.timedelta(hours=float(settings.CDSS_BREAK_GLASS_HOURS)))
+        audit_record(user=user, action="break-glass", target="break-glass", patient=patient, request=request,
+                     detail=reason[:255])
+    return patient, grant

@@ -6,16 +6,28 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_http_methods
 
 from cdss.audit import audit_record
 from cdss.selectors import job_kind_list_per_patient
 
-from .selectors import TrendPoint, patient_get_for_user, patient_list_for_user, patient_record
+from .models import Site
+from .selectors import (
+    TrendPoint,
+    break_glass_active,
+    may_break_glass,
+    patient_get_for_user,
+    patient_list_for_user,
+    patient_record,
+)
+from .services import BreakGlassError, break_glass_grant
 
 WORKLIST_PAGE_SIZE = 25
 
@@ -62,7 +74,36 @@ def worklist(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "")[:100]
     paginator = Paginator(patient_list_for_user(request.user, query=query), WORKLIST_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
-    return render(request, "patients/worklist.html", {"page": page, "query": query})
+    return render(request, "patients/worklist.html", {"page": page, "query": query,
+                                                      "may_break_glass": may_break_glass(request.user)})
+
+
+@require_http_methods(["GET", "POST"])
+def break_glass(request: HttpRequest) -> HttpResponse:
+    """Emergency access to a patient of another site: the site, the exact MRN and a reason. The
+    access lasts CDSS_BREAK_GLASS_HOURS, is audited and kept for review; the patient page says
+    it is seen through it."""
+    if not may_break_glass(request.user):
+        raise PermissionDenied("Only clinicians may ask for emergency access.")
+    sites = Site.objects.order_by("name")
+    form = {"site": request.POST.get("site", ""), "mrn": request.POST.get("mrn", "")[:100],
+            "reason": request.POST.get("reason", "")[:2000]}
+    error = ""
+    if request.method == "POST":
+        site = sites.filter(code=form["site"]).first()
+        if site is None:
+            error = "Choose the patient's site."
+        else:
+            try:
+                patient, _ = break_glass_grant(user=request.user, site=site, mrn=form["mrn"], reason=form["reason"],
+                                               request=request)
+            except BreakGlassError as exc:
+                error = str(exc)
+            else:
+                return redirect("patient-detail", external_id=patient.external_id)
+    return render(request, "patients/break_glass.html",
+                  {"sites": sites, "form": form, "error": error,
+                   "hours": settings.CDSS_BREAK_GLASS_HOURS}, status=400 if error else 200)
 
 
 @transaction.atomic
@@ -76,5 +117,6 @@ def patient_detail(request: HttpRequest, external_id: uuid.UUID) -> HttpResponse
         "age": patient.age_on(timezone.localdate()),
         "trend_charts": trend_charts(record.trends),
         "job_kinds": job_kind_list_per_patient(),  # the "Run" form of the Analyses panel; none: no form
+        "break_glass": break_glass_active(request.user, patient),
     }
     return render(request, "patients/patient_detail.html", context)

@@ -48,6 +48,8 @@ def record(patient_a: m.Patient) -> dict[type[Model], Any]:
     return {
         m.Site: patient_a.site,
         m.SiteMembership: m.SiteMembership.objects.create(user=user, site=patient_a.site),
+        m.BreakGlassAccess: m.BreakGlassAccess.objects.create(user=user, patient=patient_a, reason="Alpha transfer",
+                                                              expires_at=timezone.now()),
         m.Organization: org,
         m.Practitioner: practitioner,
         m.Patient: patient_a,

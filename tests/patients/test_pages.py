@@ -26,11 +26,13 @@ from tests.factories import (
 )
 
 # Session read, user read, patient read, eight reads of the record (patients.selectors.
-# patient_record), the audit INSERT, and the session save, with the savepoints Django wraps
-# around the atomic view and the session save. Whatever the size of the record.
-PATIENT_PAGE_QUERIES = 17
-# Session read, user read, COUNT, page rows (site joined), session save with its savepoints.
-WORKLIST_QUERIES = 7
+# patient_record), the break-glass check (is the page seen through an emergency access?), the
+# audit INSERT, and the session save, with the savepoints Django wraps around the atomic view and
+# the session save. Whatever the size of the record.
+PATIENT_PAGE_QUERIES = 18
+# Session read, user read, COUNT, page rows (site joined), the clinician-group check (the
+# emergency access link), session save with its savepoints.
+WORKLIST_QUERIES = 8
 
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 
