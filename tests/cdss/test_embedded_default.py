@@ -44,7 +44,30 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
+# A CDS Hooks patient-view call by a trusted EHR (a key made here), for every demo patient: the
+# service reads the stored record (no prefetch) through the same fact loader.
+import time, uuid
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cdshooks.models import TrustedClient
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+jwk = {**jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "use": "sig"}
+TrustedClient.objects.create(name="EHR", issuer="https://ehr.example.org", jwks={"keys": [jwk]})
+hooks, cards = [], 0
+for fhir_id in Patient.objects.values_list("fhir_id", flat=True):
+    now = int(time.time())
+    token = jwt.encode({"iss": "https://ehr.example.org", "aud": "http://127.0.0.1/cds-services/patient-view",
+                        "exp": now + 300, "iat": now, "jti": str(uuid.uuid4())}, key, algorithm="RS384",
+                       headers={"kid": "k1", "typ": "JWT"})
+    answer = Client(HTTP_HOST="127.0.0.1").post(
+        "/cds-services/patient-view", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}",
+        data=json.dumps({"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+                         "context": {"userId": "PractitionerRole/1", "patientId": fhir_id}}))
+    hooks.append(answer.status_code)
+    cards += len(answer.json().get("cards", [])) if answer.status_code == 200 else 0
+
 print(json.dumps({
+    "hooks": sorted(set(hooks)), "cards": cards,
     "jobs": sorted({(kind, status, error[:200]) for kind, status, error in Job.objects.values_list("kind", "status", "error")}),
     "recommendations": Recommendation.objects.count(),
     "catalog_rules": sum(len(rules) for rules in catalog_get().rules.values()),
@@ -75,6 +98,7 @@ def test_the_embedded_default_imports_scores_recommends_and_serves_the_patient_p
     assert probe["recommendations"] >= 1  # the starter rules fire for some demo patients
     assert probe["catalog_rules"] >= 1
     assert probe["errors"] == [] and probe["codes"] == [200] and probe["fetches"] == 72, probe
+    assert probe["hooks"] == [200] and probe["cards"] >= 1, probe  # CDS Hooks answers from the stored record
 
     fired = manage("evaluate_rules", "--patients", "all", "--json", "--dry-run", env=env).stdout.splitlines()
     rules = [json.loads(line)["rule"] for line in fired if line.startswith("{")]
