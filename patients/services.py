@@ -121,6 +121,9 @@ def clinical_fact_mark_entered_in_error(*, fact: ClinicalFact, user: Any, reques
 # Break-glass: a clinician's emergency access to another site's patient
 
 BREAK_GLASS_MIN_REASON = 10
+# Refusals for an unknown MRN a user may collect in an hour before asking is refused outright:
+# guessing MRNs is not a way to find another site's patients (each refusal is audited too).
+BREAK_GLASS_MAX_REFUSALS_PER_HOUR = 5
 
 
 class BreakGlassError(ValueError):
@@ -141,6 +144,13 @@ def break_glass_grant(*, user: Any, site: Site, mrn: str, reason: str, request: 
                               "characters): the reason is kept and reviewed.")
     if not mrn:
         raise BreakGlassError("Give the patient's MRN.")
+    from cdss.models import AuditEvent
+
+    refusals = AuditEvent.objects.filter(user=user, action="break-glass", target="break-glass-refused",
+                                         at__gte=timezone.now() - dt.timedelta(hours=1)).count()
+    if refusals >= BREAK_GLASS_MAX_REFUSALS_PER_HOUR:
+        raise BreakGlassError(f"{refusals} requests for unknown MRNs in the last hour: emergency access is "
+                              "refused for now. Ask the privacy office or another clinician.")
     patient = Patient.objects.filter(site=site, mrn=mrn).first()
     if patient is None:
         audit_record(user=user, action="break-glass", target="break-glass-refused", request=request,

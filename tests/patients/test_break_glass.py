@@ -81,3 +81,15 @@ def test_the_grants_are_listed_read_only_in_the_admin(client_a: Client, patient_
     content = admin_client.get(reverse("admin:patients_breakglassaccess_changelist")).content.decode()
     assert patient_b.mrn in content and "clin-a" in content and REASON[:40] in content
     assert admin_client.get(reverse("admin:patients_breakglassaccess_add")).status_code == 403
+
+
+def test_guessing_mrns_is_stopped_after_a_few_refusals(client_a: Client, patient_b, site_b) -> None:
+    from patients.services import BREAK_GLASS_MAX_REFUSALS_PER_HOUR
+
+    for n in range(BREAK_GLASS_MAX_REFUSALS_PER_HOUR):
+        assert "No patient with MRN" in ask(client_a, site_b.code, f"GUESS-{n}").content.decode()
+    response = ask(client_a, site_b.code, patient_b.mrn)  # even the right one, now
+    assert response.status_code == 400 and "emergency access is refused for now" in response.content.decode()
+    assert not BreakGlassAccess.objects.exists()
+    AuditEvent.objects.filter(target="break-glass-refused").update(at=timezone.now() - dt.timedelta(hours=2))
+    assert ask(client_a, site_b.code, patient_b.mrn).status_code == 302  # an hour later
