@@ -88,7 +88,7 @@ def test_the_embedded_default_imports_scores_recommends_and_serves_the_patient_p
     env = {**base, "DATABASE_URL": f"sqlite:///{tmp_path / 'cdss.sqlite3'}",
            "DJANGO_MEDIA_ROOT": str(tmp_path / "media"), "CDSS_MODEL_DIR": str(tmp_path / "models")}
     manage("migrate", "--noinput", "-v0", env=env)
-    manage("load_starter_rules", env=env)
+    manage("load_starter_rules", "--if-no-rules", env=env)  # as ./run demo does
     manage("demo_data", "--patients", "8", env=env)
 
     probe = json.loads(manage("shell", env=env, stdin=PROBE).stdout.strip().splitlines()[-1])

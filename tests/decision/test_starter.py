@@ -38,6 +38,20 @@ def test_the_starter_library_loads_with_every_test_passing_and_loading_again_cha
     assert RuleVersion.objects.count() == 13
 
 
+def test_with_if_no_rules_the_library_loads_once_and_an_admins_edit_stays():
+    out = io.StringIO()
+    call_command("load_starter_rules", "--if-no-rules", stdout=out)
+    assert "13 created, 13 new versions activated" in out.getvalue()
+    active = RuleVersion.objects.get(rule__slug="hba1c-9", status="active")
+    RuleVersion.objects.filter(pk=active.pk).update(summary_template="Edited in the admin: {hba1c}")
+    out = io.StringIO()
+    call_command("load_starter_rules", "--if-no-rules", stdout=out)
+    assert "13 rules already defined: the starter library is not loaded again" in out.getvalue()
+    assert RuleVersion.objects.get(pk=active.pk).summary_template == "Edited in the admin: {hba1c}"
+    assert RuleVersion.objects.count() == 13
+    assert "1 new versions activated, 12 unchanged" in _load()  # without it the library's text comes back
+
+
 def test_every_starter_rule_cites_a_source_with_a_year_and_has_cases_both_ways():
     for spec in RULES:
         assert any(str(year) in spec["citation_source"] for year in range(2010, 2026)), spec["slug"]
