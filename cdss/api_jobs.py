@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from patients.selectors import CLINICIAN_GROUP, patient_get_for_user
+from patients.selectors import is_clinician, patient_get_for_user, patient_list_for_user
 
 from .audit import audit_record
 from .jobs import runner
@@ -33,14 +33,14 @@ JOB_API_FIELDS = ("external_id", "kind", "queue", "status", "attempts", "max_att
 
 
 def job_list_for_user(user: Any) -> QuerySet[Job]:
-    """Jobs the user may see: those of the patients of their sites; staff also see population
-    jobs; a superuser sees all."""
+    """Jobs the user may see: those of the patients they may see (``patient_list_for_user``: their
+    sites' and their break-glass patients'); staff also see population jobs; a superuser sees all."""
     if not getattr(user, "is_authenticated", False):
         return Job.objects.none()
     qs = Job.objects.select_related("patient").only(*JOB_API_FIELDS)
     if user.is_superuser:
         return qs
-    mine = Q(patient__site__sitemembership__user=user)
+    mine = Q(patient__in=patient_list_for_user(user).values("pk"))
     if user.is_staff:
         mine |= Q(patient__isnull=True)
     return qs.filter(mine)
@@ -138,7 +138,7 @@ class JobCreateInputSerializer(serializers.Serializer[Any]):
 
 
 def may_request_jobs(user: Any) -> bool:
-    return bool(user.is_superuser or user.has_perm("cdss.add_job") or user.groups.filter(name=CLINICIAN_GROUP).exists())
+    return is_clinician(user, or_perm="cdss.add_job")
 
 
 class PatientJobCreateApi(APIView):

@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 
 from cdss.audit import audit_record
 from patients.models import Patient
-from patients.selectors import CLINICIAN_GROUP, patient_get_for_user, patient_list_for_user
+from patients.selectors import is_clinician, patient_get_for_user, patient_list_for_user
 
 from .models import Recommendation, RecommendationAction, Severity
 from .selectors import recommendations_for_patient
@@ -160,8 +160,7 @@ class FeedbackInputSerializer(serializers.Serializer[Any]):
 
 
 def may_give_feedback(user: Any) -> bool:
-    return bool(user.is_superuser or user.has_perm("decision.add_recommendationaction")
-                or user.groups.filter(name=CLINICIAN_GROUP).exists())
+    return is_clinician(user, or_perm="decision.add_recommendationaction")
 
 
 class RecommendationFeedbackApi(APIView):

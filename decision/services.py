@@ -693,18 +693,19 @@ def backtest_run(version: RuleVersion, *, patient_ids: Sequence[int] | None = No
     """The whole backtest in this process, chunk after chunk (the same code as the jobs);
     ``progress(done, total)`` is called with patient counts after each chunk."""
     started = time.perf_counter()
+    ids, chunks = _backtest_chunks(patient_ids, batch_size)
     active_version = _other_active_version(version)
     bt = Backtest.objects.create(rule_version=version, compared_with=active_version, status=Backtest.Status.RUNNING,
                                  created_by=_user(user), job_id=job_id)
-    ids = list(patient_ids) if patient_ids is not None else _population()
     parts = {}
     try:
         plan, rules = _backtest_rules(bt)
-        for n, i in enumerate(range(0, len(ids), batch_size)):
-            parts[str(n)] = backtest_chunk(bt, ids[i:i + batch_size], sample_size=sample_size, plan=plan,
-                                           rules=rules)
+        done = 0
+        for n, chunk in enumerate(chunks):
+            parts[str(n)] = backtest_chunk(bt, chunk, sample_size=sample_size, plan=plan, rules=rules)
+            done += len(chunk)
             if progress is not None:
-                progress(min(i + batch_size, len(ids)), len(ids))
+                progress(done, len(ids))
     except Exception as exc:
         backtest_fail(bt.pk, f"{type(exc).__name__} while running in process")
         raise
@@ -725,17 +726,26 @@ def _population() -> list[int]:
     return list(Patient.objects.filter(active=True).order_by("pk").values_list("pk", flat=True))
 
 
+class BacktestChunkSizeError(ValueError):
+    """A backtest asked for with chunks of fewer than one patient."""
+
+
+def _backtest_chunks(patient_ids: Sequence[int] | None, size: int) -> tuple[list[int], list[list[int]]]:
+    """The patients (given, else the active population by id) and their chunks of ``size``."""
+    if size < 1:
+        raise BacktestChunkSizeError(f"must be at least 1, got {size}")
+    ids = list(patient_ids) if patient_ids is not None else _population()
+    return ids, [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
 def backtest_queue(version: RuleVersion, *, patient_ids: Sequence[int] | None = None, user: Any = None,
                    sample_size: int = BACKTEST_SAMPLE, chunk_size: int = BACKTEST_CHUNK) -> Backtest:
     """Queue a backtest as jobs: the population (fixed now) in chunks of ``chunk_size`` patients,
     one job each. The row shows the status; the last job to finish writes the totals."""
     from cdss.jobs.runner import job_enqueue
 
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    ids, chunks = _backtest_chunks(patient_ids, chunk_size)
     active_version = _other_active_version(version)
-    ids = list(patient_ids) if patient_ids is not None else _population()
-    chunks = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
     with transaction.atomic():
         bt = Backtest.objects.create(rule_version=version, compared_with=active_version, created_by=_user(user),
                                      status=Backtest.Status.QUEUED if chunks else Backtest.Status.DONE,

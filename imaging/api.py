@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from patients.selectors import CLINICIAN_GROUP, patient_get_for_user
+from patients.selectors import is_clinician, patient_get_for_user
 
 from .services import ImagingUploadError, UploadFile, imaging_upload
 
@@ -31,8 +31,7 @@ class ImagingUploadInputSerializer(serializers.Serializer[Any]):
 
 
 def may_upload(user: Any) -> bool:
-    return bool(user.is_superuser or user.has_perm("imaging.add_imaginginstance")
-                or user.groups.filter(name=CLINICIAN_GROUP).exists())
+    return is_clinician(user, or_perm="imaging.add_imaginginstance")
 
 
 class ImagingUploadApi(APIView):

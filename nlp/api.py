@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from patients.selectors import CLINICIAN_GROUP, patient_get_for_user
+from patients.selectors import is_clinician, patient_get_for_user
 
 from .note_input import NoteInputError, note_text_clean, note_text_from_bytes
 from .services import note_create, note_max_bytes
@@ -72,8 +72,7 @@ def note_text_from_request(*, text: str | None, upload: Any, raw: bytes | None) 
 
 
 def may_add_notes(user: Any) -> bool:
-    return bool(user.is_superuser or user.has_perm("patients.add_clinicalnote")
-                or user.groups.filter(name=CLINICIAN_GROUP).exists())
+    return is_clinician(user, or_perm="patients.add_clinicalnote")
 
 
 class PatientNoteCreateApi(APIView):

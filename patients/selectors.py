@@ -50,7 +50,7 @@ def patient_list_for_user(user: Any, *, query: str = "") -> QuerySet[Patient]:
     qs = Patient.objects.select_related("site")
     if not user.is_superuser:
         granted = BreakGlassAccess.objects.filter(user=user, expires_at__gt=timezone.now()).values("patient_id")
-        qs = qs.filter(Q(site__in=Site.objects.filter(sitemembership__user=user).values("pk")) | Q(pk__in=granted))
+        qs = qs.filter(Q(site__in=site_list_for_user(user).values("pk")) | Q(pk__in=granted))
     query = query.strip()
     if query:
         terms = Q()
@@ -78,14 +78,20 @@ def break_glass_active(user: Any, patient: Patient) -> BreakGlassAccess | None:
     if not getattr(user, "is_authenticated", False) or user.is_superuser:
         return None
     return (BreakGlassAccess.objects.filter(user=user, patient=patient, expires_at__gt=timezone.now())
-            .exclude(patient__site__in=Site.objects.filter(sitemembership__user=user).values("pk"))
+            .exclude(patient__site__in=site_list_for_user(user).values("pk"))
             .order_by("-expires_at").first())  # one query
+
+
+def is_clinician(user: Any, *, or_perm: str = "") -> bool:
+    """A superuser, a member of the clinician group, or (with ``or_perm``) a user granted that
+    permission: who may act on patients (add notes, upload images, give feedback, ...)."""
+    return bool(getattr(user, "is_authenticated", False) and (
+        user.is_superuser or (or_perm and user.has_perm(or_perm)) or user.groups.filter(name=CLINICIAN_GROUP).exists()))
 
 
 def may_break_glass(user: Any) -> bool:
     """Clinicians may ask for emergency access to another site's patient."""
-    return bool(getattr(user, "is_authenticated", False)
-                and (user.is_superuser or user.groups.filter(name=CLINICIAN_GROUP).exists()))
+    return is_clinician(user)
 
 
 @dataclass

@@ -136,6 +136,7 @@ def break_glass_grant(*, user: Any, site: Site, mrn: str, reason: str, request: 
     the user's own sites (nothing to grant). A refusal for want of a patient is audited too (outside
     any transaction of this function, so that the refusal's error does not undo it)."""
     from .models import BreakGlassAccess, Patient
+    from .selectors import site_list_for_user
 
     reason = " ".join(reason.split())
     mrn = mrn.strip()
@@ -156,7 +157,7 @@ def break_glass_grant(*, user: Any, site: Site, mrn: str, reason: str, request: 
         audit_record(user=user, action="break-glass", target="break-glass-refused", request=request,
                      detail=f"no patient with that MRN at {site.code}")
         raise BreakGlassError(f"No patient with MRN {mrn} at {site.name}.")
-    if user.is_superuser or site.sitemembership_set.filter(user=user).exists():
+    if site_list_for_user(user).filter(pk=site.pk).exists():
         return patient, None
     with transaction.atomic():
         grant = BreakGlassAccess.objects.create(

@@ -59,7 +59,7 @@ class ConsumerWatch(bootsteps.StartStopStep):
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.every = float(getattr(settings, "CDSS_WORKER_STALL_SECONDS", 0) or 0)
+        self.every = float(settings.CDSS_WORKER_STALL_SECONDS)
         self.tref: Any = None
         self.before: Sample | None = None
 

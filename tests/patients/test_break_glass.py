@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from cdss.models import AuditEvent
+from cdss.models import AuditEvent, Job
 from patients.models import BreakGlassAccess
 from tests.factories import UserFactory
 
@@ -43,10 +43,14 @@ def test_a_clinician_opens_another_sites_patient_with_a_reason_for_a_limited_tim
     # the panels and the worklist follow the same access
     assert client_a.get(reverse("patient-imaging", args=[patient_b.external_id])).status_code == 200
     assert patient_b.mrn in client_a.get(reverse("worklist")).content.decode()
+    job = Job.objects.create(kind="risk", queue="risk", patient=patient_b, idempotency_key="risk:b",
+                             available_at=timezone.now())
+    assert str(job.external_id) in client_a.get(reverse("api-job-list")).content.decode()  # the jobs API too
 
     BreakGlassAccess.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     assert client_a.get(page).status_code == 404  # expired: closed again
     assert patient_b.mrn not in client_a.get(reverse("worklist")).content.decode()
+    assert str(job.external_id) not in client_a.get(reverse("api-job-list")).content.decode()
 
 
 def test_no_access_without_a_reason_or_for_an_unknown_mrn(client_a: Client, patient_b, site_b) -> None:

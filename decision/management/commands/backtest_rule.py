@@ -17,7 +17,7 @@ from django.urls import reverse
 from tqdm import tqdm
 
 from decision.models import Backtest, Rule, RuleVersion
-from decision.services import BACKTEST_CHUNK, backtest_queue, backtest_run
+from decision.services import BACKTEST_CHUNK, BacktestChunkSizeError, backtest_queue, backtest_run
 
 
 class Command(BaseCommand):
@@ -32,26 +32,30 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="The figures as one JSON object")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["chunk_size"] < 1:
-            raise CommandError(f"--chunk-size must be at least 1, got {options['chunk_size']}")
         version = self._version(options["rule"], options["number"])
+        try:
+            bt = self._run(version, options)
+        except BacktestChunkSizeError as exc:
+            raise CommandError(f"--chunk-size {exc}") from None
+        self._report(bt, as_json=options["json"])
+
+    def _run(self, version: RuleVersion, options: dict[str, Any]) -> Backtest:
         if options["jobs"]:
             bt = backtest_queue(version, chunk_size=options["chunk_size"])
             bt.refresh_from_db()  # on the embedded default the jobs have run by now
-        else:
-            bars: list[tqdm] = []  # made at the first chunk, when the population's size is known
+            return bt
+        bars: list[tqdm] = []  # made at the first chunk, when the population's size is known
 
-            def progress(done: int, total: int) -> None:
-                if not bars:
-                    bars.append(tqdm(total=total, unit="patients", disable=options["json"] or options["verbosity"] == 0))
-                bars[0].update(done - bars[0].n)
+        def progress(done: int, total: int) -> None:
+            if not bars:
+                bars.append(tqdm(total=total, unit="patients", disable=options["json"] or options["verbosity"] == 0))
+            bars[0].update(done - bars[0].n)
 
-            try:
-                bt = backtest_run(version, batch_size=options["chunk_size"], progress=progress)
-            finally:
-                for bar in bars:
-                    bar.close()
-        self._report(bt, as_json=options["json"])
+        try:
+            return backtest_run(version, batch_size=options["chunk_size"], progress=progress)
+        finally:
+            for bar in bars:
+                bar.close()
 
     def _version(self, slug: str, number: int | None) -> RuleVersion:
         rule = Rule.objects.filter(slug=slug).first()
