@@ -378,7 +378,8 @@ def classify_context(text: str, start: int, end: int, *, nlp: Any = None) -> Con
         if body_start <= target.start < candidate.body_end:
             section = candidate.category or None
             title = doc[candidate.title_start : candidate.title_end].text if candidate.title_end else ""
-            before = text[: doc[candidate.title_start].idx] if title else ""
+            at = doc[candidate.title_start].idx
+            before = text[max(0, at - 40) : at] if title else ""  # the line's words before the title
             historical_section = section_is_historical(section, title, before)
 
     project_rules = bool(nlp.meta.get("cdss_project_rules"))
