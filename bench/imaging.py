@@ -69,6 +69,9 @@ def main() -> None:
                              "for the CPU)")
     parser.add_argument("--graphs", choices=["on", "off"],
                         help="CUDA graphs for the whole path's forward pass (default: the job's: on for CUDA)")
+    parser.add_argument("--encode-lag", type=int, metavar="N",
+                        help="At most N batches' overlays encoding at once (default: the job's, "
+                             "pipeline.MAX_ENCODE_LAG; 1: one batch at a time, as before 2026-11-27)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
@@ -86,9 +89,15 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from imaging.ml import pipeline
     from imaging.ml.architectures import architecture, build_model
     from imaging.ml.inference import LoadedImagingModel
     from imaging.ml.pipeline import STAGES, SWITCH_INTERVAL, default_threads, read_images
+
+    if args.encode_lag is not None:
+        if args.encode_lag < 1:
+            parser.error("--encode-lag must be at least 1")
+        pipeline.MAX_ENCODE_LAG = args.encode_lag
     from imaging.pixels import model_image
 
     if args.torch_threads:
@@ -165,6 +174,7 @@ def main() -> None:
           f"{f'{args.processes} decode process(es)' if args.processes else f'{threads} pipeline thread(s)'}, "
           f"switch interval {switch * 1000:g} ms, "
           f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"
+          f"overlays of at most {pipeline.MAX_ENCODE_LAG} batch(es) encoding at once, "
           f"torch {torch.__version__}")
     print(f"  bare forward:  {n / bare:9.1f} images/s  ({bare * 1000 / n:.2f} ms/image)")
     print(f"  whole path:    {n / full:9.1f} images/s  ({full * 1000 / n:.2f} ms/image; decode, preprocess, forward "

@@ -22,6 +22,7 @@ import secrets
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -207,10 +208,15 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     # With processes, decoding runs two batches ahead: a batch is cut into fewer, larger groups
     # there, and the next-but-one batch keeps the other processes busy.
     depth = 1 if procs is None else 2
+    # A batch's overlays are encoded in parts(batch) groups; with processes a batch of 64 is 4 groups
+    # of 16, so with one batch encoding at a time 4 processes of 15 would encode while the others
+    # idle. The rows of as many batches as it takes to give every process a group wait for their
+    # PNGs (their order kept); with threads, one batch as before.
+    encoding = encode_lag(parts(batch_size), threads)
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imaging-read") as pool:
         ahead = [submit_load(chunk) for chunk in chunks[:depth]]
         launched: list[_Launched[T]] = []
-        previous: list[_Row[T]] = []
+        waiting: deque[list[_Row[T]]] = deque()
         for k, chunk in enumerate(chunks):
             t0 = time.perf_counter()
             decoded = [image for future in ahead.pop(0) for image in future.result()]
@@ -227,11 +233,22 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             spent["forward"] += time.perf_counter() - t1
             while len(launched) > (behind if k + 1 < len(chunks) else 0):  # the last batch: collect them all
                 t, waited = time.perf_counter(), spent["wait_device"]
-                current = collect(launched.pop(0))
+                waiting.append(collect(launched.pop(0)))
                 spent["forward"] += time.perf_counter() - t - (spent["wait_device"] - waited)
-                yield from _finished(previous, spent)  # the previous batch's PNGs were encoded meanwhile
-                previous = current
-        yield from _finished(previous, spent)
+                while len(waiting) > encoding:  # the oldest batch's PNGs were encoded meanwhile
+                    yield from _finished(waiting.popleft(), spent)
+        while waiting:
+            yield from _finished(waiting.popleft(), spent)
+
+
+MAX_ENCODE_LAG = 4
+
+
+def encode_lag(groups: int, workers: int) -> int:
+    """Batches whose overlays may be encoding while the pipeline goes on: enough for ``workers``
+    (threads or processes) to have a group each when a batch is cut into ``groups``, at least one
+    and at most ``MAX_ENCODE_LAG``."""
+    return max(1, min(MAX_ENCODE_LAG, math.ceil(workers / max(1, groups))))
 
 
 def _finished(rows: list[_Row[T]], spent: dict[str, float]) -> Iterator[ReadOut[T]]:

@@ -552,3 +552,13 @@ def test_the_benches_run_without_django(tmp_path):
     assert "val AUC" in search.stdout and out.is_file()
     bad = _run(runner, "bench/imaging_gpu_search.py", "--data-dir", str(data), "--recipe", "colour=blue")
     assert bad.returncode != 0 and "'colour=blue' is not key=value" in bad.stderr
+
+
+def test_overlays_of_enough_batches_encode_at_once_to_give_every_worker_a_group():
+    from imaging.ml.pipeline import MAX_ENCODE_LAG, encode_lag
+
+    assert encode_lag(15, 15) == 1  # threads: a group per thread in every batch
+    assert encode_lag(4, 15) == 4  # processes, batch 64 in groups of 16: four batches for 15 processes
+    assert encode_lag(1, 2) == 2
+    assert encode_lag(1, 64) == MAX_ENCODE_LAG  # bounded: rows wait for at most MAX_ENCODE_LAG batches
+    assert encode_lag(0, 0) == 1
