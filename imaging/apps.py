@@ -12,6 +12,6 @@ class ImagingConfig(AppConfig):
 
         # Images are analysed when they arrive (the upload queues the job), not on every change
         # of the record.
-        register(JobKind(name=jobs.IMAGING_KIND, handler=jobs.run, writer=jobs.write, queue="imaging", version="1",
-                         per_patient=True, time_limit=30 * 60,
+        register(JobKind(name=jobs.IMAGING_KIND, handler=jobs.run, writer=jobs.write, discard=jobs.discard,
+                         queue="imaging", version="1", per_patient=True, time_limit=30 * 60,
                          description="Image findings with heat maps (models for the image's modality and body part)"))

@@ -11,14 +11,22 @@ The handler reads and predicts (no writes) through ``imaging.ml.pipeline.read_im
 decoded on a thread pool one batch ahead of the model, each model sees its images in batches of up
 to 64 (one forward pass each, which gives the probabilities and the Grad-CAM heat maps), and the
 heat map overlay PNGs are encoded on the pool while the next batch runs. A stored file that can no
-longer be read is counted in the result (``unreadable``) and the other images go on. The writer
-stores the findings and their heat map PNGs with the job's success, in one transaction.
+longer be read is counted in the result (``unreadable``) and the other images go on.
+
+Storing: the heat map PNGs are saved to Django's storage by a few threads while the pipeline goes
+on (``HeatmapStore``; a save to an object store waits on the network), under names made from
+the findings' own external ids; the writer inserts the findings (one INSERT per thousand) with the
+job's success, in one transaction. Files of rows that are not kept are removed: by the handler if
+it fails, by the writer for images another job read meanwhile, and by the kind's discarder when
+the writer's transaction does not commit (``cdss.jobs.registry.JobKind.discard``).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +45,13 @@ log = logging.getLogger("cdss.imaging")
 IMAGING_KIND = "imaging"
 
 
+# Threads saving heat map files per job: enough to overlap the round trips of an object store; on
+# local disk a save costs a few syscalls.
+STORE_THREADS = 8
+# Findings per INSERT.
+INSERT_BATCH = 1000
+
+
 @dataclass
 class FindingRow:
     instance_id: int
@@ -46,7 +61,78 @@ class FindingRow:
     probability: float
     threshold: float
     positive: bool
-    heatmap_png: bytes
+    external_id: uuid.UUID
+    heatmap: str  # the heat map PNG's name in storage ("" for none)
+
+
+class HeatmapStore:
+    """Saves heat map PNGs to default storage on ``threads`` threads, in the background.
+
+    ``save`` returns at once with the name the file will have; ``names`` waits for every save and
+    returns the names written, or, if any save failed, removes the ones that were written and
+    raises the first error; ``discard`` waits and removes them all. Used as a context manager, the
+    threads end with the block, and a block left by an exception discards everything."""
+
+    def __init__(self, threads: int = STORE_THREADS) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imaging-store")
+        self.saves: list[Future[str]] = []
+
+    def __enter__(self) -> HeatmapStore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if kind is not None:
+                self.discard()
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def save(self, key: uuid.UUID, png: bytes) -> str:
+        name = heatmap_name(key)
+        self.saves.append(self.pool.submit(_save_exact, name, png))
+        return name
+
+    def names(self) -> list[str]:
+        wait(self.saves)
+        failed = [f.exception() for f in self.saves if f.exception() is not None]
+        if failed:
+            self.discard()
+            raise failed[0]  # type: ignore[misc]
+        return [f.result() for f in self.saves]
+
+    def discard(self) -> None:
+        wait(self.saves)
+        remove_files([f.result() for f in self.saves if f.exception() is None])
+        self.saves = []
+
+
+def heatmap_name(key: uuid.UUID) -> str:
+    return f"imaging/heatmaps/{key.hex}.png"
+
+
+def _save_exact(name: str, png: bytes) -> str:
+    """Saves under ``name`` or fails: the finding's row will name this file, so a storage that picks
+    another name (the name was taken) is an error, and the file it wrote is removed."""
+    saved = default_storage.save(name, ContentFile(png))
+    if saved != name:
+        default_storage.delete(saved)
+        raise FileExistsError("a heat map file of that name already exists in storage")
+    return saved
+
+
+def remove_files(names: list[str]) -> None:
+    """Removes files from default storage; one that cannot be removed is logged (by count, never by
+    name) and the others go on."""
+    failed = 0
+    for name in names:
+        if not name:
+            continue
+        try:
+            default_storage.delete(name)
+        except Exception:  # noqa: BLE001 - a leftover file is reported, not fatal
+            failed += 1
+    if failed:
+        log.error("imaging: %s heat map file(s) could not be removed from storage", failed)
 
 
 def _decode(instance: ImagingInstance) -> np.ndarray | None:
@@ -100,32 +186,37 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
     skipped_done = 0
     unreadable = 0
     processes = max(0, int(getattr(settings, "CDSS_IMAGING_PROCESSES", 0)))
-    for name, group in sorted(by_model.items()):
-        model = get_loaded_model(name)
-        if model is None:
-            inactive.append(name)
-            continue
-        models[name] = model.version
-        done = set(ImagingFinding.objects.filter(instance__in=group, model_version_id=model.model_version_id)
-                   .values_list("instance_id", flat=True))
-        todo = [i for i in group if i.pk not in done]
-        skipped_done += len(group) - len(todo)
-        if not todo:
-            continue
-        for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
-                               fetch=_fetch):
-            if out.probabilities is None:
-                unreadable += 1
+    with HeatmapStore() as store:  # an exception below removes the files saved so far
+        for name, group in sorted(by_model.items()):
+            model = get_loaded_model(name)
+            if model is None:
+                inactive.append(name)
                 continue
-            instance = out.item
-            for label in model.labels:
-                rows.append(FindingRow(
-                    instance_id=instance.pk, patient_id=instance.patient_id,
-                    model_version_id=model.model_version_id, label=label,
-                    probability=out.probabilities[label], threshold=float(model.thresholds[label]),
-                    positive=out.positive[label], heatmap_png=out.overlays.get(label, b""),
-                ))
-        ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)), f"{name}: {len(todo)} image(s)")
+            models[name] = model.version
+            done = set(ImagingFinding.objects.filter(instance__in=group, model_version_id=model.model_version_id)
+                       .values_list("instance_id", flat=True))
+            todo = [i for i in group if i.pk not in done]
+            skipped_done += len(group) - len(todo)
+            if not todo:
+                continue
+            for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
+                                   fetch=_fetch):
+                if out.probabilities is None:
+                    unreadable += 1
+                    continue
+                instance = out.item
+                for label in model.labels:
+                    key = uuid.uuid4()
+                    png = out.overlays.get(label, b"")
+                    rows.append(FindingRow(
+                        instance_id=instance.pk, patient_id=instance.patient_id,
+                        model_version_id=model.model_version_id, label=label,
+                        probability=out.probabilities[label], threshold=float(model.thresholds[label]),
+                        positive=out.positive[label], external_id=key, heatmap=store.save(key, png) if png else "",
+                    ))
+            ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)),
+                         f"{name}: {len(todo)} image(s)")
+        store.names()  # every file written, or none left and the error raised
     return {
         "rows": rows,
         "summary": {
@@ -140,34 +231,34 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
 
 
 def write(job: Job, payload: dict[str, Any]) -> dict[str, Any]:
+    """Inserts the findings the handler made (their heat map files are already in storage), in the
+    job's transaction. Rows for an image, model version and label another job stored meanwhile
+    are left out and their files removed."""
     rows: list[FindingRow] = payload["rows"]
     existing = set(ImagingFinding.objects.filter(instance_id__in={r.instance_id for r in rows})
                    .values_list("instance_id", "model_version_id", "label"))
-    written: list[str] = []
-    count = 0
-    try:
-        for row in rows:
-            if (row.instance_id, row.model_version_id, row.label) in existing:
-                continue
-            finding = ImagingFinding(
-                instance_id=row.instance_id, patient_id=row.patient_id, model_version_id=row.model_version_id,
-                label=row.label, probability=min(max(row.probability, 0.0), 1.0), threshold=row.threshold,
-                positive=row.positive, job=job,
-            )
-            if row.heatmap_png:
-                name = default_storage.save(f"imaging/heatmaps/{finding.external_id.hex}.png",
-                                            ContentFile(row.heatmap_png))
-                written.append(name)
-                finding.heatmap.name = name
-            finding.save(force_insert=True)
-            count += 1
-    except BaseException:
-        for name in written:
-            default_storage.delete(name)
-        raise
+    keep = [r for r in rows if (r.instance_id, r.model_version_id, r.label) not in existing]
+    findings = [
+        ImagingFinding(
+            external_id=row.external_id, instance_id=row.instance_id, patient_id=row.patient_id,
+            model_version_id=row.model_version_id, label=row.label,
+            probability=min(max(row.probability, 0.0), 1.0), threshold=row.threshold, positive=row.positive,
+            heatmap=row.heatmap, job=job,
+        )
+        for row in keep
+    ]
+    ImagingFinding.objects.bulk_create(findings, batch_size=INSERT_BATCH)
+    count = len(findings)
+    remove_files([r.heatmap for r in rows if (r.instance_id, r.model_version_id, r.label) in existing])
     summary = dict(payload["summary"])
     summary["findings_written"] = count
     if summary["no_active_model"]:
         summary["note"] = "no active model version for: " + ", ".join(summary["no_active_model"])
     log.info("imaging job %s: %s finding(s) written", job.pk, count)
     return summary
+
+
+def discard(job: Job, payload: dict[str, Any]) -> None:
+    """The writer's transaction did not commit: the heat map files the handler saved are removed
+    (the rows that named them were never stored)."""
+    remove_files([r.heatmap for r in payload["rows"]])

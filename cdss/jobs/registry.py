@@ -16,9 +16,13 @@ QUEUES = ("imaging", "nlp", "risk", "default")
 # handler(job, ctx) does the work (no writes of results; may report progress) and returns a
 # payload; writer(job, payload) writes the results and returns a small JSON summary for the job
 # row, inside the transaction that marks the job succeeded. Without a writer, the payload is
-# the summary.
+# the summary. A handler that leaves things outside the database for its writer (files in
+# storage) names a discarder: discard(job, payload) removes them when the payload is not kept (the
+# writer or the status transaction failed, or the lease was lost); a handler that raises cleans up
+# after itself.
 Handler = Callable[["Job", "JobContext"], Any]
 Writer = Callable[["Job", Any], dict[str, Any] | None]
+Discarder = Callable[["Job", Any], None]
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class JobKind:
     name: str
     handler: Handler
     writer: Writer | None = None
+    discard: Discarder | None = None
     queue: str = "default"
     version: str = "1"
     max_attempts: int | None = None  # None: settings.CDSS_JOB_MAX_ATTEMPTS
@@ -57,14 +62,14 @@ def register(kind: JobKind) -> JobKind:
 
 def job_kind(
     name: str, *, writer: Writer | None = None, queue: str = "default", version: str = "1", max_attempts: int | None = None,
-    time_limit: int | None = None, description: str = "", per_patient: bool = False,
+    time_limit: int | None = None, description: str = "", per_patient: bool = False, discard: Discarder | None = None,
 ) -> Callable[[Handler], Handler]:
     """Decorator form of ``register``."""
 
     def wrap(handler: Handler) -> Handler:
-        register(JobKind(name=name, handler=handler, writer=writer, queue=queue, version=version, max_attempts=max_attempts,
-                         time_limit=time_limit, description=description or (handler.__doc__ or "").strip(),
-                         per_patient=per_patient))
+        register(JobKind(name=name, handler=handler, writer=writer, discard=discard, queue=queue, version=version,
+                         max_attempts=max_attempts, time_limit=time_limit,
+                         description=description or (handler.__doc__ or "").strip(), per_patient=per_patient))
         return handler
 
     return wrap

@@ -293,15 +293,19 @@ def job_run(job_id: int, *, worker: str | None = None) -> str:
         # renewed; its results are written with the status change in one transaction.
         with _Heartbeat(ctx):
             payload = spec.handler(job, ctx)
-        with transaction.atomic():
-            result = spec.writer(job, payload) if spec.writer else payload
-            finished = Job.objects.filter(pk=job.pk, status=S.RUNNING, worker=worker).update(
-                status=S.SUCCEEDED, finished_at=timezone.now(), progress=100, result=result or {}, error="",
-                lease_expires_at=None,
-            )
-            if not finished:
-                raise LeaseLost(f"job {job.pk} was taken over by another worker")
-            job_succeeded(job, result or {})
+        try:
+            with transaction.atomic():
+                result = spec.writer(job, payload) if spec.writer else payload
+                finished = Job.objects.filter(pk=job.pk, status=S.RUNNING, worker=worker).update(
+                    status=S.SUCCEEDED, finished_at=timezone.now(), progress=100, result=result or {}, error="",
+                    lease_expires_at=None,
+                )
+                if not finished:
+                    raise LeaseLost(f"job {job.pk} was taken over by another worker")
+                job_succeeded(job, result or {})
+        except BaseException:
+            _discard(job, spec, payload)
+            raise
     except LeaseLost:
         log.warning("job %s: lease lost, result discarded", job.pk)
         return "lease-lost"
@@ -309,6 +313,17 @@ def job_run(job_id: int, *, worker: str | None = None) -> str:
         _record_failure(job, worker, spec, exc)
         return "failed"
     return "succeeded"
+
+
+def _discard(job: Job, spec: JobKind, payload: Any) -> None:
+    """The payload was not kept (rolled back): its kind removes what its handler left outside the
+    database. A failure here is logged; the job's own failure is what is recorded."""
+    if spec.discard is None:
+        return
+    try:
+        spec.discard(job, payload)
+    except Exception as exc:  # noqa: BLE001 - the original error matters more
+        log.error("job %s (%s): discarding its unkept result failed (%s)", job.pk, job.kind, type(exc).__name__)
 
 
 def _record_failure(job: Job, worker: str, spec: JobKind, exc: BaseException) -> None:

@@ -138,6 +138,45 @@ def test_a_worker_that_lost_its_lease_writes_nothing():
 
 
 @pytest.mark.django_db
+def test_a_result_that_is_not_kept_is_handed_to_the_kinds_discarder():
+    from tests.jobsapp import kinds
+
+    kinds.LEFT.clear()
+    kinds.DISCARDED.clear()
+    assert runner.job_run(enqueue("test.leaves_files", key="kept").pk) == "succeeded"
+    assert kinds.LEFT == ["kept"] and kinds.DISCARDED == []  # kept: nothing to discard
+
+    failed = enqueue("test.leaves_files", key="writer-fails", fail_write=True)
+    assert runner.job_run(failed.pk) == "failed"
+    assert kinds.DISCARDED == ["writer-fails"]
+    assert not ProbeResult.objects.filter(key="writer-fails").exists()  # the writer's rows rolled back
+
+    # the lease is lost between the handler and the status change: the result is thrown away
+    lost = enqueue("test.leaves_files", key="lease-lost", taken_over=True)
+    assert runner.job_run(lost.pk) == "lease-lost"
+    assert kinds.DISCARDED == ["writer-fails", "lease-lost"]
+    assert not ProbeResult.objects.filter(key="lease-lost").exists()
+
+
+@pytest.mark.django_db
+def test_a_discarder_that_fails_is_logged_and_the_jobs_own_error_recorded(monkeypatch, caplog):
+    import dataclasses
+
+    from cdss.jobs import registry
+
+    def broken(job, payload):
+        raise OSError("storage unreachable")
+
+    kind = registry.get_kind("test.leaves_files")
+    monkeypatch.setitem(registry._KINDS, kind.name, dataclasses.replace(kind, discard=broken))
+    job = enqueue("test.leaves_files", key="both-fail", fail_write=True)
+    assert runner.job_run(job.pk) == "failed"
+    job.refresh_from_db()
+    assert "the writer failed on purpose" in job.error
+    assert any("discarding its unkept result failed (OSError)" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db
 def test_the_reaper_requeues_expired_leases_and_buries_exhausted_jobs():
     past = timezone.now() - dt.timedelta(seconds=1)
     retry = runner.job_claim(enqueue(key="r1").pk, "w1")

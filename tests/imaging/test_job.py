@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template.defaultfilters import floatformat
@@ -134,3 +135,82 @@ def test_with_decode_processes_the_job_stores_what_the_threads_read(pneumonia_mo
         assert findings[pk].probability == pytest.approx(out.probabilities["pneumonia"], abs=1e-6)
         with default_storage.open(str(findings[pk].heatmap.name), "rb") as fh:
             assert fh.read() == out.overlays["pneumonia"]
+
+
+def _heatmap_files(media_root) -> list[str]:
+    folder = media_root / "imaging" / "heatmaps"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_heat_maps_are_saved_in_the_background_and_a_failed_save_leaves_no_file(media_root) -> None:
+    import uuid
+
+    from imaging.jobs import HeatmapStore, heatmap_name
+
+    with HeatmapStore(threads=3) as store:
+        keys = [uuid.uuid4() for _ in range(5)]
+        names = [store.save(key, b"png %d" % i) for i, key in enumerate(keys)]
+        assert names == [heatmap_name(key) for key in keys]
+        assert store.names() == names
+    for i, name in enumerate(names):
+        with default_storage.open(name, "rb") as fh:
+            assert fh.read() == b"png %d" % i
+
+    taken = uuid.uuid4()
+    default_storage.save(heatmap_name(taken), ContentFile(b"someone else's"))
+    before = _heatmap_files(media_root)
+    with HeatmapStore(threads=2) as store:
+        store.save(uuid.uuid4(), b"a")
+        store.save(taken, b"b")  # the name is taken: the storage would pick another, which is an error
+        store.save(uuid.uuid4(), b"c")
+        with pytest.raises(FileExistsError):
+            store.names()
+    assert _heatmap_files(media_root) == before  # the other two removed again, the existing file kept
+    with default_storage.open(heatmap_name(taken), "rb") as fh:
+        assert fh.read() == b"someone else's"
+
+    with pytest.raises(RuntimeError), HeatmapStore() as store:  # a block left by an error discards
+        store.save(uuid.uuid4(), b"d")
+        raise RuntimeError("the pipeline failed")
+    assert _heatmap_files(media_root) == before
+
+
+def test_a_job_whose_results_are_not_kept_leaves_no_heat_map_file(pneumonia_model, patient_a, media_root,
+                                                                   monkeypatch) -> None:
+    from cdss.jobs import runner
+
+    imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (7, 8)],
+                   modality="CR", body_part="CHEST")
+    job = Job.objects.get(kind="imaging")
+
+    def status_fails(job, result):
+        raise RuntimeError("the follow-up failed")
+
+    monkeypatch.setattr(runner, "job_succeeded", status_fails)  # fails inside the writer's transaction
+    assert job_run(job.pk) == "failed"
+    assert ImagingFinding.objects.count() == 0 and _heatmap_files(media_root) == []
+    monkeypatch.undo()
+
+    # the handler fails after its heat maps were saved: it removes them itself
+    class Ctx:
+        def progress(self, percent, message=""):
+            raise RuntimeError("the lease renewal failed")
+
+    from imaging import jobs as imaging_jobs
+
+    with pytest.raises(RuntimeError):
+        imaging_jobs.run(job, Ctx())
+    assert _heatmap_files(media_root) == []
+
+    # two jobs read the same images before either wrote: the second writes nothing and removes its files
+    class Quiet:
+        def progress(self, percent, message=""):
+            pass
+
+    first, second = imaging_jobs.run(job, Quiet()), imaging_jobs.run(job, Quiet())
+    assert len(_heatmap_files(media_root)) == 4
+    assert imaging_jobs.write(job, first)["findings_written"] == 2
+    assert imaging_jobs.write(job, second)["findings_written"] == 0
+    stored = sorted(name.rsplit("/", 1)[-1] for name in ImagingFinding.objects.values_list("heatmap", flat=True))
+    assert _heatmap_files(media_root) == stored and len(stored) == 2
+    assert {f.external_id for f in ImagingFinding.objects.all()} == {r.external_id for r in first["rows"]}

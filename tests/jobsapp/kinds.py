@@ -80,3 +80,28 @@ def decode_processes(job: Job, ctx: Any) -> dict[str, Any]:
         "torch_in_workers": any(loaded for _, loaded in pool.facts),
         "shape": None if image is None else list(image.shape),
     }
+
+
+# What test.leaves_files "left outside the database" and what its discarder was given back.
+LEFT: list[str] = []
+DISCARDED: list[str] = []
+
+
+def _discard(job: Job, payload: dict[str, Any]) -> None:
+    DISCARDED.append(payload["key"])
+
+
+def _write_or_fail(job: Job, payload: dict[str, Any]) -> dict[str, Any]:
+    summary = _write(job, payload)
+    if job.params.get("fail_write"):
+        raise RuntimeError("the writer failed on purpose")
+    return summary
+
+
+@job_kind("test.leaves_files", queue="risk", writer=_write_or_fail, discard=_discard)
+def leaves_files(job: Job, ctx: Any) -> dict[str, Any]:
+    """Leaves something outside the database for its writer (as the imaging job's heat map files)."""
+    LEFT.append(job.params["key"])
+    if job.params.get("taken_over"):  # another worker takes the job over meanwhile (its lease expired)
+        Job.objects.filter(pk=job.pk).update(worker="someone-else")
+    return {"key": job.params["key"]}

@@ -1,0 +1,229 @@
+#!/usr/bin/env python
+"""Benchmark: the imaging job as a worker runs it, storing included, against the bare forward pass.
+
+    .venv/bin/python bench/imaging_job.py [--database-url postgres://postgres@127.0.0.1:5432/cdss_bench_imaging]
+        [--images 512] [--arch resnet18] [--input-size 28] [--processes 0] [--repeats 3] [--data-dir DIR]
+        [--work-dir DIR]
+
+``bench/imaging.py`` measures the pipeline without Django, so that it runs on a GPU host with
+torch alone; this script measures what it leaves out, the store: the job's findings and heat map
+files written to PostgreSQL and Django's storage with the job's status in one transaction. It
+recreates the named database (it must be a scratch database), migrates it, keeps files in a
+temporary MEDIA_ROOT, uploads ``--images`` chest X-ray PNG files of 256 px (PneumoniaMNIST
+validation images, upscaled, each made unique by one pixel) to one patient as CR / CHEST, and
+registers a model of fresh weights as the active ``imaging_pneumoniamnist`` (the throughput does
+not depend on the weights' values). Then, the passes alternating after one warm-up each, the best
+of ``--repeats``:
+
+1. bare forward: the preprocessed batches, already on the device, through the network alone;
+2. the job's two phases called directly: ``imaging.jobs.run`` (read the stored files, decode,
+   preprocess, forward with Grad-CAM, encode the overlays) and ``imaging.jobs.write`` in a
+   transaction (findings and heat map files);
+3. the whole job: ``cdss.jobs.runner.job_run`` on a job for every image (claim, lease, run,
+   write with the status change, the follow-up jobs published to a Redis server the script starts).
+
+Between passes the findings and their files are deleted. Prints figures; asserts only that every
+job succeeded and wrote a finding per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import recreate_database  # noqa: E402
+from tests.integration.workers import RedisServer, free_port  # noqa: E402
+
+NAME = "imaging_pneumoniamnist"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/cdss_bench_imaging")
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--input-size", type=int, default=28)
+    parser.add_argument("--processes", type=int, default=0, help="CDSS_IMAGING_PROCESSES (default 0: threads)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, help="Default: CDSS_DATA_DIR, else ../shared/data")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="After the timings, one more whole job under cProfile (this thread): its N costliest "
+                             "functions by cumulative time")
+    parser.add_argument("--work-dir", type=Path,
+                        help="Where the files go (a temporary folder made there and removed; default: the system's "
+                             "temporary folder). Creating a file costs what the file system there makes it cost")
+    args = parser.parse_args()
+    if args.images < 1 or args.repeats < 1:
+        parser.error("--images and --repeats must be at least 1")
+    data_dir = args.data_dir or Path(os.environ.get("CDSS_DATA_DIR") or ROOT.parent / "shared" / "data")
+    source = data_dir / "imaging" / "pneumoniamnist.npz"
+    if not source.is_file():
+        parser.error(f"{source} does not exist: give --data-dir (the folder that holds imaging/pneumoniamnist.npz)")
+
+    work = Path(tempfile.mkdtemp(prefix="cdss-bench-imaging-", dir=args.work_dir))
+    recreate_database(args.database_url)
+    # A Redis of its own: the follow-up jobs a finished imaging job makes are published, as on a
+    # worker, and nobody runs them.
+    redis = RedisServer(free_port(), work)
+    redis.start()
+    os.environ.update(DJANGO_SETTINGS_MODULE="cdss.settings", DATABASE_URL=args.database_url,
+                      DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
+                      DJANGO_MEDIA_ROOT=str(work / "media"), CDSS_MODEL_DIR=str(work / "models"),
+                      CDSS_DATA_DIR=str(data_dir), CDSS_IMAGING_PROCESSES=str(args.processes),
+                      CELERY_BROKER_URL=redis.url)
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        _bench(args, source)
+    finally:
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, source: Path) -> None:
+    import numpy as np
+    import torch
+    from django.conf import settings
+    from django.core.files.storage import default_storage
+    from django.db import connection, transaction
+    from django.utils import timezone
+    from PIL import Image
+
+    from cdss.jobs.runner import job_run
+    from cdss.model_registry import model_dir, model_version_register
+    from cdss.models import Job
+    from imaging import jobs as imaging_jobs
+    from imaging.ml.architectures import architecture, build_model
+    from imaging.ml.inference import get_loaded_model
+    from imaging.ml.modelfile import save_model_file
+    from imaging.ml.pipeline import BATCH
+    from imaging.models import ImagingFinding, ImagingInstance
+    from imaging.pixels import model_image
+    from imaging.services import UploadFile, imaging_upload
+    from patients.models import Patient, Site
+
+    arch = architecture(args.arch)
+    config = {"architecture": arch.name, "labels": ["pneumonia"], "thresholds": {"pneumonia": 0.5},
+              "input_size": args.input_size, "normalisation": {"mean": 0.5, "std": 0.25},
+              "file_label_values": {"pneumonia": 1}}
+    torch.manual_seed(0)
+    net = build_model(arch.name, 1, init_weights="")
+    relative = Path(NAME) / "bench.pt"
+    sha = save_model_file(model_dir() / relative, config, [net.state_dict()])
+    model_version_register(name=NAME, kind="imaging", architecture=arch.name, dataset="fresh weights (bench)",
+                           split="none", file_path=relative.as_posix(), file_sha256=sha, metrics={},
+                           trained_at=timezone.now(), activate=True)
+
+    with np.load(source) as npz:
+        base = npz["val_images"]
+    pngs = []
+    for i in range(args.images):
+        pixels = np.asarray(Image.fromarray(base[i % len(base)]).resize((256, 256), Image.Resampling.BILINEAR)).copy()
+        pixels[0, 0], pixels[0, 1] = i % 256, i // 256  # every file unique (PNG images get UIDs from their content)
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, format="PNG")
+        pngs.append(out.getvalue())
+    site = Site.objects.create(code="BENCH", name="Bench site")
+    patient = Patient.objects.create(site=site, mrn="BENCH-1", given_names="Bench", family_name="Imaging",
+                                     birth_date="1970-01-01", sex="female")
+    t = time.perf_counter()
+    imaging_upload(patient=patient, files=[UploadFile(f"{i}.png", png) for i, png in enumerate(pngs)],
+                   modality="CR", body_part="CHEST")
+    print(f"setup: {args.images} PNG files uploaded in {time.perf_counter() - t:.1f} s")
+    Job.objects.all().delete()  # the upload's own jobs (published, never run): each pass below makes its own
+    ids = list(ImagingInstance.objects.order_by("pk").values_list("pk", flat=True))
+
+    model = get_loaded_model(NAME)
+    assert model is not None
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    images = [model_image(png) for png in pngs]
+    batches = [model.preprocess(images[i:i + BATCH]).to(model.device) for i in range(0, len(images), BATCH)]
+
+    def clear() -> None:
+        names = list(ImagingFinding.objects.values_list("heatmap", flat=True))
+        ImagingFinding.objects.all().delete()
+        for name in names:
+            if name:
+                default_storage.delete(name)
+
+    def new_job() -> Job:
+        return Job.objects.create(kind=imaging_jobs.IMAGING_KIND, queue="imaging", patient=patient,
+                                  params={"instance_ids": ids}, idempotency_key=secrets.token_hex(8),
+                                  available_at=timezone.now())
+
+    class Context:
+        def progress(self, percent: int, message: str = "") -> None:
+            pass
+
+    phases: dict[str, float] = {}
+
+    def bare() -> None:
+        for b in batches:
+            model.forward(b)
+        sync()
+
+    def split() -> None:
+        clear()
+        job = new_job()
+        t0 = time.perf_counter()
+        payload = imaging_jobs.run(job, Context())
+        t1 = time.perf_counter()
+        with transaction.atomic():
+            result = imaging_jobs.write(job, payload)
+        t2 = time.perf_counter()
+        assert result["findings_written"] == len(ids), result
+        phases["run"] = min(phases.get("run", float("inf")), t1 - t0)
+        phases["write"] = min(phases.get("write", float("inf")), t2 - t1)
+
+    def whole() -> None:
+        clear()
+        job = new_job()
+        assert job_run(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
+        assert ImagingFinding.objects.count() == len(ids)
+
+    best = {"bare": float("inf"), "split": float("inf"), "whole": float("inf")}
+    for repeat in range(args.repeats + 1):
+        for kind, fn in (("bare", bare), ("split", split), ("whole", whole)):
+            t = time.perf_counter()
+            fn()
+            took = time.perf_counter() - t
+            if repeat and kind != "split":  # the split pass's own phases are timed inside it
+                best[kind] = min(best[kind], took)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        profile.runcall(whole)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
+    n = len(ids)
+    device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"imaging job bench: {arch.name} at {args.input_size}px, batch {BATCH}, {n} images of 256x256 PNG, "
+          f"device {device}, {args.processes or 'no'} decode process(es), storage {type(default_storage).__name__}, "
+          f"{connection.vendor}, torch {torch.__version__}, DEBUG={settings.DEBUG}")
+    rows = [("bare forward", best["bare"]), ("job run phase (read, decode, forward, Grad-CAM, overlay PNG)",
+                                              phases["run"]),
+            ("job write phase (findings and heat map files, one transaction)", phases["write"]),
+            ("whole job (job_run: claim, run, write, status)", best["whole"])]
+    for label, seconds in rows:
+        print(f"  {label:66s} {n / seconds:9.1f} images/s  ({seconds * 1000 / n:.3f} ms/image)")
+    print(f"  the whole job keeps {100 * best['bare'] / best['whole']:.0f}% of the bare forward throughput "
+          f"(goal >= 80%); the run phase alone {100 * best['bare'] / phases['run']:.0f}%")
+
+
+if __name__ == "__main__":
+    main()
