@@ -39,8 +39,10 @@ pipeline's threads work during the forward pass and can take the cores its OpenM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -69,6 +71,10 @@ def main() -> None:
                              "for the CPU)")
     parser.add_argument("--graphs", choices=["on", "off"],
                         help="CUDA graphs for the whole path's forward pass (default: the job's: on for CUDA)")
+    parser.add_argument("--store", type=Path, metavar="DIR",
+                        help="The whole path also saves every overlay PNG as a new file under DIR, on the job's "
+                             "background threads (imaging.ml.store), as the job saves them to a local storage "
+                             "folder; the files are removed after each pass, untimed")
     parser.add_argument("--encode-lag", type=int, metavar="N",
                         help="At most N batches' overlays encoding at once (default: the job's, "
                              "pipeline.MAX_ENCODE_LAG; 1: one batch at a time, as before 2026-11-27)")
@@ -93,6 +99,7 @@ def main() -> None:
     from imaging.ml.architectures import architecture, build_model
     from imaging.ml.inference import LoadedImagingModel
     from imaging.ml.pipeline import STAGES, SWITCH_INTERVAL, default_threads, read_images
+    from imaging.ml.store import BackgroundSaves, folder_saver
 
     if args.encode_lag is not None:
         if args.encode_lag < 1:
@@ -137,12 +144,25 @@ def main() -> None:
     def whole_path() -> int:
         stored = 0
         seconds.clear()
-        for out in read_images(model, pngs, model_image, lambda _: (args.image_size, args.image_size),
-                               batch_size=bs, threads=threads, seconds=seconds, switch_interval=switch,
-                               processes=args.processes, fetch=lambda png: (png, None),
-                               resize_on_device=None if args.resize_on is None else args.resize_on == "device"):
-            stored += sum(len(png) for png in out.overlays.values())
+        with contextlib.ExitStack() as stack:
+            saves = stack.enter_context(BackgroundSaves(*folder_saver(args.store))) if args.store else None
+            for n, out in enumerate(read_images(model, pngs, model_image, lambda _: (args.image_size, args.image_size),
+                                                batch_size=bs, threads=threads, seconds=seconds,
+                                                switch_interval=switch, processes=args.processes,
+                                                fetch=lambda png: (png, None),
+                                                resize_on_device=None if args.resize_on is None
+                                                else args.resize_on == "device")):
+                stored += sum(len(png) for png in out.overlays.values())
+                if saves is not None:
+                    for label, png in out.overlays.items():
+                        saves.submit(f"heatmaps/{n}-{label}-{os.getpid()}-{time.monotonic_ns()}.png", png)
+            if saves is not None:
+                saves.names()
         return stored
+
+    def clear_store() -> None:
+        if args.store:
+            shutil.rmtree(args.store / "heatmaps", ignore_errors=True)
 
     def bare_forward() -> int:
         for b in batches:
@@ -159,6 +179,7 @@ def main() -> None:
             stored = run()
             sync()
             took = time.perf_counter() - t
+            clear_store()
             if repeat and took < best[kind]:
                 best[kind] = took
                 if kind == "whole":
@@ -175,6 +196,7 @@ def main() -> None:
           f"switch interval {switch * 1000:g} ms, "
           f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"
           f"overlays of at most {pipeline.MAX_ENCODE_LAG} batch(es) encoding at once, "
+          f"{'overlays saved as files, ' if args.store else ''}"
           f"torch {torch.__version__}")
     print(f"  bare forward:  {n / bare:9.1f} images/s  ({bare * 1000 / n:.2f} ms/image)")
     print(f"  whole path:    {n / full:9.1f} images/s  ({full * 1000 / n:.2f} ms/image; decode, preprocess, forward "
@@ -195,6 +217,7 @@ def main() -> None:
 
         profiler = cProfile.Profile()
         profiler.runcall(lambda: (whole_path(), sync()))
+        clear_store()
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile)
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +37,7 @@ from django.core.files.storage import default_storage
 from cdss.models import Job
 
 from .ml.cpuwork import decode_blob
+from .ml.store import STORE_THREADS, BackgroundSaves
 from .models import ImagingFinding, ImagingInstance
 
 log = logging.getLogger("cdss.imaging")
@@ -45,9 +45,6 @@ log = logging.getLogger("cdss.imaging")
 IMAGING_KIND = "imaging"
 
 
-# Threads saving heat map files per job: enough to overlap the round trips of an object store; on
-# local disk a save costs a few syscalls.
-STORE_THREADS = 8
 # Findings per INSERT.
 INSERT_BATCH = 1000
 
@@ -65,45 +62,15 @@ class FindingRow:
     heatmap: str  # the heat map PNG's name in storage ("" for none)
 
 
-class HeatmapStore:
-    """Saves heat map PNGs to default storage on ``threads`` threads, in the background.
-
-    ``save`` returns at once with the name the file will have; ``names`` waits for every save and
-    returns the names written, or, if any save failed, removes the ones that were written and
-    raises the first error; ``discard`` waits and removes them all. Used as a context manager, the
-    threads end with the block, and a block left by an exception discards everything."""
+class HeatmapStore(BackgroundSaves):
+    """Heat map PNGs saved to default storage in the background (``BackgroundSaves``), each under
+    the name its finding's external id gives (``save`` returns it at once)."""
 
     def __init__(self, threads: int = STORE_THREADS) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imaging-store")
-        self.saves: list[Future[str]] = []
-
-    def __enter__(self) -> HeatmapStore:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        try:
-            if kind is not None:
-                self.discard()
-        finally:
-            self.pool.shutdown(wait=True)
+        super().__init__(_save_exact, remove_files, threads)
 
     def save(self, key: uuid.UUID, png: bytes) -> str:
-        name = heatmap_name(key)
-        self.saves.append(self.pool.submit(_save_exact, name, png))
-        return name
-
-    def names(self) -> list[str]:
-        wait(self.saves)
-        failed = [f.exception() for f in self.saves if f.exception() is not None]
-        if failed:
-            self.discard()
-            raise failed[0]  # type: ignore[misc]
-        return [f.result() for f in self.saves]
-
-    def discard(self) -> None:
-        wait(self.saves)
-        remove_files([f.result() for f in self.saves if f.exception() is None])
-        self.saves = []
+        return self.submit(heatmap_name(key), png)
 
 
 def heatmap_name(key: uuid.UUID) -> str:

@@ -1,0 +1,80 @@
+"""Files saved in the background while the imaging pipeline goes on (no Django, no torch).
+
+The imaging job saves its heat map PNGs through Django's storage with ``BackgroundSaves``
+(``imaging.jobs.HeatmapStore``); ``bench/imaging.py --store DIR`` uses the same class with plain
+files, so the store's cost can be measured where Django is not installed (a GPU host's kit).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Self
+
+# Threads saving files per job: enough to overlap the round trips of an object store; on local
+# disk a save costs a few system calls.
+STORE_THREADS = 8
+
+
+class BackgroundSaves:
+    """``save(name, data)`` on ``threads`` threads, in the background.
+
+    ``submit`` returns at once; ``names`` waits for every save and returns the names written, or,
+    if any save failed, removes the ones that were written (``remove``) and raises the first error;
+    ``discard`` waits and removes them all. Used as a context manager, the threads end with the
+    block, and a block left by an exception discards everything."""
+
+    def __init__(self, save: Callable[[str, bytes], str], remove: Callable[[list[str]], None],
+                 threads: int = STORE_THREADS) -> None:
+        self._save, self._remove = save, remove
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imaging-store")
+        self.saves: list[Future[str]] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if kind is not None:
+                self.discard()
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def submit(self, name: str, data: bytes) -> str:
+        self.saves.append(self.pool.submit(self._save, name, data))
+        return name
+
+    def names(self) -> list[str]:
+        wait(self.saves)
+        failed = [exc for exc in (f.exception() for f in self.saves) if exc is not None]
+        if failed:
+            self.discard()
+            raise failed[0]
+        return [f.result() for f in self.saves]
+
+    def discard(self) -> None:
+        wait(self.saves)
+        self._remove([f.result() for f in self.saves if f.exception() is None])
+        self.saves = []
+
+
+def folder_saver(root: Path) -> tuple[Callable[[str, bytes], str], Callable[[list[str]], None]]:
+    """``save`` and ``remove`` for plain files under ``root``, with the system calls Django's
+    FileSystemStorage makes for a new file (folders made, the file created exclusively, written,
+    closed)."""
+
+    def save(name: str, data: bytes) -> str:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return name
+
+    def remove(names: list[str]) -> None:
+        for name in names:
+            (root / name).unlink(missing_ok=True)
+
+    return save, remove
