@@ -72,9 +72,12 @@ def main() -> None:
     parser.add_argument("--graphs", choices=["on", "off"],
                         help="CUDA graphs for the whole path's forward pass (default: the job's: on for CUDA)")
     parser.add_argument("--store", type=Path, metavar="DIR",
-                        help="The whole path also saves every overlay PNG as a new file under DIR, on the job's "
-                             "background threads (imaging.ml.store), as the job saves them to a local storage "
-                             "folder; the files are removed after each pass, untimed")
+                        help="The whole path also saves every overlay PNG as a new file under DIR, as the job does "
+                             "(the files are removed after each pass, untimed)")
+    parser.add_argument("--store-on", choices=["encoders", "threads"], default="encoders",
+                        help="With --store: written by the thread or process that encodes the PNG (the job's way "
+                             "with a local storage folder; default), or by background threads of this process "
+                             "(the job's way with an object store, here with plain files)")
     parser.add_argument("--encode-lag", type=int, metavar="N",
                         help="At most N batches' overlays encoding at once (default: the job's, "
                              "pipeline.MAX_ENCODE_LAG; 1: one batch at a time, as before 2026-11-27)")
@@ -97,6 +100,7 @@ def main() -> None:
 
     from imaging.ml import pipeline
     from imaging.ml.architectures import architecture, build_model
+    from imaging.ml.cpuwork import Target
     from imaging.ml.inference import LoadedImagingModel
     from imaging.ml.pipeline import STAGES, SWITCH_INTERVAL, default_threads, read_images
     from imaging.ml.store import BackgroundSaves, folder_saver
@@ -145,14 +149,22 @@ def main() -> None:
         stored = 0
         seconds.clear()
         with contextlib.ExitStack() as stack:
-            saves = stack.enter_context(BackgroundSaves(*folder_saver(args.store))) if args.store else None
+            threads_save = args.store and args.store_on == "threads"
+            saves = stack.enter_context(BackgroundSaves(*folder_saver(args.store))) if threads_save else None
+            files = None
+            if args.store and not threads_save:
+                folder, count = args.store / "heatmaps", iter(range(len(pngs)))
+
+                def files(_: bytes) -> dict[str, Target]:
+                    return {label: (str(folder / f"{next(count)}-{label}.png"), None) for label in model.labels}
+
             for n, out in enumerate(read_images(model, pngs, model_image, lambda _: (args.image_size, args.image_size),
                                                 batch_size=bs, threads=threads, seconds=seconds,
                                                 switch_interval=switch, processes=args.processes,
                                                 fetch=lambda png: (png, None),
                                                 resize_on_device=None if args.resize_on is None
-                                                else args.resize_on == "device")):
-                stored += sum(len(png) for png in out.overlays.values())
+                                                else args.resize_on == "device", overlay_files=files)):
+                stored += sum(len(png) for png in out.overlays.values()) + sum(out.written.values())
                 if saves is not None:
                     for label, png in out.overlays.items():
                         saves.submit(f"heatmaps/{n}-{label}-{os.getpid()}-{time.monotonic_ns()}.png", png)
@@ -196,7 +208,7 @@ def main() -> None:
           f"switch interval {switch * 1000:g} ms, "
           f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"
           f"overlays of at most {pipeline.MAX_ENCODE_LAG} batch(es) encoding at once, "
-          f"{'overlays saved as files, ' if args.store else ''}"
+          f"{f'overlays saved as files by the {args.store_on}, ' if args.store else ''}"
           f"torch {torch.__version__}")
     print(f"  bare forward:  {n / bare:9.1f} images/s  ({bare * 1000 / n:.2f} ms/image)")
     print(f"  whole path:    {n / full:9.1f} images/s  ({full * 1000 / n:.2f} ms/image; decode, preprocess, forward "

@@ -215,9 +215,9 @@ def _bench(args: argparse.Namespace, source: Path) -> None:
     print(f"imaging job bench: {arch.name} at {args.input_size}px, batch {BATCH}, {n} images of 256x256 PNG, "
           f"device {device}, {args.processes or 'no'} decode process(es), storage {type(default_storage).__name__}, "
           f"{connection.vendor}, torch {torch.__version__}, DEBUG={settings.DEBUG}")
-    rows = [("bare forward", best["bare"]), ("job run phase (read, decode, forward, Grad-CAM, overlay PNG)",
+    rows = [("bare forward", best["bare"]), ("job run phase (read, decode, forward, Grad-CAM, overlay PNG files)",
                                               phases["run"]),
-            ("job write phase (findings and heat map files, one transaction)", phases["write"]),
+            ("job write phase (findings, one transaction)", phases["write"]),
             ("whole job (job_run: claim, run, write, status)", best["whole"])]
     for label, seconds in rows:
         print(f"  {label:66s} {n / seconds:9.1f} images/s  ({seconds * 1000 / n:.3f} ms/image)")

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage, storages
 
 from cdss.models import Job
 
-from .ml.cpuwork import decode_blob
+from .ml.cpuwork import Target, decode_blob
 from .ml.store import STORE_THREADS, BackgroundSaves
 from .models import ImagingFinding, ImagingInstance
 
@@ -71,6 +71,16 @@ class HeatmapStore(BackgroundSaves):
 
     def save(self, key: uuid.UUID, png: bytes) -> str:
         return self.submit(heatmap_name(key), png)
+
+
+def _local_folder() -> FileSystemStorage | None:
+    """Default storage when it is a folder on this machine: the pipeline's encoders (threads or
+    decode processes) then write the heat map files there themselves, as FileSystemStorage would
+    (same path, permissions and exclusive creation), so the PNGs never come back to this process.
+    Other storages (an object store) get them through ``HeatmapStore``."""
+    storage = storages["default"]  # what default_storage stands for
+    own_save = getattr(type(storage), "_save", None) is getattr(FileSystemStorage, "_save", None)
+    return storage if isinstance(storage, FileSystemStorage) and own_save else None
 
 
 def heatmap_name(key: uuid.UUID) -> str:
@@ -153,37 +163,55 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
     skipped_done = 0
     unreadable = 0
     processes = max(0, int(getattr(settings, "CDSS_IMAGING_PROCESSES", 0)))
-    with HeatmapStore() as store:  # an exception below removes the files saved so far
-        for name, group in sorted(by_model.items()):
-            model = get_loaded_model(name)
-            if model is None:
-                inactive.append(name)
-                continue
-            models[name] = model.version
-            done = set(ImagingFinding.objects.filter(instance__in=group, model_version_id=model.model_version_id)
-                       .values_list("instance_id", flat=True))
-            todo = [i for i in group if i.pk not in done]
-            skipped_done += len(group) - len(todo)
-            if not todo:
-                continue
-            for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
-                                   fetch=_fetch):
-                if out.probabilities is None:
-                    unreadable += 1
+    local = _local_folder()
+    planned: list[str] = []  # files the pipeline's encoders write themselves (a local storage folder)
+    try:
+        with HeatmapStore() as store:  # an exception below removes the files saved so far
+            for name, group in sorted(by_model.items()):
+                model = get_loaded_model(name)
+                if model is None:
+                    inactive.append(name)
                     continue
-                instance = out.item
-                for label in model.labels:
-                    key = uuid.uuid4()
-                    png = out.overlays.get(label, b"")
-                    rows.append(FindingRow(
-                        instance_id=instance.pk, patient_id=instance.patient_id,
-                        model_version_id=model.model_version_id, label=label,
-                        probability=out.probabilities[label], threshold=float(model.thresholds[label]),
-                        positive=out.positive[label], external_id=key, heatmap=store.save(key, png) if png else "",
-                    ))
-            ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)),
-                         f"{name}: {len(todo)} image(s)")
-        store.names()  # every file written, or none left and the error raised
+                models[name] = model.version
+                done = set(ImagingFinding.objects.filter(instance__in=group, model_version_id=model.model_version_id)
+                           .values_list("instance_id", flat=True))
+                todo = [i for i in group if i.pk not in done]
+                skipped_done += len(group) - len(todo)
+                if not todo:
+                    continue
+                keys: dict[int, dict[str, uuid.UUID]] = {}
+
+                def files_for(instance: ImagingInstance, labels: list[str] = model.labels,
+                              keys: dict[int, dict[str, uuid.UUID]] = keys) -> dict[str, Target]:
+                    assert local is not None
+                    mine = keys[instance.pk] = {label: uuid.uuid4() for label in labels}
+                    planned.extend(heatmap_name(key) for key in mine.values())
+                    return {label: (local.path(heatmap_name(key)), local.file_permissions_mode)
+                            for label, key in mine.items()}
+
+                for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
+                                       fetch=_fetch, overlay_files=files_for if local is not None else None):
+                    if out.probabilities is None:
+                        unreadable += 1
+                        continue
+                    instance = out.item
+                    for label in model.labels:
+                        key = keys.get(instance.pk, {}).get(label) or uuid.uuid4()
+                        png = out.overlays.get(label, b"")
+                        heatmap = (heatmap_name(key) if label in out.written
+                                   else store.save(key, png) if png else "")
+                        rows.append(FindingRow(
+                            instance_id=instance.pk, patient_id=instance.patient_id,
+                            model_version_id=model.model_version_id, label=label,
+                            probability=out.probabilities[label], threshold=float(model.thresholds[label]),
+                            positive=out.positive[label], external_id=key, heatmap=heatmap,
+                        ))
+                ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)),
+                             f"{name}: {len(todo)} image(s)")
+            store.names()  # every file written, or none left and the error raised
+    except BaseException:
+        remove_files(planned)
+        raise
     return {
         "rows": rows,
         "summary": {

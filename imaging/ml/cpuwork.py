@@ -7,8 +7,10 @@ used to define here.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -218,10 +220,44 @@ def decode_into(files: list[Placed | None], size: int, keep_uint8: bool, block: 
     return out
 
 
-def encode_heat(heat: np.ndarray, sizes: list[tuple[int, int]], labels: list[str]) -> list[dict[str, bytes]]:
+# Where an overlay goes: None, its PNG comes back as bytes; else a new file is written at that
+# path with these permissions (None: as the umask leaves them) and its size in bytes comes back.
+Target = tuple[str, int | None] | None
+
+
+def encode_heat(heat: np.ndarray, sizes: list[tuple[int, int]], labels: list[str],
+                targets: list[dict[str, Target]] | None = None) -> list[dict[str, bytes | int]]:
     """Per image, per label, the overlay PNG of its heat map (N x L x h x w) at the image's
-    (width, height) in ``sizes`` (``heatmap_overlay_png``)."""
+    (width, height) in ``sizes`` (``heatmap_overlay_png``); where ``targets`` names a file for it,
+    written there (``write_new_file``) and its size given instead."""
     return [
-        {label: heatmap_overlay_png(heat[j, n], width=width, height=height) for n, label in enumerate(labels)}
+        {label: deliver(heatmap_overlay_png(heat[j, n], width=width, height=height),
+                        None if targets is None else targets[j].get(label))
+         for n, label in enumerate(labels)}
         for j, (width, height) in enumerate(sizes)
     ]
+
+
+def deliver(png: bytes, target: Target) -> bytes | int:
+    """``png`` itself, or written to ``target``'s new file and its size."""
+    if target is None:
+        return png
+    write_new_file(target[0], png, target[1])
+    return len(png)
+
+
+def write_new_file(path: str, data: bytes, mode: int | None = None) -> None:
+    """A new file with ``data`` at ``path``, as Django's FileSystemStorage saves one: its folders
+    made, the file created exclusively (an existing file is an error, never overwritten), then
+    given ``mode`` when set. A file that could not be written whole is removed."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if mode is not None:
+            os.chmod(path, mode)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
 from multiprocessing.shared_memory import SharedMemory
 from typing import Generic, TypeVar
@@ -34,7 +34,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from . import cpuwork
-from .cpuwork import Blob, overlay_png, shrink
+from .cpuwork import Blob, Target, deliver, overlay_png, shrink
 from .inference import LoadedImagingModel, PendingRead
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class ReadOut(Generic[T]):
     probabilities: dict[str, float] | None  # None: the item could not be decoded
     positive: dict[str, bool]
     overlays: dict[str, bytes]  # label -> heat map overlay PNG at the item's size
+    written: dict[str, int] = field(default_factory=dict)  # label -> bytes of the file written instead
 
 
 def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[[T], np.ndarray | None],
@@ -84,7 +85,8 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
                 threads: int | None = None, seconds: dict[str, float] | None = None,
                 switch_interval: float | None = SWITCH_INTERVAL, processes: int = 0,
                 fetch: Callable[[T], Blob | None] | None = None, behind: int | None = None,
-                resize_on_device: bool | None = None) -> Iterator[ReadOut[T]]:
+                resize_on_device: bool | None = None,
+                overlay_files: Callable[[T], dict[str, Target]] | None = None) -> Iterator[ReadOut[T]]:
     """Yields one ``ReadOut`` per item, in order. ``decode`` returns the item's grey image (uint8,
     or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height).
     ``threads``: the pool's (default ``default_threads``). ``seconds``, if given, gathers where the
@@ -107,7 +109,13 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
 
     ``resize_on_device``: uint8 images larger than the input but no larger in bytes than their
     shrunk float32 copy reach the model as they are and are shrunk on its device (``shrink``'s
-    ``keep_uint8``; default: on a GPU), instead of on the pool; on the CPU the pool shrinks them."""
+    ``keep_uint8``; default: on a GPU), instead of on the pool; on the CPU the pool shrinks them.
+
+    ``overlay_files``: per item, per label, a path (and permissions) for its overlay: the thread or
+    process that encodes the PNG writes it there as a new file (``cpuwork.write_new_file``) and the
+    item's ``written`` gives its size instead of ``overlays`` giving its bytes, so the bytes never
+    come back through a pipe or take this process's GIL to be saved. A label without a path comes
+    back as bytes. An existing file is an error (raised when the item is yielded)."""
     if behind is not None and behind not in (0, 1):
         raise ValueError("behind must be 0 or 1")
     if batch_size < 1:
@@ -131,7 +139,8 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
     try:
         yield from _pipeline(model, chunks, decode, overlay_size, batch_size, threads, spent, procs, fetch,
                              (1 if model.device.type == "cuda" else 0) if behind is None else behind,
-                             model.device.type != "cpu" if resize_on_device is None else resize_on_device)
+                             model.device.type != "cpu" if resize_on_device is None else resize_on_device,
+                             overlay_files)
     finally:
         sys.setswitchinterval(previous_interval)
 
@@ -142,7 +151,7 @@ def _groups(n: int, parts: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-_Row = tuple[T, dict[str, float] | None, dict[str, bool], "tuple[Future[list[dict[str, bytes]]], int] | None"]
+_Row = tuple[T, dict[str, float] | None, dict[str, bool], "tuple[Future[list[dict[str, bytes | int]]], int] | None"]
 # a batch queued on the model's device: its items, which of them were readable, their overlay sizes
 _Launched = tuple[list[T], list[int], list[tuple[int, int]], "PendingRead | None"]
 
@@ -151,7 +160,8 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
               overlay_size: Callable[[T], tuple[int, int]], batch_size: int, threads: int,
               spent: dict[str, float], procs: DecodeProcesses | None = None,
               fetch: Callable[[T], Blob | None] | None = None, behind: int = 0,
-              keep_uint8: bool = False) -> Iterator[ReadOut[T]]:
+              keep_uint8: bool = False,
+              overlay_files: Callable[[T], dict[str, Target]] | None = None) -> Iterator[ReadOut[T]]:
     """The pool gets one task per group of images (as many groups as threads), not one per image:
     each submission wakes a thread that takes the GIL from the calling thread, so fewer of them
     leave the calling thread more of its time for the network. With worker processes (``procs``)
@@ -172,8 +182,9 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             out.append(None if image is None else shrink(image, size, keep_uint8=keep_uint8))
         return out
 
-    def encode_levels(levels: list[np.ndarray]) -> list[dict[str, bytes]]:
-        return [{label: overlay_png(lv[n]) for n, label in enumerate(labels)} for lv in levels]
+    def encode_levels(levels: list[np.ndarray], targets: list[dict[str, Target]] | None) -> list[dict[str, bytes | int]]:
+        return [{label: deliver(overlay_png(lv[n]), None if targets is None else targets[j].get(label))
+                 for n, label in enumerate(labels)} for j, lv in enumerate(levels)]
 
     def parts(n: int) -> int:  # groups of a batch: one per thread; with processes, of PROCESS_GROUP or more
         return threads if procs is None else min(threads, math.ceil(n / PROCESS_GROUP))
@@ -189,13 +200,15 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             t = time.perf_counter()
             probs, maps = pending.result()
             spent["wait_device"] += time.perf_counter() - t
-            handles: list[tuple[Future[list[dict[str, bytes]]], int]] = []
+            handles: list[tuple[Future[list[dict[str, bytes | int]]], int]] = []
+            targets = None if overlay_files is None else [overlay_files(chunk[i]) for i in readable]
             for g in _groups(len(readable), parts(len(readable))):
+                mine = None if targets is None else targets[g]
                 if isinstance(maps, list):  # finished on the device (on_device)
-                    future = pool.submit(encode_levels, maps[g])
+                    future = pool.submit(encode_levels, maps[g], mine)
                 else:
                     run_on = pool if procs is None else procs
-                    future = run_on.submit(cpuwork.encode_heat, maps[g], sizes[g], list(labels))
+                    future = run_on.submit(cpuwork.encode_heat, maps[g], sizes[g], list(labels), mine)
                 handles.extend((future, j) for j in range(g.stop - g.start))
             for j, i in enumerate(readable):
                 p = {label: float(probs[j, n]) for n, label in enumerate(labels)}
@@ -253,8 +266,11 @@ def encode_lag(groups: int, workers: int) -> int:
 
 def _finished(rows: list[_Row[T]], spent: dict[str, float]) -> Iterator[ReadOut[T]]:
     t = time.perf_counter()
-    done = [ReadOut(item, probabilities, positive, {} if handle is None else handle[0].result()[handle[1]])
-            for item, probabilities, positive, handle in rows]
+    done = []
+    for item, probabilities, positive, handle in rows:
+        out = {} if handle is None else handle[0].result()[handle[1]]
+        done.append(ReadOut(item, probabilities, positive, {k: v for k, v in out.items() if isinstance(v, bytes)},
+                            {k: v for k, v in out.items() if isinstance(v, int)}))
     spent["wait_encode"] += time.perf_counter() - t
     yield from done
 

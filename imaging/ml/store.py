@@ -1,17 +1,19 @@
 """Files saved in the background while the imaging pipeline goes on (no Django, no torch).
 
-The imaging job saves its heat map PNGs through Django's storage with ``BackgroundSaves``
-(``imaging.jobs.HeatmapStore``); ``bench/imaging.py --store DIR`` uses the same class with plain
-files, so the store's cost can be measured where Django is not installed (a GPU host's kit).
+The imaging job saves its heat map PNGs to an object store with ``BackgroundSaves``
+(``imaging.jobs.HeatmapStore``; to a local storage folder the pipeline's encoders write them
+themselves); ``bench/imaging.py --store DIR --store-on threads`` uses the same class with plain
+files, so its cost can be measured where Django is not installed (a GPU host's kit).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Self
+
+from .cpuwork import write_new_file
 
 # Threads saving files per job: enough to overlap the round trips of an object store; on local
 # disk a save costs a few system calls.
@@ -61,16 +63,11 @@ class BackgroundSaves:
 
 
 def folder_saver(root: Path) -> tuple[Callable[[str, bytes], str], Callable[[list[str]], None]]:
-    """``save`` and ``remove`` for plain files under ``root``, with the system calls Django's
-    FileSystemStorage makes for a new file (folders made, the file created exclusively, written,
-    closed)."""
+    """``save`` and ``remove`` for plain files under ``root``, created as Django's FileSystemStorage
+    creates a new file (``cpuwork.write_new_file``)."""
 
     def save(name: str, data: bytes) -> str:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write_new_file(str(root / name), data)
         return name
 
     def remove(names: list[str]) -> None:

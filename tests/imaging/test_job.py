@@ -214,3 +214,37 @@ def test_a_job_whose_results_are_not_kept_leaves_no_heat_map_file(pneumonia_mode
     stored = sorted(name.rsplit("/", 1)[-1] for name in ImagingFinding.objects.values_list("heatmap", flat=True))
     assert _heatmap_files(media_root) == stored and len(stored) == 2
     assert {f.external_id for f in ImagingFinding.objects.all()} == {r.external_id for r in first["rows"]}
+
+
+def test_on_a_local_storage_folder_the_encoders_write_the_heat_maps_as_the_storage_would(
+        pneumonia_model, patient_a, media_root, settings, monkeypatch) -> None:
+    import stat
+
+    from imaging import jobs as imaging_jobs
+
+    settings.FILE_UPLOAD_PERMISSIONS = 0o640
+
+    def no_storage_save(name, png):
+        raise AssertionError("saved through the storage API")
+
+    monkeypatch.setattr(imaging_jobs, "_save_exact", no_storage_save)
+    created = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (9, 10)],
+                             modality="CR", body_part="CHEST").created
+    job = Job.objects.get(kind="imaging")
+    assert job_run(job.pk) == "succeeded"
+    loaded = inference.get_loaded_model(NAME)
+    assert loaded is not None
+    expected = {out.item.pk: out for out in read_images_for(loaded, created)}
+    for finding in ImagingFinding.objects.all():
+        assert finding.heatmap.name == imaging_jobs.heatmap_name(finding.external_id)
+        path = media_root / finding.heatmap.name
+        assert path.read_bytes() == expected[finding.instance_id].overlays["pneumonia"]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640  # FILE_UPLOAD_PERMISSIONS, as the storage sets it
+    assert len(_heatmap_files(media_root)) == 2
+
+
+def read_images_for(loaded, instances):
+    from imaging import jobs as imaging_jobs
+    from imaging.ml.pipeline import read_images
+
+    return read_images(loaded, instances, imaging_jobs._decode, imaging_jobs._overlay_size)

@@ -562,3 +562,48 @@ def test_overlays_of_enough_batches_encode_at_once_to_give_every_worker_a_group(
     assert encode_lag(1, 2) == 2
     assert encode_lag(1, 64) == MAX_ENCODE_LAG  # bounded: rows wait for at most MAX_ENCODE_LAG batches
     assert encode_lag(0, 0) == 1
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_overlays_are_written_as_new_files_by_whoever_encodes_them(processes, tmp_path):
+    import stat
+
+    model = _model()
+    rng = np.random.default_rng(11)
+    files = [_png(rng.integers(0, 256, (30 + i, 44), dtype=np.uint8)) for i in range(5)]
+    files[1] = b"not an image"
+
+    def decode(data: bytes) -> np.ndarray | None:
+        try:
+            return model_image(data)
+        except ImageFileError:
+            return None
+
+    kwargs: dict[str, Any] = {"batch_size": 2, "threads": 2, "processes": processes, "fetch": lambda d: (d, None)}
+    as_bytes = list(read_images(model, files, decode, lambda _: (40, 36), **kwargs))
+    folder = tmp_path / "heatmaps" / "new"  # made by the writer
+
+    def targets(data: bytes) -> dict[str, tuple[str, int | None]]:
+        return {"x": (str(folder / f"{files.index(data)}.png"), 0o640)}
+
+    as_files = list(read_images(model, files, decode, lambda _: (40, 36), overlay_files=targets, **kwargs))
+    assert [o.item for o in as_files] == files
+    for i, (a, b) in enumerate(zip(as_bytes, as_files, strict=True)):
+        assert b.overlays == {} and a.probabilities == b.probabilities
+        if i == 1:  # unreadable: nothing written
+            assert b.written == {} and not (folder / "1.png").exists()
+            continue
+        path = folder / f"{i}.png"
+        assert b.written == {"x": len(a.overlays["x"])} and path.read_bytes() == a.overlays["x"]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+    # an existing file is never overwritten: the error comes with the item
+    (folder / "0.png").write_bytes(b"kept")
+    with pytest.raises(FileExistsError):
+        list(read_images(model, files, decode, lambda _: (40, 36), overlay_files=targets, **kwargs))
+    assert (folder / "0.png").read_bytes() == b"kept"
+
+    # a label without a path comes back as bytes
+    outs = list(read_images(model, files, decode, lambda _: (40, 36), overlay_files=lambda d: {}, **kwargs))
+    assert [o.overlays for o in outs] == [o.overlays for o in as_bytes] and all(o.written == {} for o in outs)
+    model.close()
