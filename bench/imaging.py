@@ -156,7 +156,8 @@ def main() -> None:
                 folder, count = args.store / "heatmaps", iter(range(len(pngs)))
 
                 def files(_: bytes) -> dict[str, Target]:
-                    return {label: (str(folder / f"{next(count)}-{label}.png"), None) for label in model.labels}
+                    n = next(count)  # in 256 folders, as the job's heat maps (imaging.jobs.heatmap_name)
+                    return {label: (str(folder / f"{n % 256:02x}" / f"{n}-{label}.png"), None) for label in model.labels}
 
             for n, out in enumerate(read_images(model, pngs, model_image, lambda _: (args.image_size, args.image_size),
                                                 batch_size=bs, threads=threads, seconds=seconds,
@@ -167,7 +168,7 @@ def main() -> None:
                 stored += sum(len(png) for png in out.overlays.values()) + sum(out.written.values())
                 if saves is not None:
                     for label, png in out.overlays.items():
-                        saves.submit(f"heatmaps/{n}-{label}-{os.getpid()}-{time.monotonic_ns()}.png", png)
+                        saves.submit(f"heatmaps/{n % 256:02x}/{n}-{label}.png", png)
             if saves is not None:
                 saves.names()
         return stored

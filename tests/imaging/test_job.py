@@ -139,7 +139,7 @@ def test_with_decode_processes_the_job_stores_what_the_threads_read(pneumonia_mo
 
 def _heatmap_files(media_root) -> list[str]:
     folder = media_root / "imaging" / "heatmaps"
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
 
 
 def test_heat_maps_are_saved_in_the_background_and_a_failed_save_leaves_no_file(media_root) -> None:
@@ -236,7 +236,9 @@ def test_on_a_local_storage_folder_the_encoders_write_the_heat_maps_as_the_stora
     assert loaded is not None
     expected = {out.item.pk: out for out in read_images_for(loaded, created)}
     for finding in ImagingFinding.objects.all():
+        hex_id = finding.external_id.hex
         assert finding.heatmap.name == imaging_jobs.heatmap_name(finding.external_id)
+        assert finding.heatmap.name == f"imaging/heatmaps/{hex_id[:2]}/{hex_id}.png"  # one of 256 folders
         path = media_root / finding.heatmap.name
         assert path.read_bytes() == expected[finding.instance_id].overlays["pneumonia"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o640  # FILE_UPLOAD_PERMISSIONS, as the storage sets it
