@@ -17,8 +17,11 @@ timings, same model, same batch size, same run, the passes alternating after one
    thread pool one batch ahead, batched preprocessing (uint8 to float, resize, normalise), one
    forward pass per batch giving the probabilities and the Grad-CAM maps (closed form, no
    backward pass), and the heat map overlay PNGs encoded on the pool while the next batch runs.
-Prints figures; asserts nothing. Without ``--model-file`` the network has fresh weights (the
-throughput does not depend on their values).
+With ``--store DIR`` the whole path also saves every overlay as a new file under DIR, as the job
+does (``--store-on``: by the encoders, the job's way with a local storage folder; or by background
+threads, its way with an object store); ``bench/imaging_job.py`` measures the job itself, files and
+PostgreSQL included. Prints figures; asserts nothing. Without ``--model-file`` the network has
+fresh weights (the throughput does not depend on their values).
 
 Figures (2026-11-26; 2 CPU cores shared with other work, torch 2.14.1; more in imaging/README.md):
     OMP_NUM_THREADS=1 python bench/imaging.py --arch resnet18 --input-size 28
@@ -34,6 +37,8 @@ With torch's two default threads on the busy shared cores the figures swung by a
 between runs (32-89% kept; whole path 53-389 images/s, 161-223 before these changes): the
 pipeline's threads work during the forward pass and can take the cores its OpenMP threads wait for
 (see imaging/README.md).
+2026-11-27, H200, 15 decode processes, CUDA graphs: Inception-V3 at 299 px keeps 82-88% (batch 64
+and 128) without a store, 42-45% with ``--store`` (one folder; see imaging/README.md).
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import shutil
 import sys
 import time
@@ -50,6 +54,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import pneumonia_source  # noqa: E402
 
 
 def main() -> None:
@@ -113,10 +119,7 @@ def main() -> None:
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    data_dir = args.data_dir or Path(os.environ.get("CDSS_DATA_DIR") or ROOT.parent / "shared" / "data")
-    source = data_dir / "imaging" / "pneumoniamnist.npz"
-    if not source.is_file():
-        parser.error(f"{source} does not exist: give --data-dir (the folder that holds imaging/pneumoniamnist.npz)")
+    source = pneumonia_source(parser, args.data_dir)
     with np.load(source) as npz:
         base = npz["val_images"]
     pngs = _source_pngs(base, args.images, args.image_size, args.png_cache)

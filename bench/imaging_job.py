@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import recreate_database  # noqa: E402
+from bench.common import data_dir, pneumonia_source, recreate_database  # noqa: E402
 from tests.integration.workers import RedisServer, free_port  # noqa: E402
 
 NAME = "imaging_pneumoniamnist"
@@ -65,10 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.images < 1 or args.repeats < 1:
         parser.error("--images and --repeats must be at least 1")
-    data_dir = args.data_dir or Path(os.environ.get("CDSS_DATA_DIR") or ROOT.parent / "shared" / "data")
-    source = data_dir / "imaging" / "pneumoniamnist.npz"
-    if not source.is_file():
-        parser.error(f"{source} does not exist: give --data-dir (the folder that holds imaging/pneumoniamnist.npz)")
+    source = pneumonia_source(parser, args.data_dir)
 
     work = Path(tempfile.mkdtemp(prefix="cdss-bench-imaging-", dir=args.work_dir))
     recreate_database(args.database_url)
@@ -79,7 +76,7 @@ def main() -> None:
     os.environ.update(DJANGO_SETTINGS_MODULE="cdss.settings", DATABASE_URL=args.database_url,
                       DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
                       DJANGO_MEDIA_ROOT=str(work / "media"), CDSS_MODEL_DIR=str(work / "models"),
-                      CDSS_DATA_DIR=str(data_dir), CDSS_IMAGING_PROCESSES=str(args.processes),
+                      CDSS_DATA_DIR=str(data_dir(args.data_dir)), CDSS_IMAGING_PROCESSES=str(args.processes),
                       CELERY_BROKER_URL=redis.url)
     try:
         import django

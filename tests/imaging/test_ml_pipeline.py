@@ -36,6 +36,14 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _decode_or_none(data: bytes) -> np.ndarray | None:
+    """The job's decoding, with an unreadable file as None."""
+    try:
+        return model_image(data)
+    except ImageFileError:
+        return None
+
+
 def _model(config: dict[str, Any] | None = None) -> LoadedImagingModel:
     config = config or CONFIG
     torch.manual_seed(0)
@@ -281,14 +289,8 @@ def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict(be
     files = [_png(rng.integers(0, 256, (32 + i, 40), dtype=np.uint8)) for i in range(7)]
     files[3] = b"not an image"
 
-    def decode(data: bytes) -> np.ndarray | None:
-        try:
-            return model_image(data)
-        except ImageFileError:
-            return None
-
     seconds: dict[str, float] = {}
-    outs = list(read_images(model, files, decode, lambda data: (50, 20 + len(data) % 7), batch_size=3, threads=2,
+    outs = list(read_images(model, files, _decode_or_none, lambda data: (50, 20 + len(data) % 7), batch_size=3, threads=2,
                             seconds=seconds, behind=behind))
     assert set(seconds) == set(STAGES) and seconds["forward"] > 0
     assert sys.getswitchinterval() == pytest.approx(0.005)  # the interpreter's own, given back
@@ -323,10 +325,7 @@ def test_decoding_and_encoding_in_worker_processes_gives_what_the_threads_give()
     files[6] = None  # the file is gone: fetch says None
 
     def decode(data: bytes | None) -> np.ndarray | None:
-        try:
-            return None if data is None else model_image(data)
-        except ImageFileError:
-            return None
+        return None if data is None else _decode_or_none(data)
 
     def size(data: bytes | None) -> tuple[int, int]:
         return 40, 20 + (len(data) % 9 if data else 0)
@@ -573,20 +572,14 @@ def test_overlays_are_written_as_new_files_by_whoever_encodes_them(processes, tm
     files = [_png(rng.integers(0, 256, (30 + i, 44), dtype=np.uint8)) for i in range(5)]
     files[1] = b"not an image"
 
-    def decode(data: bytes) -> np.ndarray | None:
-        try:
-            return model_image(data)
-        except ImageFileError:
-            return None
-
     kwargs: dict[str, Any] = {"batch_size": 2, "threads": 2, "processes": processes, "fetch": lambda d: (d, None)}
-    as_bytes = list(read_images(model, files, decode, lambda _: (40, 36), **kwargs))
+    as_bytes = list(read_images(model, files, _decode_or_none, lambda _: (40, 36), **kwargs))
     folder = tmp_path / "heatmaps" / "new"  # made by the writer
 
     def targets(data: bytes) -> dict[str, tuple[str, int | None]]:
         return {"x": (str(folder / f"{files.index(data)}.png"), 0o640)}
 
-    as_files = list(read_images(model, files, decode, lambda _: (40, 36), overlay_files=targets, **kwargs))
+    as_files = list(read_images(model, files, _decode_or_none, lambda _: (40, 36), overlay_files=targets, **kwargs))
     assert [o.item for o in as_files] == files
     for i, (a, b) in enumerate(zip(as_bytes, as_files, strict=True)):
         assert b.overlays == {} and a.probabilities == b.probabilities
@@ -600,10 +593,10 @@ def test_overlays_are_written_as_new_files_by_whoever_encodes_them(processes, tm
     # an existing file is never overwritten: the error comes with the item
     (folder / "0.png").write_bytes(b"kept")
     with pytest.raises(FileExistsError):
-        list(read_images(model, files, decode, lambda _: (40, 36), overlay_files=targets, **kwargs))
+        list(read_images(model, files, _decode_or_none, lambda _: (40, 36), overlay_files=targets, **kwargs))
     assert (folder / "0.png").read_bytes() == b"kept"
 
     # a label without a path comes back as bytes
-    outs = list(read_images(model, files, decode, lambda _: (40, 36), overlay_files=lambda d: {}, **kwargs))
+    outs = list(read_images(model, files, _decode_or_none, lambda _: (40, 36), overlay_files=lambda d: {}, **kwargs))
     assert [o.overlays for o in outs] == [o.overlays for o in as_bytes] and all(o.written == {} for o in outs)
     model.close()
