@@ -43,6 +43,7 @@ from .models import ImagingFinding, ImagingInstance
 log = logging.getLogger("cdss.imaging")
 
 IMAGING_KIND = "imaging"
+HEATMAP_FOLDER = "imaging/heatmaps"  # in storage
 
 
 # Findings per INSERT.
@@ -89,7 +90,7 @@ def heatmap_name(key: uuid.UUID) -> str:
     folder's lock), so with one folder the encoders writing in parallel would wait on each other
     (2 processes on the development machine: 1,354 files/s in one folder, 2,630 spread), and a
     folder of millions of files is slow to list and back up."""
-    return f"imaging/heatmaps/{key.hex[:2]}/{key.hex}.png"
+    return f"{HEATMAP_FOLDER}/{key.hex[:2]}/{key.hex}.png"
 
 
 def _save_exact(name: str, png: bytes) -> str:

@@ -31,6 +31,7 @@ import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from cdss.audit import audit_record
 from patients.models import Patient, Site
 
 from .imagefile import ImageFileError, ImageMeta, uid_from_digest
-from .models import ImagingInstance, ImagingSeries, ImagingStudy
+from .models import ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
 from .pixels import load_image, preview_png, preview_size, sha256_of, thumbnail_png
 
 log = logging.getLogger("cdss.imaging")
@@ -462,3 +464,46 @@ def finding_feedback_record(
         audit_record(user=user, action="create", target="imaging-feedback", patient=patient, request=request,
                      detail=f"{verdict} on finding {finding.external_id}")
     return row
+
+
+@dataclass
+class OrphanSweep:
+    files: int  # heat map files no finding names, older than the cut-off
+    bytes: int
+    removed: int
+    young: int  # unnamed files newer than the cut-off (a running job's), left alone
+
+
+def heatmap_orphans_sweep(*, older_than: timedelta, delete: bool = False, chunk: int = 1000) -> OrphanSweep:
+    """Heat map files in storage that no finding names: what a worker killed in the middle of an
+    imaging job leaves (its handler had written them; its result was never stored). Files newer
+    than ``older_than`` are never counted as orphans, since a running job's files have no rows yet
+    (a job's time limit is 30 minutes). Works through the storage API (a local folder or an object
+    store); names are compared with the findings' in chunks, so memory stays bounded."""
+    from .jobs import HEATMAP_FOLDER
+
+    cutoff = timezone.now() - older_than
+    sweep = OrphanSweep(0, 0, 0, 0)
+    try:
+        folders, loose = default_storage.listdir(HEATMAP_FOLDER)
+    except FileNotFoundError:
+        return sweep
+    names = [f"{HEATMAP_FOLDER}/{name}" for name in loose]
+    for folder in sorted(folders):
+        inside = default_storage.listdir(f"{HEATMAP_FOLDER}/{folder}")[1]
+        names.extend(f"{HEATMAP_FOLDER}/{folder}/{name}" for name in inside)
+    for start in range(0, len(names), chunk):
+        part = names[start:start + chunk]
+        named = set(ImagingFinding.objects.filter(heatmap__in=part).values_list("heatmap", flat=True))
+        for name in part:
+            if name in named:
+                continue
+            if default_storage.get_modified_time(name) > cutoff:
+                sweep.young += 1
+                continue
+            sweep.files += 1
+            sweep.bytes += default_storage.size(name)
+            if delete:
+                default_storage.delete(name)
+                sweep.removed += 1
+    return sweep

@@ -250,3 +250,42 @@ def read_images_for(loaded, instances):
     from imaging.ml.pipeline import read_images
 
     return read_images(loaded, instances, imaging_jobs._decode, imaging_jobs._overlay_size)
+
+
+def test_heat_map_files_no_finding_names_are_counted_and_removed_once_old(pneumonia_model, patient_a,
+                                                                           media_root) -> None:
+    import os
+    import time
+    import uuid
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from imaging.jobs import heatmap_name
+
+    imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (11, 12)],
+                   modality="CR", body_part="CHEST")
+    assert job_run(Job.objects.get(kind="imaging").pk) == "succeeded"
+    named = sorted(ImagingFinding.objects.values_list("heatmap", flat=True))
+    old, young = heatmap_name(uuid.uuid4()), heatmap_name(uuid.uuid4())
+    for name in (old, young):
+        default_storage.save(name, ContentFile(b"x" * 100))
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(media_root / old, (two_days_ago, two_days_ago))
+    for name in named:  # old files that a finding names are never orphans
+        os.utime(media_root / name, (two_days_ago, two_days_ago))
+
+    out = StringIO()
+    call_command("imaging_orphans", stdout=out)
+    assert out.getvalue().startswith("1 heat map file(s) no finding names, older than 24 h (0.1 KiB): none removed")
+    assert "1 newer file(s) left alone" in out.getvalue()
+    assert default_storage.exists(old)
+
+    out = StringIO()
+    call_command("imaging_orphans", "--delete", stdout=out)
+    assert "removed 1" in out.getvalue()
+    assert not default_storage.exists(old) and default_storage.exists(young)
+    assert all(default_storage.exists(name) for name in named) and len(named) == 2
+
+    with pytest.raises(CommandError, match="at least 1"):
+        call_command("imaging_orphans", "--older-than-hours", "0.1")

@@ -118,3 +118,21 @@ def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_maps_there(
     heat = Image.open(io.BytesIO(stored[f"cdss/{finding.heatmap.name}"]))
     assert heat.format == "PNG" and heat.size == (instance.preview_width, instance.preview_height)
     assert stored_files(media_root) == []
+
+    # the orphan sweep works through the storage API on a bucket too: the finding's file is named,
+    # a new unnamed one is young, and with no cut-off left nothing old is unnamed
+    import uuid
+    from datetime import timedelta
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from imaging.jobs import heatmap_name
+    from imaging.services import heatmap_orphans_sweep
+
+    stray = default_storage.save(heatmap_name(uuid.uuid4()), ContentFile(b"stray"))
+    sweep = heatmap_orphans_sweep(older_than=timedelta(hours=1), delete=True)
+    assert (sweep.files, sweep.young, sweep.removed) == (0, 1, 0)
+    sweep = heatmap_orphans_sweep(older_than=timedelta(seconds=-60), delete=True)  # every unnamed file is old
+    assert (sweep.files, sweep.removed, sweep.bytes) == (1, 1, 5)
+    assert f"cdss/{stray}" not in objects(s3_bucket) and f"cdss/{finding.heatmap.name}" in objects(s3_bucket)
