@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
@@ -39,6 +40,10 @@ from cdss.models import Job
 from .ml.cpuwork import Target, decode_blob
 from .ml.store import STORE_THREADS, BackgroundSaves
 from .models import ImagingFinding, ImagingInstance
+
+if TYPE_CHECKING:
+    from .ml.inference import LoadedImagingModel
+    from .ml.pipeline import ReadOut
 
 log = logging.getLogger("cdss.imaging")
 
@@ -64,14 +69,51 @@ class FindingRow:
 
 
 class HeatmapStore(BackgroundSaves):
-    """Heat map PNGs saved to default storage in the background (``BackgroundSaves``), each under
-    the name its finding's external id gives (``save`` returns it at once)."""
+    """Where a job's heat map PNGs go, each under the name its finding's external id gives.
+
+    On a local storage folder (``_local_folder``) the pipeline's encoders write the files
+    themselves (``files_for``, for ``read_images(overlay_files=)``); to any other storage the PNGs
+    are saved by background threads (``BackgroundSaves``). ``stored`` gives a finding its id and
+    file either way. Leaving the block by an exception, or ``discard``, removes every file of both
+    kinds."""
 
     def __init__(self, threads: int = STORE_THREADS) -> None:
         super().__init__(_save_exact, remove_files, threads)
+        self.local = _local_folder()
+        # (model version, instance, label) -> the id of the finding whose file the encoders write
+        self.planned: dict[tuple[int, int, str], uuid.UUID] = {}
 
     def save(self, key: uuid.UUID, png: bytes) -> str:
         return self.submit(heatmap_name(key), png)
+
+    def files_for(self, model: LoadedImagingModel) -> Callable[[ImagingInstance], dict[str, Target]] | None:
+        local = self.local
+        if local is None:
+            return None
+
+        def files(instance: ImagingInstance) -> dict[str, Target]:
+            out: dict[str, Target] = {}
+            for label in model.labels:
+                key = self.planned[(model.model_version_id, instance.pk, label)] = uuid.uuid4()
+                out[label] = (local.path(heatmap_name(key)), local.file_permissions_mode)
+            return out
+
+        return files
+
+    def stored(self, model: LoadedImagingModel, out: ReadOut[ImagingInstance], label: str) -> tuple[uuid.UUID, str]:
+        """The finding's external id and heat map file name ("" for none)."""
+        key = self.planned.get((model.model_version_id, out.item.pk, label))
+        if key is not None and label in out.written:
+            return key, heatmap_name(key)
+        key, png = uuid.uuid4(), out.overlays.get(label, b"")
+        return key, self.save(key, png) if png else ""
+
+    def discard(self) -> None:
+        try:
+            super().discard()
+        finally:
+            remove_files([heatmap_name(key) for key in self.planned.values()])
+            self.planned = {}
 
 
 def _local_folder() -> FileSystemStorage | None:
@@ -169,55 +211,35 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
     skipped_done = 0
     unreadable = 0
     processes = max(0, int(getattr(settings, "CDSS_IMAGING_PROCESSES", 0)))
-    local = _local_folder()
-    planned: list[str] = []  # files the pipeline's encoders write themselves (a local storage folder)
-    try:
-        with HeatmapStore() as store:  # an exception below removes the files saved so far
-            for name, group in sorted(by_model.items()):
-                model = get_loaded_model(name)
-                if model is None:
-                    inactive.append(name)
+    with HeatmapStore() as store:  # an exception below removes every heat map file written so far
+        for name, group in sorted(by_model.items()):
+            model = get_loaded_model(name)
+            if model is None:
+                inactive.append(name)
+                continue
+            models[name] = model.version
+            done = set(ImagingFinding.objects.filter(instance__in=group, model_version_id=model.model_version_id)
+                       .values_list("instance_id", flat=True))
+            todo = [i for i in group if i.pk not in done]
+            skipped_done += len(group) - len(todo)
+            if not todo:
+                continue
+            for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
+                                   fetch=_fetch, overlay_files=store.files_for(model)):
+                if out.probabilities is None:
+                    unreadable += 1
                     continue
-                models[name] = model.version
-                done = set(ImagingFinding.objects.filter(instance__in=group, model_version_id=model.model_version_id)
-                           .values_list("instance_id", flat=True))
-                todo = [i for i in group if i.pk not in done]
-                skipped_done += len(group) - len(todo)
-                if not todo:
-                    continue
-                keys: dict[int, dict[str, uuid.UUID]] = {}
-
-                def files_for(instance: ImagingInstance, labels: list[str] = model.labels,
-                              keys: dict[int, dict[str, uuid.UUID]] = keys) -> dict[str, Target]:
-                    assert local is not None
-                    mine = keys[instance.pk] = {label: uuid.uuid4() for label in labels}
-                    planned.extend(heatmap_name(key) for key in mine.values())
-                    return {label: (local.path(heatmap_name(key)), local.file_permissions_mode)
-                            for label, key in mine.items()}
-
-                for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
-                                       fetch=_fetch, overlay_files=files_for if local is not None else None):
-                    if out.probabilities is None:
-                        unreadable += 1
-                        continue
-                    instance = out.item
-                    for label in model.labels:
-                        key = keys.get(instance.pk, {}).get(label) or uuid.uuid4()
-                        png = out.overlays.get(label, b"")
-                        heatmap = (heatmap_name(key) if label in out.written
-                                   else store.save(key, png) if png else "")
-                        rows.append(FindingRow(
-                            instance_id=instance.pk, patient_id=instance.patient_id,
-                            model_version_id=model.model_version_id, label=label,
-                            probability=out.probabilities[label], threshold=float(model.thresholds[label]),
-                            positive=out.positive[label], external_id=key, heatmap=heatmap,
-                        ))
-                ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)),
-                             f"{name}: {len(todo)} image(s)")
-            store.names()  # every file written, or none left and the error raised
-    except BaseException:
-        remove_files(planned)
-        raise
+                for label in model.labels:
+                    key, heatmap = store.stored(model, out, label)
+                    rows.append(FindingRow(
+                        instance_id=out.item.pk, patient_id=out.item.patient_id,
+                        model_version_id=model.model_version_id, label=label,
+                        probability=out.probabilities[label], threshold=float(model.thresholds[label]),
+                        positive=out.positive[label], external_id=key, heatmap=heatmap,
+                    ))
+            ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)),
+                         f"{name}: {len(todo)} image(s)")
+        store.names()  # every file written, or none left and the error raised
     return {
         "rows": rows,
         "summary": {
