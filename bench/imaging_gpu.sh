@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU table of imaging/README.md in one run: bench/imaging.py on CUDA (bf16) for each model and
+# The GPU tables of imaging/README.md in one run: bench/imaging.py on CUDA (bf16) for each model and
 # batch size there, 4,096 images of 256 px, the calling thread's breakdown, and for one model the
 # calling thread's costliest functions (--profile). Needs torch, torchvision, numpy and Pillow only.
 #
@@ -20,6 +20,12 @@ run() {
 # CUDA graphs, the device-side resize of small uint8 images and overlays of several batches encoding
 # at once are the job's defaults on a GPU; --encode-lag 1 is the pipeline before the last of these
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --profile 25
+# with the store: every overlay a new file, written by the decode processes as the job does on a
+# local storage folder (256 folders); then by background threads (the job's way with an object store)
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store
+run --arch inception_v3 --input-size 299 --batch-size 128 --processes 15 --store /tmp/cdss-bench-store
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
+    --store-on threads
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --encode-lag 1
 run --arch inception_v3 --input-size 299 --batch-size 128 --processes 15
 run --arch resnet18 --input-size 224 --batch-size 64 --processes 15
