@@ -13,10 +13,10 @@ to 64 (one forward pass each, which gives the probabilities and the Grad-CAM hea
 heat map overlay PNGs are encoded on the pool while the next batch runs. A stored file that can no
 longer be read is counted in the result (``unreadable``) and the other images go on.
 
-Storing: the heat map PNGs are saved to Django's storage by a few threads while the pipeline goes
-on (``HeatmapStore``; a save to an object store waits on the network), under names made from
-the findings' own external ids; the writer inserts the findings (one INSERT per thousand) with the
-job's success, in one transaction. Files of rows that are not kept are removed: by the handler if
+Storing (``HeatmapStore``): each heat map PNG becomes a file named by its finding's external id,
+written by the pipeline's encoders on a local storage folder, saved by background threads while
+the pipeline goes on to any other storage; the writer inserts the findings (one INSERT per
+thousand) with the job's success, in one transaction. Files of rows that are not kept are removed: by the handler if
 it fails, by the writer for images another job read meanwhile, and by the kind's discarder when
 the writer's transaction does not commit (``cdss.jobs.registry.JobKind.discard``).
 """
@@ -49,10 +49,7 @@ log = logging.getLogger("cdss.imaging")
 
 IMAGING_KIND = "imaging"
 HEATMAP_FOLDER = "imaging/heatmaps"  # in storage
-
-
-# Findings per INSERT.
-INSERT_BATCH = 1000
+INSERT_BATCH = 1000  # findings per INSERT
 
 
 @dataclass
@@ -260,7 +257,10 @@ def write(job: Job, payload: dict[str, Any]) -> dict[str, Any]:
     rows: list[FindingRow] = payload["rows"]
     existing = set(ImagingFinding.objects.filter(instance_id__in={r.instance_id for r in rows})
                    .values_list("instance_id", "model_version_id", "label"))
-    keep = [r for r in rows if (r.instance_id, r.model_version_id, r.label) not in existing]
+    keep: list[FindingRow] = []
+    taken: list[FindingRow] = []
+    for row in rows:
+        (taken if (row.instance_id, row.model_version_id, row.label) in existing else keep).append(row)
     findings = [
         ImagingFinding(
             external_id=row.external_id, instance_id=row.instance_id, patient_id=row.patient_id,
@@ -272,7 +272,7 @@ def write(job: Job, payload: dict[str, Any]) -> dict[str, Any]:
     ]
     ImagingFinding.objects.bulk_create(findings, batch_size=INSERT_BATCH)
     count = len(findings)
-    remove_files([r.heatmap for r in rows if (r.instance_id, r.model_version_id, r.label) in existing])
+    remove_files([r.heatmap for r in taken])
     summary = dict(payload["summary"])
     summary["findings_written"] = count
     if summary["no_active_model"]:

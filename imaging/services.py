@@ -479,7 +479,7 @@ def heatmap_orphans_sweep(*, older_than: timedelta, delete: bool = False, chunk:
     imaging job leaves (its handler had written them; its result was never stored). Files newer
     than ``older_than`` are never counted as orphans, since a running job's files have no rows yet
     (a job's time limit is 30 minutes). Works through the storage API (a local folder or an object
-    store); names are compared with the findings' in chunks, so memory stays bounded."""
+    store), one of its 256 folders at a time; names are compared with the findings' in chunks."""
     from .jobs import HEATMAP_FOLDER
 
     cutoff = timezone.now() - older_than
@@ -488,6 +488,27 @@ def heatmap_orphans_sweep(*, older_than: timedelta, delete: bool = False, chunk:
         folders, loose = default_storage.listdir(HEATMAP_FOLDER)
     except FileNotFoundError:
         return sweep
+    groups: list[tuple[str, list[str] | None]] = [(HEATMAP_FOLDER, loose)]  # None: listed when reached
+    groups += [(f"{HEATMAP_FOLDER}/{folder}", None) for folder in sorted(folders)]
+    for folder, files in groups:  # one folder listed at a time
+        if files is None:
+            files = default_storage.listdir(folder)[1]
+        names = [f"{folder}/{name}" for name in files]
+        for start in range(0, len(names), chunk):
+            part = names[start:start + chunk]
+            named = set(ImagingFinding.objects.filter(heatmap__in=part).values_list("heatmap", flat=True))
+            for name in part:
+                if name in named:
+                    continue
+                if default_storage.get_modified_time(name) > cutoff:
+                    sweep.young += 1
+                    continue
+                sweep.files += 1
+                sweep.bytes += default_storage.size(name)
+                if delete:
+                    default_storage.delete(name)
+                    sweep.removed += 1
+    return sweep
     names = [f"{HEATMAP_FOLDER}/{name}" for name in loose]
     for folder in sorted(folders):
         inside = default_storage.listdir(f"{HEATMAP_FOLDER}/{folder}")[1]

@@ -123,7 +123,6 @@ def worker_start(parent: int) -> None:
     """Initialiser of each worker process: one thread for numpy and Pillow's own pools (the process
     is one of many), and a watchdog that ends the process when ``parent`` is gone, so a worker
     killed without shutting its pool down leaves no process behind."""
-    import os
     import threading
     import time
 
@@ -141,7 +140,6 @@ def worker_start(parent: int) -> None:
 
 def worker_facts() -> tuple[int, bool]:
     """(pid, whether torch is loaded here): a worker process answers once it has started."""
-    import os
     import sys
 
     return os.getpid(), "torch" in sys.modules
