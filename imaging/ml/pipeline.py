@@ -76,7 +76,7 @@ class ReadOut(Generic[T]):
     item: T
     probabilities: dict[str, float] | None  # None: the item could not be decoded
     positive: dict[str, bool]
-    overlays: dict[str, bytes]  # label -> heat map overlay PNG at the item's size
+    overlays: dict[str, bytes]  # label -> heat map overlay PNG at the item's size (``cpuwork.overlay_dims``)
     written: dict[str, int] = field(default_factory=dict)  # label -> bytes of the file written instead
 
 
@@ -88,7 +88,8 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
                 resize_on_device: bool | None = None,
                 overlay_files: Callable[[T], dict[str, Target]] | None = None) -> Iterator[ReadOut[T]]:
     """Yields one ``ReadOut`` per item, in order. ``decode`` returns the item's grey image (uint8,
-    or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height).
+    or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height), which
+    the overlays keep, at most ``cpuwork.OVERLAY_MAX_SIDE`` a side (``cpuwork.overlay_dims``).
     ``threads``: the pool's (default ``default_threads``). ``seconds``, if given, gathers where the
     calling thread spent its time (``STAGES``: waiting for decoded images; preprocessing, queuing
     the forward pass with the heat maps and handing out the results; waiting for the device to
@@ -239,7 +240,7 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
                 ahead.append(submit_load(chunks[k + depth]))
             readable = [i for i, image in enumerate(decoded) if image is not None]
             images = [image for image in decoded if image is not None]
-            sizes = [overlay_size(chunk[i]) for i in readable]
+            sizes = [cpuwork.overlay_dims(*overlay_size(chunk[i])) for i in readable]
             pending = (model.launch(images, offset=k * batch_size, shrunk=True, sizes=sizes if on_device else None)
                        if readable else None)
             launched.append((chunk, readable, sizes, pending))

@@ -15,6 +15,7 @@ from PIL import Image
 from cdss.jobs.runner import job_run
 from cdss.models import Job, ModelVersion
 from imaging.ml import inference
+from imaging.ml.cpuwork import OVERLAY_MAX_SIDE, overlay_dims
 from imaging.models import ImagingFinding
 from imaging.pixels import load_image
 from imaging.services import UploadFile, imaging_upload
@@ -54,7 +55,9 @@ def test_the_job_stores_one_finding_per_label_with_its_heat_map_once(pneumonia_m
     with default_storage.open(str(finding.heatmap.name), "rb") as fh:
         heat = Image.open(fh)
         heat.load()
-    assert heat.format == "PNG" and heat.size == (chest.preview_width, chest.preview_height)
+    # at the preview's shape, at most OVERLAY_MAX_SIDE a side (the radiograph's preview is 1,024 px)
+    assert heat.format == "PNG" and heat.size == overlay_dims(chest.preview_width, chest.preview_height)
+    assert max(heat.size) == OVERLAY_MAX_SIDE < max(chest.preview_width, chest.preview_height)
     assert heat.mode == "P" and "transparency" in heat.info  # the overlay's RGBA colours as a palette
 
     assert job_run(jobs[1].pk) == "succeeded"

@@ -18,6 +18,7 @@ from PIL import Image
 
 from imaging.imagefile import ImageFileError
 from imaging.ml.architectures import ARCHITECTURES, architecture, build_model, fuse_batch_norms
+from imaging.ml.cpuwork import overlay_dims
 from imaging.ml.gradcam import GradCAM
 from imaging.ml.inference import LoadedImagingModel, heat_levels, heatmap_overlay_png, overlay_png
 from imaging.ml.modelfile import preprocess, resize_batch, shrink
@@ -210,6 +211,38 @@ def test_a_bf16_model_keeps_its_weights_in_bf16_and_reads_what_the_float32_model
                            state_dicts=[state], device="cpu", precision="fp16")
 
 
+@pytest.mark.parametrize(("size", "dims"), [
+    ((64, 48), (64, 48)), ((128, 128), (128, 128)), ((28, 28), (28, 28)),  # never enlarged
+    ((1024, 850), (128, 106)), ((850, 1024), (106, 128)), ((256, 256), (128, 128)),  # the shape kept
+    ((3000, 2), (128, 1)), ((129, 1), (128, 1)),  # at least a pixel
+])
+def test_overlays_are_stored_at_most_overlay_max_side_a_side_with_the_images_shape(size, dims):
+    assert overlay_dims(*size) == dims
+    with pytest.raises(ValueError, match="positive"):
+        overlay_dims(0, 10)
+
+
+@pytest.mark.parametrize("cells", [7, 8])  # the CAM grids of ResNet-18/DenseNet-121 at 224 px, Inception-V3 at 299
+def test_a_small_overlay_stretched_over_the_preview_looks_like_one_drawn_at_its_size(cells):
+    """The viewer stretches the stored overlay over a preview of up to 1,024 px (a browser
+    upsamples bilinearly): against one drawn at the preview's size, from CAMs of random cells (the
+    steepest maps), opacity within 12 of 255 and colour (opacity-weighted) within 32."""
+    rng = np.random.default_rng(cells)
+    width, height = 1024, 850
+    for _ in range(3):
+        heat = rng.random((cells, cells)).astype(np.float32)
+        full = np.asarray(Image.open(io.BytesIO(heatmap_overlay_png(heat, width=width, height=height)))
+                          .convert("RGBA")).astype(np.int32)
+        small = Image.open(io.BytesIO(heatmap_overlay_png(heat, width=128, height=106))).convert("RGBA")
+        assert small.size == overlay_dims(width, height)
+        shown = np.asarray(small.convert("RGBa").resize((width, height), Image.Resampling.BILINEAR)
+                           .convert("RGBA")).astype(np.int32)
+        assert np.abs(shown[..., 3] - full[..., 3]).max() <= 12
+        weighted = np.abs(shown[..., :3] * shown[..., 3:] - full[..., :3] * full[..., 3:]) / 255
+        assert weighted.max() <= 32
+        assert full[..., 3].min() == 0 and full[..., 3].max() > 150  # the maps do vary
+
+
 def test_the_overlay_is_a_png_of_the_image_size_transparent_where_cold():
     heat = np.zeros((4, 4), np.float32)
     heat[0, 0] = 1.0
@@ -290,7 +323,8 @@ def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict(be
     files[3] = b"not an image"
 
     seconds: dict[str, float] = {}
-    outs = list(read_images(model, files, _decode_or_none, lambda data: (50, 20 + len(data) % 7), batch_size=3, threads=2,
+    outs = list(read_images(model, files, _decode_or_none, lambda data: (300, 150 + len(data) % 7), batch_size=3,
+                            threads=2,
                             seconds=seconds, behind=behind))
     assert set(seconds) == set(STAGES) and seconds["forward"] > 0
     assert sys.getswitchinterval() == pytest.approx(0.005)  # the interpreter's own, given back
@@ -304,7 +338,7 @@ def test_read_images_keeps_order_reports_unreadable_items_and_matches_predict(be
         assert out.probabilities["x"] == pytest.approx(pred.probabilities["x"], abs=1e-5)
         assert out.positive["x"] == (out.probabilities["x"] >= 0.5)
         overlay = Image.open(io.BytesIO(out.overlays["x"]))
-        assert overlay.size == (50, 20 + len(files[i]) % 7)
+        assert overlay.size == (128, round((150 + len(files[i]) % 7) * 128 / 300))  # at most 128 a side
     model.close()
 
 

@@ -19,6 +19,7 @@ from storages.backends.s3 import S3Storage
 from cdss.jobs.runner import job_run
 from cdss.models import Job
 from cdss.storage import FILESYSTEM, S3, media_storage
+from imaging.ml.cpuwork import overlay_dims
 from imaging.models import ImagingFinding
 from imaging.services import ImagingUploadError, UploadFile, imaging_upload
 from tests.imaging.conftest import chest_png, dicom_bytes, stored_files
@@ -116,7 +117,7 @@ def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_maps_there(
     finding = ImagingFinding.objects.get(instance=instance)
     stored = objects(s3_bucket)
     heat = Image.open(io.BytesIO(stored[f"cdss/{finding.heatmap.name}"]))
-    assert heat.format == "PNG" and heat.size == (instance.preview_width, instance.preview_height)
+    assert heat.format == "PNG" and heat.size == overlay_dims(instance.preview_width, instance.preview_height)
     assert stored_files(media_root) == []
 
     # the orphan sweep works through the storage API on a bucket too: the finding's file is named,
