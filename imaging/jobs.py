@@ -7,7 +7,9 @@ active version is recorded in the job's result as "no active model" and skipped.
 version has already read are skipped, and findings are unique per image, model version and
 label, so running a job twice writes nothing twice.
 
-The handler reads and predicts (no writes) through ``imaging.ml.pipeline.read_images``: files are
+The handler reads and predicts (no writes) through ``imaging.ml.pipeline.read_images``: each
+image's analysis copy (``imaging.pixels.analysis_png``, written at upload; the original for images
+stored before there was one, or for a model of a larger input: ``_Reader``) is
 decoded on a thread pool one batch ahead of the model, each model sees its images in batches of up
 to 64 (one forward pass each, which gives the probabilities and the Grad-CAM heat maps), and the
 heat map overlay PNGs are encoded on the pool while the next batch runs. A stored file that can no
@@ -37,9 +39,10 @@ from django.core.files.storage import FileSystemStorage, default_storage, storag
 
 from cdss.models import Job
 
-from .ml.cpuwork import Target, decode_blob
+from .ml.cpuwork import Blob, Target, decode_blob
 from .ml.store import STORE_THREADS, BackgroundSaves
 from .models import ImagingFinding, ImagingInstance
+from .pixels import ANALYSIS_MAX_SIDE
 
 if TYPE_CHECKING:
     from .ml.inference import LoadedImagingModel
@@ -157,18 +160,35 @@ def remove_files(names: list[str]) -> None:
         log.error("imaging: %s heat map file(s) could not be removed from storage", failed)
 
 
-def _decode(instance: ImagingInstance) -> np.ndarray | None:
-    """The image the models read: the stored file rendered as its preview was (same frame,
-    default window; ``imaging.pixels.model_image``); None if the stored file cannot be read any more."""
-    return decode_blob(_fetch(instance))
+class _Reader:
+    """How the job reads an image for a model of input ``input_size``: its analysis copy (the image
+    the models read, at most ``ANALYSIS_MAX_SIDE`` a side: ``imaging.pixels.analysis_png``) where
+    there is one and the model's input is no larger, else the original file (its frame rendered as
+    the preview was; ``imaging.pixels.model_image``). A copy that cannot be read falls back to the
+    original."""
+
+    def __init__(self, input_size: int) -> None:
+        self.use_copy = input_size <= ANALYSIS_MAX_SIDE
+
+    def fetch(self, instance: ImagingInstance) -> Blob | None:
+        """The file's bytes and the frame to read, for decoding in a worker process; None if the
+        image cannot be read any more."""
+        if self.use_copy and instance.analysis.name:
+            copy = _read(str(instance.analysis.name))
+            if copy is not None:
+                return copy, None
+        original = _read(str(instance.file.name))
+        return None if original is None else (original, instance.frame_index)
+
+    def decode(self, instance: ImagingInstance) -> np.ndarray | None:
+        """The image the models read; None if it cannot be read any more."""
+        return decode_blob(self.fetch(instance))
 
 
-def _fetch(instance: ImagingInstance) -> tuple[bytes, int | None] | None:
-    """The stored file's bytes and the frame to read, for decoding in a worker process; None if
-    the file cannot be read any more."""
+def _read(name: str) -> bytes | None:
     try:
-        with default_storage.open(str(instance.file.name), "rb") as fh:
-            return fh.read(), instance.frame_index
+        with default_storage.open(name, "rb") as fh:
+            return fh.read()
     except OSError:
         return None
 
@@ -221,8 +241,9 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
             skipped_done += len(group) - len(todo)
             if not todo:
                 continue
-            for out in read_images(model, todo, _decode, _overlay_size, batch_size=BATCH, processes=processes,
-                                   fetch=_fetch, overlay_files=store.files_for(model)):
+            reader = _Reader(model.input_size)
+            for out in read_images(model, todo, reader.decode, _overlay_size, batch_size=BATCH, processes=processes,
+                                   fetch=reader.fetch, overlay_files=store.files_for(model)):
                 if out.probabilities is None:
                     unreadable += 1
                     continue

@@ -95,6 +95,10 @@ class ImagingInstance(models.Model):
     file = models.FileField(upload_to="imaging/", max_length=255)
     preview = models.FileField(upload_to="imaging/", max_length=255)
     thumbnail = models.FileField(upload_to="imaging/", max_length=255)
+    # The image the models read, shrunk to at most 512 px a side, as a 16-bit PNG
+    # (``imaging.pixels.analysis_png``); empty for images stored before there was one, which the
+    # imaging job reads from the original file.
+    analysis = models.FileField(upload_to="imaging/", max_length=255, blank=True)
     preview_width = models.PositiveIntegerField()
     preview_height = models.PositiveIntegerField()
     sha256 = models.CharField(max_length=64)

@@ -1,6 +1,6 @@
 """The imaging job's CPU work that needs no torch: checking and shrinking decoded images, and the
-heat map overlay PNGs (colour map, palette PNG). Imports only numpy and Pillow (and
-``imaging.pixels`` for decoding), so the worker processes of ``pipeline.DecodeProcesses`` start in
+heat map overlay PNGs (colour map, palette PNG). Imports only numpy, Pillow and ``imaging.pixels``
+(pure: no pydicom until a DICOM file is decoded), so the worker processes of ``pipeline.DecodeProcesses`` start in
 a fraction of a second and never touch the GPU; ``modelfile`` and ``inference`` re-export what they
 used to define here.
 """
@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from imaging.pixels import fit_size
 
 
 def check_image(image: Any, index: int) -> np.ndarray:
@@ -107,14 +109,8 @@ OVERLAY_MAX_SIDE = 128
 
 def overlay_dims(width: int, height: int) -> tuple[int, int]:
     """(width, height) of the overlay of an image of that size: the same, or scaled down to
-    ``OVERLAY_MAX_SIDE`` on its longer side (each side rounded, at least 1)."""
-    if width < 1 or height < 1:
-        raise ValueError("width and height must be positive")
-    longest = max(width, height)
-    if longest <= OVERLAY_MAX_SIDE:
-        return width, height
-    scale = OVERLAY_MAX_SIDE / longest
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    ``OVERLAY_MAX_SIDE`` on its longer side (``imaging.pixels.fit_size``)."""
+    return fit_size(width, height, OVERLAY_MAX_SIDE)
 
 
 def heatmap_overlay_png(heatmap: np.ndarray, *, width: int, height: int) -> bytes:

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from PIL import Image
@@ -74,9 +75,13 @@ def pneumonia_model(trained, settings, tmp_path) -> Iterator[ModelVersion]:
     inference._CACHE.clear()
 
 
+def chest_image(index: int = 0) -> np.ndarray:
+    """A chest X-ray of the official validation split (never trained on): 28 x 28 uint8."""
+    return load_dataset("pneumoniamnist").splits["val"].images[index]
+
+
 def chest_png(index: int = 0) -> bytes:
-    """A chest X-ray of the official validation split (never trained on), as a PNG upload would be."""
-    data = load_dataset("pneumoniamnist")
+    """``chest_image`` as a PNG upload would be."""
     out = io.BytesIO()
-    Image.fromarray(data.splits["val"].images[index]).save(out, format="PNG")
+    Image.fromarray(chest_image(index)).save(out, format="PNG")
     return out.getvalue()

@@ -17,9 +17,9 @@ from cdss.models import Job, ModelVersion
 from imaging.ml import inference
 from imaging.ml.cpuwork import OVERLAY_MAX_SIDE, overlay_dims
 from imaging.models import ImagingFinding
-from imaging.pixels import load_image
+from imaging.pixels import ANALYSIS_MAX_SIDE, load_image
 from imaging.services import UploadFile, imaging_upload
-from tests.imaging.conftest import chest_png, dicom_bytes
+from tests.imaging.conftest import chest_image, chest_png, dicom_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.needs_data]
 
@@ -45,10 +45,16 @@ def test_the_job_stores_one_finding_per_label_with_its_heat_map_once(pneumonia_m
     finding = ImagingFinding.objects.get(instance=chest)
     loaded = inference.get_loaded_model(NAME)
     assert loaded is not None
-    # the probability is the model's on the image as the preview shows it
+    # the probability is the model's on the image as the preview shows it, read from its analysis copy
+    # (at most 512 px a side, 16-bit), which gives what the radiograph's 1,955 x 1,841 pixels give
+    with default_storage.open(str(chest.analysis.name), "rb") as fh:
+        copy = load_image(fh.read()).rendering.image
     with default_storage.open(str(chest.file.name), "rb") as fh:
-        expected = loaded.predict([load_image(fh.read()).rendering.image], cam=False)[0]
-    assert finding.probability == pytest.approx(expected.probabilities["pneumonia"], abs=1e-5)
+        full = load_image(fh.read()).rendering.image
+    assert max(copy.shape) == ANALYSIS_MAX_SIDE < max(full.shape)
+    on_copy, on_full = (p.probabilities["pneumonia"] for p in loaded.predict([copy, full], cam=False))
+    assert finding.probability == pytest.approx(on_copy, abs=1e-5)
+    assert on_copy == pytest.approx(on_full, abs=0.01)
     assert (finding.label, finding.model_version, finding.job) == ("pneumonia", pneumonia_model, jobs[0])
     assert finding.threshold == pytest.approx(loaded.thresholds["pneumonia"])
     assert finding.positive == (finding.probability >= finding.threshold)
@@ -104,14 +110,32 @@ def test_an_upload_is_analysed_at_commit_and_the_panel_shows_the_finding(
 
 
 def test_an_image_whose_file_is_gone_is_counted_and_the_others_are_read(pneumonia_model, patient_a) -> None:
-    created = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (3, 4)],
+    """Each image is read from its analysis copy, from its original where the copy is gone, and
+    counted unreadable only when both are gone."""
+    from imaging.jobs import _Reader
+
+    created = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (3, 4, 5)],
                              modality="CR", body_part="CHEST").created
     default_storage.delete(str(created[0].file.name))
+    default_storage.delete(str(created[0].analysis.name))
+    default_storage.delete(str(created[1].file.name))  # the copy is read
+    with default_storage.open(str(created[2].file.name), "rb") as fh:
+        original = fh.read()
+    assert _Reader(28).fetch(created[2]) != (original, 0)  # the copy, while it is there
+    assert _Reader(ANALYSIS_MAX_SIDE + 1).fetch(created[2]) == (original, 0)  # a larger input: the original
+    default_storage.delete(str(created[2].analysis.name))  # the original is read
+    assert _Reader(28).fetch(created[2]) == (original, 0)
     job = Job.objects.get(kind="imaging")
     assert job_run(job.pk) == "succeeded"
     job.refresh_from_db()
-    assert job.result["unreadable"] == 1 and job.result["findings_written"] == 1
-    assert list(ImagingFinding.objects.values_list("instance_id", flat=True)) == [created[1].pk]
+    assert job.result["unreadable"] == 1 and job.result["findings_written"] == 2
+    findings = dict(ImagingFinding.objects.values_list("instance_id", "probability"))
+    assert set(findings) == {created[1].pk, created[2].pk}
+    loaded = inference.get_loaded_model(NAME)
+    assert loaded is not None
+    expected = loaded.predict([chest_image(4), chest_image(5)], cam=False)  # the 28 x 28 originals, as uint8
+    assert findings[created[1].pk] == pytest.approx(expected[0].probabilities["pneumonia"], abs=1e-5)
+    assert findings[created[2].pk] == pytest.approx(expected[1].probabilities["pneumonia"], abs=1e-5)
 
 
 def test_with_decode_processes_the_job_stores_what_the_threads_read(pneumonia_model, patient_a, settings) -> None:
@@ -124,12 +148,13 @@ def test_with_decode_processes_the_job_stores_what_the_threads_read(pneumonia_mo
     pngs = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (5, 6)],
                           modality="CR", body_part="CHEST").created
     default_storage.delete(str(pngs[1].file.name))
+    default_storage.delete(str(pngs[1].analysis.name))
     for job in Job.objects.filter(kind="imaging").order_by("pk"):
         assert job_run(job.pk) == "succeeded"
     assert sum(Job.objects.get(pk=j.pk).result["unreadable"] for j in Job.objects.filter(kind="imaging")) == 1
     loaded = inference.get_loaded_model(NAME)
     assert loaded is not None
-    expected = {out.item.pk: out for out in read_images(loaded, [dicom[0], pngs[0]], imaging_jobs._decode,
+    expected = {out.item.pk: out for out in read_images(loaded, [dicom[0], pngs[0]], imaging_jobs._Reader(loaded.input_size).decode,
                                                         imaging_jobs._overlay_size, processes=0)}
     findings = {f.instance_id: f for f in ImagingFinding.objects.all()}
     assert set(findings) == set(expected)
@@ -252,7 +277,7 @@ def read_images_for(loaded, instances):
     from imaging import jobs as imaging_jobs
     from imaging.ml.pipeline import read_images
 
-    return read_images(loaded, instances, imaging_jobs._decode, imaging_jobs._overlay_size)
+    return read_images(loaded, instances, imaging_jobs._Reader(loaded.input_size).decode, imaging_jobs._overlay_size)
 
 
 def test_heat_map_files_no_finding_names_are_counted_and_removed_once_old(pneumonia_model, patient_a,

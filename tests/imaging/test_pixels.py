@@ -18,10 +18,17 @@ from pydicom.data import get_testdata_file, get_testdata_files
 
 from imaging.dicom import ImageFileError, dicom_meta, read_dicom
 from imaging.pixels import (
+    ANALYSIS_KEY,
+    ANALYSIS_MAX_SIDE,
+    ANALYSIS_VALUE,
     PREVIEW_MAX_SIDE,
     THUMBNAIL_MAX_SIDE,
+    Rendering,
+    analysis_png,
+    fit_size,
     load_image,
     modality_values,
+    model_image,
     preview_png,
     render_dicom,
     thumbnail_png,
@@ -116,6 +123,13 @@ def test_every_pydicom_test_file_becomes_a_preview_or_is_rejected_with_its_reaso
         preview = Image.open(io.BytesIO(preview_png(rendering)))
         assert preview.format == "PNG" and max(preview.size) <= PREVIEW_MAX_SIDE, name
         assert preview.mode == ("RGB" if rendering.rgb is not None else "L"), name
+        copy = model_image(analysis_png(rendering))  # what the imaging job reads
+        assert copy.dtype == np.float32 and copy.shape[::-1] == fit_size(rendering.width, rendering.height,
+                                                                          ANALYSIS_MAX_SIDE), name
+        if copy.shape == rendering.image.shape:
+            assert np.abs(copy - rendering.image).max() <= 1 / 65535, name
+        else:
+            assert abs(float(copy.mean()) - float(rendering.image.mean())) < 0.01, name
     counts: dict[str, int] = {}
     for outcome in outcomes.values():
         counts[outcome] = counts.get(outcome, 0) + 1
@@ -240,6 +254,30 @@ def test_previews_and_thumbnails_are_scaled_down_never_up() -> None:
     assert Image.open(io.BytesIO(preview_png(big))).size == (PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE)
     assert Image.open(io.BytesIO(thumbnail_png(big))).size == (THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE)
     assert Image.open(io.BytesIO(preview_png(small))).size == (128, 128)
+
+
+def test_the_analysis_copy_is_the_models_image_at_most_512_px_a_side_in_16_bits() -> None:
+    big = load_image(data("RG1_UNCR.dcm")).rendering  # 1,841 x 1,955: a chest CR
+    blob = analysis_png(big)
+    png = Image.open(io.BytesIO(blob))
+    assert png.format == "PNG" and png.mode == "I;16" and png.info[ANALYSIS_KEY] == ANALYSIS_VALUE
+    assert png.size == (482, 512) == fit_size(big.width, big.height, ANALYSIS_MAX_SIDE)
+    copy = model_image(blob)
+    assert load_image(blob).rendering.image.tobytes() == copy.tobytes()  # the upload path reads it alike
+    # the shrink the models make (antialiased bilinear on float pixels), to 1/65535
+    shrunk = np.asarray(Image.fromarray(big.image).resize(png.size, Image.Resampling.BILINEAR), dtype=np.float32)
+    assert np.abs(copy - np.clip(shrunk, 0, 1)).max() <= 0.5 / 65535 + 1e-7
+
+    ramp = np.linspace(0.0, 1.0, 300 * 20, dtype=np.float32).reshape(20, 300)  # no larger than 512: kept
+    small = model_image(analysis_png(Rendering(image=ramp, rgb=None, frame_index=0, preset=None)))
+    assert small.shape == ramp.shape and np.abs(small - ramp).max() <= 0.5 / 65535 + 1e-7
+
+    # marked, the levels are read at full scale; a 16-bit PNG without the mark is an upload,
+    # stretched from its own range as before
+    half = Rendering(image=ramp * np.float32(0.5), rgb=None, frame_index=0, preset=None)
+    assert model_image(analysis_png(half)).max() == pytest.approx(0.5, abs=1e-4)
+    levels = np.clip(np.round(ramp * 0.5 * 65535), 0, 65535).astype(np.uint16)
+    assert model_image(png_of(levels)).max() == 1.0
 
 
 def png_of(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
