@@ -96,8 +96,8 @@ class ImagingInstance(models.Model):
     preview = models.FileField(upload_to="imaging/", max_length=255)
     thumbnail = models.FileField(upload_to="imaging/", max_length=255)
     # The image the models read, shrunk to at most 512 px a side, as a 16-bit PNG
-    # (``imaging.pixels.analysis_png``); empty for images stored before there was one, which the
-    # imaging job reads from the original file.
+    # (``imaging.pixels.analysis_copy``); empty where the original reads as fast (a small 8-bit grey
+    # PNG or JPEG) and for images stored before there was one: the imaging job reads the original.
     analysis = models.FileField(upload_to="imaging/", max_length=255, blank=True)
     preview_width = models.PositiveIntegerField()
     preview_height = models.PositiveIntegerField()

@@ -46,7 +46,7 @@ from patients.models import Patient, Site
 
 from .imagefile import ImageFileError, ImageMeta, uid_from_digest
 from .models import ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
-from .pixels import analysis_png, load_image, preview_png, preview_size, sha256_of, thumbnail_png
+from .pixels import analysis_copy, load_image, preview_png, preview_size, sha256_of, thumbnail_png
 
 log = logging.getLogger("cdss.imaging")
 
@@ -94,7 +94,7 @@ class PreparedImage:
     preview: bytes
     thumbnail: bytes
     preview_size: tuple[int, int]
-    analysis: bytes  # the image the models read (``analysis_png``)
+    analysis: bytes | None  # the image the models read, where it reads faster than the file (``analysis_copy``)
 
 
 @dataclass
@@ -194,7 +194,7 @@ def image_prepare(upload: UploadFile) -> PreparedImage:
     return PreparedImage(
         name=upload.name, data=upload.data, meta=loaded.meta, sha256=loaded.sha256,
         frame_index=rendering.frame_index, preview=preview_png(rendering), thumbnail=thumbnail_png(rendering),
-        preview_size=preview_size(rendering), analysis=analysis_png(rendering),
+        preview_size=preview_size(rendering), analysis=analysis_copy(loaded),
     )
 
 
@@ -345,7 +345,8 @@ def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, writ
         instance.file.name = _save(f"{folder}/original.{extension}", image.data, written)
         instance.preview.name = _save(f"{folder}/preview.png", image.preview, written)
         instance.thumbnail.name = _save(f"{folder}/thumbnail.png", image.thumbnail, written)
-        instance.analysis.name = _save(f"{folder}/analysis.png", image.analysis, written)
+        if image.analysis is not None:
+            instance.analysis.name = _save(f"{folder}/analysis.png", image.analysis, written)
         instance.save(force_insert=True)
         result.created.append(instance)
     ids = [i.pk for i in result.created]

@@ -110,32 +110,38 @@ def test_an_upload_is_analysed_at_commit_and_the_panel_shows_the_finding(
 
 
 def test_an_image_whose_file_is_gone_is_counted_and_the_others_are_read(pneumonia_model, patient_a) -> None:
-    """Each image is read from its analysis copy, from its original where the copy is gone, and
-    counted unreadable only when both are gone."""
+    """Each image is read from its analysis copy, from its original where the copy is gone (or
+    there is none), and counted unreadable only when neither can be read."""
     from imaging.jobs import _Reader
 
-    created = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (3, 4, 5)],
-                             modality="CR", body_part="CHEST").created
-    default_storage.delete(str(created[0].file.name))
-    default_storage.delete(str(created[0].analysis.name))
-    default_storage.delete(str(created[1].file.name))  # the copy is read
-    with default_storage.open(str(created[2].file.name), "rb") as fh:
+    crs = imaging_upload(patient=patient_a, files=[
+        UploadFile(f"{i}.dcm", dicom_bytes("RG1_UNCR.dcm", patient_id=patient_a.mrn, new_instance=True))
+        for i in range(3)]).created
+    pngs = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (3, 4)],
+                          modality="CR", body_part="CHEST").created
+    assert all(i.analysis.name for i in crs) and not any(i.analysis.name for i in pngs)  # a small 8-bit PNG: none
+    for gone in (crs[0].file, crs[0].analysis, crs[1].file, pngs[0].file):
+        default_storage.delete(str(gone.name))
+    with default_storage.open(str(crs[2].file.name), "rb") as fh:
         original = fh.read()
-    assert _Reader(28).fetch(created[2]) != (original, 0)  # the copy, while it is there
-    assert _Reader(ANALYSIS_MAX_SIDE + 1).fetch(created[2]) == (original, 0)  # a larger input: the original
-    default_storage.delete(str(created[2].analysis.name))  # the original is read
-    assert _Reader(28).fetch(created[2]) == (original, 0)
-    job = Job.objects.get(kind="imaging")
-    assert job_run(job.pk) == "succeeded"
-    job.refresh_from_db()
-    assert job.result["unreadable"] == 1 and job.result["findings_written"] == 2
+    with default_storage.open(str(crs[2].analysis.name), "rb") as fh:
+        copy = fh.read()
+    assert _Reader(28).fetch(crs[2]) == (copy, None)
+    assert _Reader(ANALYSIS_MAX_SIDE + 1).fetch(crs[2]) == (original, crs[2].frame_index)  # a larger input
+    default_storage.delete(str(crs[2].analysis.name))  # the original is read
+    assert _Reader(28).fetch(crs[2]) == (original, crs[2].frame_index)
+
+    for job in Job.objects.filter(kind="imaging"):
+        assert job_run(job.pk) == "succeeded"
+    assert sum(j.result["unreadable"] for j in Job.objects.filter(kind="imaging")) == 2
     findings = dict(ImagingFinding.objects.values_list("instance_id", "probability"))
-    assert set(findings) == {created[1].pk, created[2].pk}
+    assert set(findings) == {crs[1].pk, crs[2].pk, pngs[1].pk}
     loaded = inference.get_loaded_model(NAME)
     assert loaded is not None
-    expected = loaded.predict([chest_image(4), chest_image(5)], cam=False)  # the 28 x 28 originals, as uint8
-    assert findings[created[1].pk] == pytest.approx(expected[0].probabilities["pneumonia"], abs=1e-5)
-    assert findings[created[2].pk] == pytest.approx(expected[1].probabilities["pneumonia"], abs=1e-5)
+    images = [load_image(copy).rendering.image, load_image(original).rendering.image, chest_image(4)]
+    expected = [p.probabilities["pneumonia"] for p in loaded.predict(images, cam=False)]
+    got = [findings[crs[1].pk], findings[crs[2].pk], findings[pngs[1].pk]]
+    assert got == pytest.approx(expected, abs=1e-5)
 
 
 def test_with_decode_processes_the_job_stores_what_the_threads_read(pneumonia_model, patient_a, settings) -> None:
@@ -147,14 +153,14 @@ def test_with_decode_processes_the_job_stores_what_the_threads_read(pneumonia_mo
         UploadFile("chest.dcm", dicom_bytes("RG1_UNCR.dcm", patient_id=patient_a.mrn))]).created
     pngs = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (5, 6)],
                           modality="CR", body_part="CHEST").created
-    default_storage.delete(str(pngs[1].file.name))
-    default_storage.delete(str(pngs[1].analysis.name))
+    default_storage.delete(str(pngs[1].file.name))  # a small PNG has no analysis copy: unreadable
     for job in Job.objects.filter(kind="imaging").order_by("pk"):
         assert job_run(job.pk) == "succeeded"
     assert sum(Job.objects.get(pk=j.pk).result["unreadable"] for j in Job.objects.filter(kind="imaging")) == 1
     loaded = inference.get_loaded_model(NAME)
     assert loaded is not None
-    expected = {out.item.pk: out for out in read_images(loaded, [dicom[0], pngs[0]], imaging_jobs._Reader(loaded.input_size).decode,
+    reader = imaging_jobs._Reader(loaded.input_size)
+    expected = {out.item.pk: out for out in read_images(loaded, [dicom[0], pngs[0]], reader.decode,
                                                         imaging_jobs._overlay_size, processes=0)}
     findings = {f.instance_id: f for f in ImagingFinding.objects.all()}
     assert set(findings) == set(expected)

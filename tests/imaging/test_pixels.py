@@ -24,6 +24,7 @@ from imaging.pixels import (
     PREVIEW_MAX_SIDE,
     THUMBNAIL_MAX_SIDE,
     Rendering,
+    analysis_copy,
     analysis_png,
     fit_size,
     load_image,
@@ -278,6 +279,24 @@ def test_the_analysis_copy_is_the_models_image_at_most_512_px_a_side_in_16_bits(
     assert model_image(analysis_png(half)).max() == pytest.approx(0.5, abs=1e-4)
     levels = np.clip(np.round(ramp * 0.5 * 65535), 0, 65535).astype(np.uint16)
     assert model_image(png_of(levels)).max() == 1.0
+
+
+def test_an_analysis_copy_is_made_where_it_reads_faster_than_the_file() -> None:
+    grey = np.tile(np.arange(256, dtype=np.uint8), (40, 2))  # 40 x 512
+    assert analysis_copy(load_image(png_of(grey))) is None  # 8-bit grey: model_image reads it as it is
+    assert analysis_copy(load_image(png_of(grey, fmt="JPEG"))) is None
+    made = {
+        "wider than 512": png_of(np.tile(grey, (1, 2))),
+        "16-bit": png_of(grey.astype(np.uint16) * 200),
+        "colour": png_of(np.dstack([grey, grey, grey // 2]), fmt="JPEG"),
+        "DICOM": data("CT_small.dcm"),
+    }
+    for what, blob in made.items():
+        loaded = load_image(blob)
+        copy = analysis_copy(loaded)
+        assert copy is not None, what
+        assert model_image(copy).shape[::-1] == fit_size(loaded.rendering.width, loaded.rendering.height,
+                                                         ANALYSIS_MAX_SIDE), what
 
 
 def png_of(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
