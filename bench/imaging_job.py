@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/imaging_job.py [--database-url postgres://postgres@127.0.0.1:5432/cdss_bench_imaging]
         [--images 512] [--arch resnet18] [--input-size 28] [--processes 0] [--repeats 3] [--data-dir DIR]
-        [--work-dir DIR]
+        [--work-dir DIR] [--dicom RG1_J2KR.dcm]
 
 ``bench/imaging.py`` measures the pipeline without Django, so that it runs on a GPU host with
 torch alone; this script measures what it leaves out, the store: the job's findings and heat map
@@ -59,6 +59,10 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="After the timings, one more whole job under cProfile (this thread): its N costliest "
                              "functions by cumulative time")
+    parser.add_argument("--dicom", metavar="NAME",
+                        help="Upload --images copies of this pydicom test file (e.g. RG1_J2KR.dcm, a chest CR of "
+                             "1,841 x 1,955 in JPEG 2000; RG1_UNCR.dcm, uncompressed) instead of the PNG files; "
+                             "the whole job is then also timed reading the originals instead of the analysis copies")
     parser.add_argument("--work-dir", type=Path,
                         help="Where the files go (a temporary folder made there and removed; default: the system's "
                              "temporary folder). Creating a file costs what the file system there makes it cost")
@@ -92,13 +96,11 @@ def main() -> None:
 
 
 def _bench(args: argparse.Namespace, source: Path) -> None:
-    import numpy as np
     import torch
     from django.conf import settings
     from django.core.files.storage import default_storage
     from django.db import connection, transaction
     from django.utils import timezone
-    from PIL import Image
 
     from cdss.jobs.runner import job_run
     from cdss.model_registry import model_dir, model_version_register
@@ -125,29 +127,24 @@ def _bench(args: argparse.Namespace, source: Path) -> None:
                            split="none", file_path=relative.as_posix(), file_sha256=sha, metrics={},
                            trained_at=timezone.now(), activate=True)
 
-    with np.load(source) as npz:
-        base = npz["val_images"]
-    pngs = []
-    for i in range(args.images):
-        pixels = np.asarray(Image.fromarray(base[i % len(base)]).resize((256, 256), Image.Resampling.BILINEAR)).copy()
-        pixels[0, 0], pixels[0, 1] = i % 256, i // 256  # every file unique (PNG images get UIDs from their content)
-        out = io.BytesIO()
-        Image.fromarray(pixels).save(out, format="PNG")
-        pngs.append(out.getvalue())
     site = Site.objects.create(code="BENCH", name="Bench site")
     patient = Patient.objects.create(site=site, mrn="BENCH-1", given_names="Bench", family_name="Imaging",
                                      birth_date="1970-01-01", sex="female")
+    files = _dicom_files(args.dicom, args.images, patient.mrn) if args.dicom else _png_files(source, args.images)
+    what = f"copies of {args.dicom}" if args.dicom else "PNG files of 256 px"
     t = time.perf_counter()
-    imaging_upload(patient=patient, files=[UploadFile(f"{i}.png", png) for i, png in enumerate(pngs)],
-                   modality="CR", body_part="CHEST")
-    print(f"setup: {args.images} PNG files uploaded in {time.perf_counter() - t:.1f} s")
+    imaging_upload(patient=patient, files=[UploadFile(f"{i}.{'dcm' if args.dicom else 'png'}", data)
+                                           for i, data in enumerate(files)], modality="CR", body_part="CHEST")
+    print(f"setup: {args.images} {what} uploaded in {time.perf_counter() - t:.1f} s")
     Job.objects.all().delete()  # the upload's own jobs (published, never run): each pass below makes its own
-    ids = list(ImagingInstance.objects.order_by("pk").values_list("pk", flat=True))
+    instances = list(ImagingInstance.objects.order_by("pk"))
+    ids = [i.pk for i in instances]
+    copies = {i.pk: i.analysis.name for i in instances}
 
     model = get_loaded_model(NAME)
     assert model is not None
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
-    images = [model_image(png) for png in pngs]
+    images = [model_image(files[0])] * len(files) if args.dicom else [model_image(data) for data in files]
     batches = [model.preprocess(images[i:i + BATCH]).to(model.device) for i in range(0, len(images), BATCH)]
 
     def clear() -> None:
@@ -192,9 +189,18 @@ def _bench(args: argparse.Namespace, source: Path) -> None:
         assert job_run(job.pk) == "succeeded", Job.objects.get(pk=job.pk).error
         assert ImagingFinding.objects.count() == len(ids)
 
-    best = {"bare": float("inf"), "split": float("inf"), "whole": float("inf")}
+    def originals() -> None:  # the whole job with no analysis copies: every original decoded, as before them
+        ImagingInstance.objects.update(analysis="")
+        try:
+            whole()
+        finally:
+            for pk, name in copies.items():
+                ImagingInstance.objects.filter(pk=pk).update(analysis=name)
+
+    passes = [("bare", bare), ("split", split), ("whole", whole)] + ([("originals", originals)] if args.dicom else [])
+    best = {kind: float("inf") for kind, _ in passes}
     for repeat in range(args.repeats + 1):
-        for kind, fn in (("bare", bare), ("split", split), ("whole", whole)):
+        for kind, fn in passes:
             t = time.perf_counter()
             fn()
             took = time.perf_counter() - t
@@ -209,17 +215,58 @@ def _bench(args: argparse.Namespace, source: Path) -> None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
     n = len(ids)
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"imaging job bench: {arch.name} at {args.input_size}px, batch {BATCH}, {n} images of 256x256 PNG, "
+    print(f"imaging job bench: {arch.name} at {args.input_size}px, batch {BATCH}, {n} {what}, "
           f"device {device}, {args.processes or 'no'} decode process(es), storage {type(default_storage).__name__}, "
           f"{connection.vendor}, torch {torch.__version__}, DEBUG={settings.DEBUG}")
     rows = [("bare forward", best["bare"]), ("job run phase (read, decode, forward, Grad-CAM, overlay PNG files)",
                                               phases["run"]),
             ("job write phase (findings, one transaction)", phases["write"]),
             ("whole job (job_run: claim, run, write, status)", best["whole"])]
+    if args.dicom:
+        rows.append(("whole job reading the originals (no analysis copies)", best["originals"]))
     for label, seconds in rows:
         print(f"  {label:66s} {n / seconds:9.1f} images/s  ({seconds * 1000 / n:.3f} ms/image)")
     print(f"  the whole job keeps {100 * best['bare'] / best['whole']:.0f}% of the bare forward throughput "
           f"(goal >= 80%); the run phase alone {100 * best['bare'] / phases['run']:.0f}%")
+
+
+def _png_files(source: Path, count: int) -> list[bytes]:
+    """``count`` chest X-ray PNG files of 256 px (PneumoniaMNIST validation images, upscaled),
+    each made unique by one pixel (PNG images get UIDs from their content)."""
+    import numpy as np
+    from PIL import Image
+
+    with np.load(source) as npz:
+        base = npz["val_images"]
+    out = []
+    for i in range(count):
+        pixels = np.asarray(Image.fromarray(base[i % len(base)]).resize((256, 256), Image.Resampling.BILINEAR)).copy()
+        pixels[0, 0], pixels[0, 1] = i % 256, i // 256
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def _dicom_files(name: str, count: int, mrn: str) -> list[bytes]:
+    """``count`` copies of a pydicom test file, each a new instance of the patient ``mrn``."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    path = get_testdata_file(name)
+    if path is None:
+        raise SystemExit(f"--dicom: no pydicom test file named {name!r}")
+    ds = pydicom.dcmread(str(path))
+    ds.PatientID = mrn
+    out = []
+    for _ in range(count):
+        uid = generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
 
 
 if __name__ == "__main__":

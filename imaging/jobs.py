@@ -8,7 +8,7 @@ version has already read are skipped, and findings are unique per image, model v
 label, so running a job twice writes nothing twice.
 
 The handler reads and predicts (no writes) through ``imaging.ml.pipeline.read_images``: each
-image's analysis copy (``imaging.pixels.analysis_png``, written at upload; the original for images
+image's analysis copy (``imaging.pixels.analysis_copy``, written at upload; the original for images
 stored before there was one, or for a model of a larger input: ``_Reader``) is
 decoded on a thread pool one batch ahead of the model, each model sees its images in batches of up
 to 64 (one forward pass each, which gives the probabilities and the Grad-CAM heat maps), and the
@@ -162,7 +162,7 @@ def remove_files(names: list[str]) -> None:
 
 class _Reader:
     """How the job reads an image for a model of input ``input_size``: its analysis copy (the image
-    the models read, at most ``ANALYSIS_MAX_SIDE`` a side: ``imaging.pixels.analysis_png``) where
+    the models read, at most ``ANALYSIS_MAX_SIDE`` a side: ``imaging.pixels.analysis_copy``) where
     there is one and the model's input is no larger, else the original file (its frame rendered as
     the preview was; ``imaging.pixels.model_image``). A copy that cannot be read falls back to the
     original."""

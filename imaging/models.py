@@ -95,7 +95,7 @@ class ImagingInstance(models.Model):
     file = models.FileField(upload_to="imaging/", max_length=255)
     preview = models.FileField(upload_to="imaging/", max_length=255)
     thumbnail = models.FileField(upload_to="imaging/", max_length=255)
-    # The image the models read, shrunk to at most 512 px a side, as a 16-bit PNG
+    # The image the models read, shrunk to at most 512 px a side, as 16-bit levels in a .npy file
     # (``imaging.pixels.analysis_copy``); empty where the original reads as fast (a small 8-bit grey
     # PNG or JPEG) and for images stored before there was one: the imaging job reads the original.
     analysis = models.FileField(upload_to="imaging/", max_length=255, blank=True)

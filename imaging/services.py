@@ -346,7 +346,7 @@ def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, writ
         instance.preview.name = _save(f"{folder}/preview.png", image.preview, written)
         instance.thumbnail.name = _save(f"{folder}/thumbnail.png", image.thumbnail, written)
         if image.analysis is not None:
-            instance.analysis.name = _save(f"{folder}/analysis.png", image.analysis, written)
+            instance.analysis.name = _save(f"{folder}/analysis.npy", image.analysis, written)
         instance.save(force_insert=True)
         result.created.append(instance)
     ids = [i.pk for i in result.created]

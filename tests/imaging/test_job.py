@@ -17,7 +17,7 @@ from cdss.models import Job, ModelVersion
 from imaging.ml import inference
 from imaging.ml.cpuwork import OVERLAY_MAX_SIDE, overlay_dims
 from imaging.models import ImagingFinding
-from imaging.pixels import ANALYSIS_MAX_SIDE, load_image
+from imaging.pixels import ANALYSIS_MAX_SIDE, load_image, model_image
 from imaging.services import UploadFile, imaging_upload
 from tests.imaging.conftest import chest_image, chest_png, dicom_bytes
 
@@ -46,9 +46,9 @@ def test_the_job_stores_one_finding_per_label_with_its_heat_map_once(pneumonia_m
     loaded = inference.get_loaded_model(NAME)
     assert loaded is not None
     # the probability is the model's on the image as the preview shows it, read from its analysis copy
-    # (at most 512 px a side, 16-bit), which gives what the radiograph's 1,955 x 1,841 pixels give
+    # (at most 512 px a side, 16-bit levels), which gives what the radiograph's 1,955 x 1,841 pixels give
     with default_storage.open(str(chest.analysis.name), "rb") as fh:
-        copy = load_image(fh.read()).rendering.image
+        copy = model_image(fh.read())
     with default_storage.open(str(chest.file.name), "rb") as fh:
         full = load_image(fh.read()).rendering.image
     assert max(copy.shape) == ANALYSIS_MAX_SIDE < max(full.shape)
@@ -138,7 +138,7 @@ def test_an_image_whose_file_is_gone_is_counted_and_the_others_are_read(pneumoni
     assert set(findings) == {crs[1].pk, crs[2].pk, pngs[1].pk}
     loaded = inference.get_loaded_model(NAME)
     assert loaded is not None
-    images = [load_image(copy).rendering.image, load_image(original).rendering.image, chest_image(4)]
+    images = [model_image(copy), model_image(original), chest_image(4)]
     expected = [p.probabilities["pneumonia"] for p in loaded.predict(images, cam=False)]
     got = [findings[crs[1].pk], findings[crs[2].pk], findings[pngs[1].pk]]
     assert got == pytest.approx(expected, abs=1e-5)

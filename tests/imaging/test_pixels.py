@@ -18,14 +18,12 @@ from pydicom.data import get_testdata_file, get_testdata_files
 
 from imaging.dicom import ImageFileError, dicom_meta, read_dicom
 from imaging.pixels import (
-    ANALYSIS_KEY,
     ANALYSIS_MAX_SIDE,
-    ANALYSIS_VALUE,
     PREVIEW_MAX_SIDE,
     THUMBNAIL_MAX_SIDE,
     Rendering,
+    analysis_bytes,
     analysis_copy,
-    analysis_png,
     fit_size,
     load_image,
     modality_values,
@@ -124,7 +122,7 @@ def test_every_pydicom_test_file_becomes_a_preview_or_is_rejected_with_its_reaso
         preview = Image.open(io.BytesIO(preview_png(rendering)))
         assert preview.format == "PNG" and max(preview.size) <= PREVIEW_MAX_SIDE, name
         assert preview.mode == ("RGB" if rendering.rgb is not None else "L"), name
-        copy = model_image(analysis_png(rendering))  # what the imaging job reads
+        copy = model_image(analysis_bytes(rendering))  # what the imaging job reads
         assert copy.dtype == np.float32 and copy.shape[::-1] == fit_size(rendering.width, rendering.height,
                                                                           ANALYSIS_MAX_SIDE), name
         if copy.shape == rendering.image.shape:
@@ -259,26 +257,39 @@ def test_previews_and_thumbnails_are_scaled_down_never_up() -> None:
 
 def test_the_analysis_copy_is_the_models_image_at_most_512_px_a_side_in_16_bits() -> None:
     big = load_image(data("RG1_UNCR.dcm")).rendering  # 1,841 x 1,955: a chest CR
-    blob = analysis_png(big)
-    png = Image.open(io.BytesIO(blob))
-    assert png.format == "PNG" and png.mode == "I;16" and png.info[ANALYSIS_KEY] == ANALYSIS_VALUE
-    assert png.size == (482, 512) == fit_size(big.width, big.height, ANALYSIS_MAX_SIDE)
+    blob = analysis_bytes(big)
+    levels = np.load(io.BytesIO(blob), allow_pickle=False)
+    assert levels.dtype == np.uint16 and levels.shape[::-1] == (482, 512) == fit_size(big.width, big.height,
+                                                                                       ANALYSIS_MAX_SIDE)
     copy = model_image(blob)
-    assert load_image(blob).rendering.image.tobytes() == copy.tobytes()  # the upload path reads it alike
+    assert copy.dtype == np.float32 and np.array_equal(copy * 65535, levels.astype(np.float32))
     # the shrink the models make (antialiased bilinear on float pixels), to 1/65535
-    shrunk = np.asarray(Image.fromarray(big.image).resize(png.size, Image.Resampling.BILINEAR), dtype=np.float32)
+    shrunk = np.asarray(Image.fromarray(big.image).resize((482, 512), Image.Resampling.BILINEAR), dtype=np.float32)
     assert np.abs(copy - np.clip(shrunk, 0, 1)).max() <= 0.5 / 65535 + 1e-7
 
     ramp = np.linspace(0.0, 1.0, 300 * 20, dtype=np.float32).reshape(20, 300)  # no larger than 512: kept
-    small = model_image(analysis_png(Rendering(image=ramp, rgb=None, frame_index=0, preset=None)))
-    assert small.shape == ramp.shape and np.abs(small - ramp).max() <= 0.5 / 65535 + 1e-7
+    small = model_image(analysis_bytes(Rendering(image=ramp * np.float32(0.5), rgb=None, frame_index=0, preset=None)))
+    assert small.shape == ramp.shape and np.abs(small - ramp * 0.5).max() <= 0.5 / 65535 + 1e-7
 
-    # marked, the levels are read at full scale; a 16-bit PNG without the mark is an upload,
-    # stretched from its own range as before
-    half = Rendering(image=ramp * np.float32(0.5), rgb=None, frame_index=0, preset=None)
-    assert model_image(analysis_png(half)).max() == pytest.approx(0.5, abs=1e-4)
-    levels = np.clip(np.round(ramp * 0.5 * 65535), 0, 65535).astype(np.uint16)
-    assert model_image(png_of(levels)).max() == 1.0
+    # it is no upload: load_image refuses it; a damaged or foreign array is refused with a reason
+    with pytest.raises(ImageFileError) as refused:
+        load_image(blob)
+    assert refused.value.code == "not-image"
+    for bad in (blob[:100], _npy(np.zeros((4, 4), np.float32)), _npy(np.zeros((2, 4, 4), np.uint16)),
+                _npy(np.zeros((0, 4), np.uint16))):
+        with pytest.raises(ImageFileError, match="analysis copy") as err:
+            model_image(bad)
+        assert err.value.code == "corrupt"
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageFileError, match="analysis copy"):  # never unpickled
+        model_image(pickled.getvalue())
+
+
+def _npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
 
 
 def test_an_analysis_copy_is_made_where_it_reads_faster_than_the_file() -> None:

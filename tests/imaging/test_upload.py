@@ -55,9 +55,9 @@ def test_a_dicom_file_is_stored_with_its_preview_and_queued_for_inference(patien
     with default_storage.open(str(instance.preview.name), "rb") as fh:
         assert Image.open(fh).size == (128, 128)
     with default_storage.open(str(instance.analysis.name), "rb") as fh:  # what the imaging job reads
-        copy = Image.open(fh)
-        assert (copy.size, copy.mode) == ((128, 128), "I;16")
-    assert {p.name for p in stored_files(media_root)} == {"original.dcm", "preview.png", "thumbnail.png", "analysis.png"}
+        copy = np.load(fh, allow_pickle=False)
+        assert (copy.shape, copy.dtype) == ((128, 128), np.uint16)
+    assert {p.name for p in stored_files(media_root)} == {"original.dcm", "preview.png", "thumbnail.png", "analysis.npy"}
     assert str(instance.file.name).startswith(f"imaging/{instance.external_id.hex}/")  # no identifier in the path
     assert patient_a.mrn not in " ".join(str(p) for p in stored_files(media_root))
     job = Job.objects.get(kind="imaging")
