@@ -46,7 +46,7 @@ from patients.models import Patient, Site
 
 from .imagefile import ImageFileError, ImageMeta, uid_from_digest
 from .models import ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
-from .pixels import analysis_copy, load_image, preview_png, preview_size, sha256_of, thumbnail_png
+from .pixels import ANALYSIS_MAX_SIDE, analysis_copy, load_image, preview_png, preview_size, sha256_of, thumbnail_png
 
 log = logging.getLogger("cdss.imaging")
 
@@ -512,22 +512,50 @@ def heatmap_orphans_sweep(*, older_than: timedelta, delete: bool = False, chunk:
                     default_storage.delete(name)
                     sweep.removed += 1
     return sweep
-    names = [f"{HEATMAP_FOLDER}/{name}" for name in loose]
-    for folder in sorted(folders):
-        inside = default_storage.listdir(f"{HEATMAP_FOLDER}/{folder}")[1]
-        names.extend(f"{HEATMAP_FOLDER}/{folder}/{name}" for name in inside)
-    for start in range(0, len(names), chunk):
-        part = names[start:start + chunk]
-        named = set(ImagingFinding.objects.filter(heatmap__in=part).values_list("heatmap", flat=True))
-        for name in part:
-            if name in named:
-                continue
-            if default_storage.get_modified_time(name) > cutoff:
-                sweep.young += 1
-                continue
-            sweep.files += 1
-            sweep.bytes += default_storage.size(name)
-            if delete:
-                default_storage.delete(name)
-                sweep.removed += 1
-    return sweep
+
+
+@dataclass
+class AnalysisBackfill:
+    made: int  # analysis copies written
+    not_needed: int  # images whose original reads as fast (small 8-bit grey PNG or JPEG)
+    unreadable: int  # originals missing from storage or no longer readable
+    bytes: int  # of the copies written
+
+
+def analysis_copies_backfill(*, limit: int | None = None,
+                             progress: Callable[[int], None] | None = None) -> AnalysisBackfill:
+    """Writes the analysis copy (``imaging.pixels.analysis_copy``) of every available image that
+    has none, oldest first, at most ``limit``: the images stored before there were copies, which the
+    imaging job otherwise decodes from their originals every time. Each copy is saved, then named on
+    its row only if the row still has none (a second run at the same time keeps the first copy and
+    removes its own). Grey PNG and JPEG files of at most ``ANALYSIS_MAX_SIDE`` a side are left out
+    unread (their rows say so; at upload the 8-bit ones get no copy, and a 16-bit one among them
+    stays read from its original); any other image whose original reads as fast is counted, not
+    copied. ``progress`` gets the count of images looked at. Nothing here names a patient."""
+    out = AnalysisBackfill(0, 0, 0, 0)
+    todo = (ImagingInstance.objects.filter(status="available", analysis="")
+            .exclude(format__in=["png", "jpeg"], photometric="MONOCHROME2", rows__lte=ANALYSIS_MAX_SIDE,
+                     columns__lte=ANALYSIS_MAX_SIDE)
+            .order_by("pk").values_list("pk", "external_id", "file", "frame_index"))
+    rows = todo[:limit] if limit is not None else todo.iterator(chunk_size=200)
+    for seen, (pk, external_id, name, frame) in enumerate(rows, start=1):
+        try:
+            with default_storage.open(name, "rb") as fh:
+                data = fh.read()
+            copy = analysis_copy(load_image(data, frame=frame))
+        except (OSError, ImageFileError):
+            out.unreadable += 1
+            copy = None
+        else:
+            if copy is None:
+                out.not_needed += 1
+        if copy is not None:
+            saved = default_storage.save(f"imaging/{external_id.hex}/analysis.npy", ContentFile(copy))
+            if ImagingInstance.objects.filter(pk=pk, analysis="").update(analysis=saved):
+                out.made += 1
+                out.bytes += len(copy)
+            else:
+                default_storage.delete(saved)
+        if progress is not None:
+            progress(seen)
+    return out

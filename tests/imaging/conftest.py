@@ -80,8 +80,12 @@ def chest_image(index: int = 0) -> np.ndarray:
     return load_dataset("pneumoniamnist").splits["val"].images[index]
 
 
+def png_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()
+
+
 def chest_png(index: int = 0) -> bytes:
     """``chest_image`` as a PNG upload would be."""
-    out = io.BytesIO()
-    Image.fromarray(chest_image(index)).save(out, format="PNG")
-    return out.getvalue()
+    return png_bytes(chest_image(index))

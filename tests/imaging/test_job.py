@@ -16,10 +16,10 @@ from cdss.jobs.runner import job_run
 from cdss.models import Job, ModelVersion
 from imaging.ml import inference
 from imaging.ml.cpuwork import OVERLAY_MAX_SIDE, overlay_dims
-from imaging.models import ImagingFinding
+from imaging.models import ImagingFinding, ImagingInstance
 from imaging.pixels import ANALYSIS_MAX_SIDE, load_image, model_image
 from imaging.services import UploadFile, imaging_upload
-from tests.imaging.conftest import chest_image, chest_png, dicom_bytes
+from tests.imaging.conftest import chest_image, chest_png, dicom_bytes, png_bytes, stored_files
 
 pytestmark = [pytest.mark.django_db, pytest.mark.needs_data]
 
@@ -323,3 +323,46 @@ def test_heat_map_files_no_finding_names_are_counted_and_removed_once_old(pneumo
 
     with pytest.raises(CommandError, match="at least 1"):
         call_command("imaging_orphans", "--older-than-hours", "0.1")
+
+
+def test_images_stored_before_analysis_copies_get_theirs_from_the_command(pneumonia_model, patient_a,
+                                                                            media_root) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    crs = imaging_upload(patient=patient_a, files=[
+        UploadFile(f"{i}.dcm", dicom_bytes("RG1_UNCR.dcm", patient_id=patient_a.mrn, new_instance=True))
+        for i in range(3)]).created
+    big = np.tile(np.arange(256, dtype=np.uint8), (600, 3))  # 768 x 600: larger than a copy
+    pngs = imaging_upload(patient=patient_a, files=[UploadFile("small.png", chest_png(1)),
+                                                    UploadFile("big.png", png_bytes(big))],
+                          modality="CR", body_part="CHEST").created
+    made_at_upload = {}
+    for instance in crs + pngs:
+        if instance.analysis.name:
+            with default_storage.open(str(instance.analysis.name), "rb") as fh:
+                made_at_upload[instance.pk] = fh.read()
+            default_storage.delete(str(instance.analysis.name))
+    assert set(made_at_upload) == {crs[0].pk, crs[1].pk, crs[2].pk, pngs[1].pk}  # the small PNG has none
+    ImagingInstance.objects.update(analysis="")  # as stored before there were copies
+    default_storage.delete(str(crs[2].file.name))  # an original gone: counted
+
+    with pytest.raises(CommandError, match="--limit"):
+        call_command("imaging_analysis_copies", "--limit", "0")
+    out = StringIO()
+    call_command("imaging_analysis_copies", "--limit", "1", stdout=out)
+    assert out.getvalue().startswith("1 analysis copy(ies) written")
+    call_command("imaging_analysis_copies", stdout=out)
+    assert "2 analysis copy(ies) written" in out.getvalue() and "1 original(s) that could not be read" in out.getvalue()
+    assert patient_a.mrn not in out.getvalue()
+    for instance in ImagingInstance.objects.all():
+        if instance.pk in (crs[0].pk, crs[1].pk, pngs[1].pk):
+            with default_storage.open(str(instance.analysis.name), "rb") as fh:
+                assert fh.read() == made_at_upload[instance.pk]  # what the upload would have written
+        else:
+            assert instance.analysis.name == ""
+    again = StringIO()
+    call_command("imaging_analysis_copies", stdout=again)
+    assert again.getvalue().startswith("0 analysis copy(ies) written") and "1 original(s)" in again.getvalue()
+    assert len([p for p in stored_files(media_root) if p.name.startswith("analysis")]) == 3
