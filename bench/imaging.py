@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import shutil
 import sys
 import time
@@ -189,12 +190,19 @@ def main() -> None:
     best = {"bare": float("inf"), "whole": float("inf")}
     png_bytes = 0
     best_seconds: dict[str, float] = {}
+    process_cpu: list[float] = []  # the decode processes' CPU seconds in each timed whole pass
     for repeat in range(args.repeats + 1):
         for kind, run in (("bare", bare_forward), ("whole", whole_path)):
+            pids = pipeline.DecodeProcesses.get(args.processes).pids if args.processes and kind == "whole" else []
+            cpu = _cpu_seconds(pids)
             t = time.perf_counter()
             stored = run()
             sync()
             took = time.perf_counter() - t
+            if repeat and cpu is not None and pids:
+                after = _cpu_seconds(pids)
+                if after is not None:
+                    process_cpu.append(after - cpu)
             clear_store()
             if repeat and took < best[kind]:
                 best[kind] = took
@@ -220,6 +228,11 @@ def main() -> None:
     print("  the whole path's calling thread: " + ", ".join(
         f"{stage.replace('_', ' ')} {best_seconds.get(stage, 0.0) * 1000 / n:.3f}" for stage in STAGES) + " ms/image")
     print(f"  whole path keeps {100 * bare / full:.0f}% of the bare forward throughput (goal >= 80%)")
+    if process_cpu:
+        per_image = min(process_cpu) / n
+        print(f"  the decode processes' CPU: {per_image * 1000:.3f} ms/image (decode, shrink, overlay PNG"
+              f"{', file' if args.store and args.store_on == 'encoders' else ''}; least of the timed passes): "
+              f"each core given to them feeds at most {1 / per_image:,.0f} images/s")
     if model.graphs:
         # the graph replayed (through the job's launch) against the eager forward pass, same batch
         p_graph, h_graph = model.read(images[:bs])
@@ -235,6 +248,19 @@ def main() -> None:
         profiler.runcall(lambda: (whole_path(), sync()))
         clear_store()
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile)
+
+
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """CPU seconds (user and system) these processes have used, from /proc; None where it cannot be
+    read (not Linux, a process gone)."""
+    total = 0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _source_pngs(base: Any, count: int, side: int, cache: Path | None) -> list[bytes]:

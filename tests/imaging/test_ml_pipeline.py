@@ -575,13 +575,14 @@ def test_the_benches_run_without_django(tmp_path):
         assert bench.returncode == 0, bench.stderr
         assert "whole path keeps" in bench.stdout and "6 images of 256x256 PNG" in bench.stdout
         assert len(list((tmp_path / "pngs").glob("bench-pngs-6x256px-*.npz"))) == 1
-    for where in ("encoders", "threads"):  # the job's store, without Django
+    for where, processes in (("encoders", "1"), ("threads", "0")):  # the job's store, without Django
         store = tmp_path / f"store-{where}"
         bench = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1",
                      "--device", "cpu", "--data-dir", str(data), "--png-cache", str(tmp_path / "pngs"),
-                     "--store", str(store), "--store-on", where)
+                     "--store", str(store), "--store-on", where, "--processes", processes)
         assert bench.returncode == 0, bench.stderr
         assert f"overlays saved as files by the {where}" in bench.stdout
+        assert ("the decode processes' CPU: " in bench.stdout) == (processes == "1")  # their CPU time, per image
         assert store.is_dir() and not any(p.is_file() for p in store.rglob("*"))  # removed after each pass
     ipc = _run(runner, "bench/imaging_ipc.py", "--processes", "1", "--calls", "2", "--input-size", "28")
     assert ipc.returncode == 0, ipc.stderr
