@@ -118,7 +118,8 @@ class ImagingInstance(models.Model):
 
 class ImagingFinding(models.Model):
     """One label of one model version on one image: probability, threshold, the finding, and
-    the Grad-CAM heat map as a transparent PNG the size of the preview."""
+    the Grad-CAM heat map as a transparent PNG of the preview's shape, at most 128 px a side (the
+    viewer stretches it over the image)."""
 
     external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     instance = models.ForeignKey(ImagingInstance, on_delete=models.PROTECT, related_name="findings")

@@ -517,7 +517,6 @@ def heatmap_orphans_sweep(*, older_than: timedelta, delete: bool = False, chunk:
 @dataclass
 class AnalysisBackfill:
     made: int  # analysis copies written
-    not_needed: int  # images whose original reads as fast (small 8-bit grey PNG or JPEG)
     unreadable: int  # originals missing from storage or no longer readable
     bytes: int  # of the copies written
 
@@ -530,9 +529,9 @@ def analysis_copies_backfill(*, limit: int | None = None,
     its row only if the row still has none (a second run at the same time keeps the first copy and
     removes its own). Grey PNG and JPEG files of at most ``ANALYSIS_MAX_SIDE`` a side are left out
     unread (their rows say so; at upload the 8-bit ones get no copy, and a 16-bit one among them
-    stays read from its original); any other image whose original reads as fast is counted, not
-    copied. ``progress`` gets the count of images looked at. Nothing here names a patient."""
-    out = AnalysisBackfill(0, 0, 0, 0)
+    stays read from its original). ``progress`` gets the count of images looked at. Nothing here
+    names a patient."""
+    out = AnalysisBackfill(0, 0, 0)
     todo = (ImagingInstance.objects.filter(status="available", analysis="")
             .exclude(format__in=["png", "jpeg"], photometric="MONOCHROME2", rows__lte=ANALYSIS_MAX_SIDE,
                      columns__lte=ANALYSIS_MAX_SIDE)
@@ -546,9 +545,6 @@ def analysis_copies_backfill(*, limit: int | None = None,
         except (OSError, ImageFileError):
             out.unreadable += 1
             copy = None
-        else:
-            if copy is None:
-                out.not_needed += 1
         if copy is not None:
             saved = default_storage.save(f"imaging/{external_id.hex}/analysis.npy", ContentFile(copy))
             if ImagingInstance.objects.filter(pk=pk, analysis="").update(analysis=saved):

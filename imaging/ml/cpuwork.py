@@ -1,8 +1,8 @@
 """The imaging job's CPU work that needs no torch: checking and shrinking decoded images, and the
 heat map overlay PNGs (colour map, palette PNG). Imports only numpy, Pillow and ``imaging.pixels``
-(pure: no pydicom until a DICOM file is decoded), so the worker processes of ``pipeline.DecodeProcesses`` start in
-a fraction of a second and never touch the GPU; ``modelfile`` and ``inference`` re-export what they
-used to define here.
+(pure: no pydicom until a DICOM file is decoded), so the worker processes of
+``pipeline.DecodeProcesses`` start in a fraction of a second and never touch the GPU; ``modelfile``
+and ``inference`` re-export what they used to define here.
 """
 
 from __future__ import annotations

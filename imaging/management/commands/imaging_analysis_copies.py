@@ -32,5 +32,4 @@ class Command(BaseCommand):
 
         done = analysis_copies_backfill(limit=limit, progress=progress)
         self.stdout.write(f"{done.made} analysis copy(ies) written ({done.bytes / 1024 / 1024:.1f} MiB); "
-                          f"{done.not_needed} image(s) whose original reads as fast; "
                           f"{done.unreadable} original(s) that could not be read")
