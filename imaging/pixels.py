@@ -41,7 +41,8 @@ THUMBNAIL_MAX_SIDE = 160
 # array of at most ANALYSIS_MAX_SIDE a side (a chest radiograph's: 0.5 MB, read in about 0.2 ms)
 # instead of decoding the original (its JPEG 2000: 0.3-0.6 s; uncompressed, 50-70 ms; a 16-bit PNG
 # of the copy took 4 ms). Larger than any registered model's input (Inception-V3: 299); a model of
-# a larger input reads the original. Stored as NumPy's .npy format (a header and the raw uint16
+# a larger input reads the original. Made at upload for the images a model reads
+# (``imaging.services``). Stored as NumPy's .npy format (a header and the raw uint16
 # levels, value / 65535), which no upload can be: ``model_image`` knows it by its magic bytes.
 ANALYSIS_MAX_SIDE = 512
 _NPY_MAGIC = b"\x93NUMPY"

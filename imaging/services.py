@@ -45,6 +45,7 @@ from cdss.audit import audit_record
 from patients.models import Patient, Site
 
 from .imagefile import ImageFileError, ImageMeta, uid_from_digest
+from .ml.data import model_names_for
 from .models import ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
 from .pixels import ANALYSIS_MAX_SIDE, analysis_copy, load_image, preview_png, preview_size, sha256_of, thumbnail_png
 
@@ -94,7 +95,9 @@ class PreparedImage:
     preview: bytes
     thumbnail: bytes
     preview_size: tuple[int, int]
-    analysis: bytes | None  # the image the models read, where it reads faster than the file (``analysis_copy``)
+    # the image the models read, where it reads faster than the file (``analysis_copy``) and a model
+    # reads it (``model_names_for``: a CT series' copies would double its storage for nothing)
+    analysis: bytes | None
 
 
 @dataclass
@@ -191,10 +194,13 @@ def image_prepare(upload: UploadFile) -> PreparedImage:
     """Read, render and encode one file (pure work: no database, no storage)."""
     loaded = load_image(upload.data)
     rendering = loaded.rendering
+    meta = loaded.meta
+    # a DICOM file names its modality and body part; a PNG's or JPEG's are the upload's, known when storing
+    analysed = meta.format != "dicom" or bool(model_names_for(meta.modality, meta.body_part))
     return PreparedImage(
-        name=upload.name, data=upload.data, meta=loaded.meta, sha256=loaded.sha256,
+        name=upload.name, data=upload.data, meta=meta, sha256=loaded.sha256,
         frame_index=rendering.frame_index, preview=preview_png(rendering), thumbnail=thumbnail_png(rendering),
-        preview_size=preview_size(rendering), analysis=analysis_copy(loaded),
+        preview_size=preview_size(rendering), analysis=analysis_copy(loaded) if analysed else None,
     )
 
 
@@ -345,7 +351,7 @@ def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, writ
         instance.file.name = _save(f"{folder}/original.{extension}", image.data, written)
         instance.preview.name = _save(f"{folder}/preview.png", image.preview, written)
         instance.thumbnail.name = _save(f"{folder}/thumbnail.png", image.thumbnail, written)
-        if image.analysis is not None:
+        if image.analysis is not None and model_names_for(instance.modality, instance.body_part):
             instance.analysis.name = _save(f"{folder}/analysis.npy", image.analysis, written)
         instance.save(force_insert=True)
         result.created.append(instance)
@@ -517,6 +523,7 @@ def heatmap_orphans_sweep(*, older_than: timedelta, delete: bool = False, chunk:
 @dataclass
 class AnalysisBackfill:
     made: int  # analysis copies written
+    no_model: int  # images no model reads (``model_names_for``): no copy needed
     unreadable: int  # originals missing from storage or no longer readable
     bytes: int  # of the copies written
 
@@ -529,15 +536,20 @@ def analysis_copies_backfill(*, limit: int | None = None,
     its row only if the row still has none (a second run at the same time keeps the first copy and
     removes its own). Grey PNG and JPEG files of at most ``ANALYSIS_MAX_SIDE`` a side are left out
     unread (their rows say so; at upload the 8-bit ones get no copy, and a 16-bit one among them
-    stays read from its original). ``progress`` gets the count of images looked at. Nothing here
-    names a patient."""
-    out = AnalysisBackfill(0, 0, 0)
+    stays read from its original); images no model reads (a CT, an MR) are counted, not copied.
+    ``progress`` gets the count of images looked at. Nothing here names a patient."""
+    out = AnalysisBackfill(0, 0, 0, 0)
     todo = (ImagingInstance.objects.filter(status="available", analysis="")
             .exclude(format__in=["png", "jpeg"], photometric="MONOCHROME2", rows__lte=ANALYSIS_MAX_SIDE,
                      columns__lte=ANALYSIS_MAX_SIDE)
-            .order_by("pk").values_list("pk", "external_id", "file", "frame_index"))
+            .order_by("pk").values_list("pk", "external_id", "file", "frame_index", "modality", "body_part"))
     rows = todo[:limit] if limit is not None else todo.iterator(chunk_size=200)
-    for seen, (pk, external_id, name, frame) in enumerate(rows, start=1):
+    for seen, (pk, external_id, name, frame, modality, body_part) in enumerate(rows, start=1):
+        if progress is not None:
+            progress(seen)
+        if not model_names_for(modality, body_part):
+            out.no_model += 1
+            continue
         try:
             with default_storage.open(name, "rb") as fh:
                 data = fh.read()
@@ -552,6 +564,4 @@ def analysis_copies_backfill(*, limit: int | None = None,
                 out.bytes += len(copy)
             else:
                 default_storage.delete(saved)
-        if progress is not None:
-            progress(seen)
     return out

@@ -338,6 +338,7 @@ def test_images_stored_before_analysis_copies_get_theirs_from_the_command(pneumo
     pngs = imaging_upload(patient=patient_a, files=[UploadFile("small.png", chest_png(1)),
                                                     UploadFile("big.png", png_bytes(big))],
                           modality="CR", body_part="CHEST").created
+    imaging_upload(patient=patient_a, files=[UploadFile("ct.dcm", dicom_bytes("CT_small.dcm", patient_id=patient_a.mrn))])
     made_at_upload = {}
     for instance in crs + pngs:
         if instance.analysis.name:
@@ -355,6 +356,7 @@ def test_images_stored_before_analysis_copies_get_theirs_from_the_command(pneumo
     assert out.getvalue().startswith("1 analysis copy(ies) written")
     call_command("imaging_analysis_copies", stdout=out)
     assert "2 analysis copy(ies) written" in out.getvalue() and "1 original(s) that could not be read" in out.getvalue()
+    assert "1 image(s) no model reads" in out.getvalue()  # the CT
     assert patient_a.mrn not in out.getvalue()
     for instance in ImagingInstance.objects.all():
         if instance.pk in (crs[0].pk, crs[1].pk, pngs[1].pk):

@@ -22,7 +22,7 @@ from imaging.models import ImagingInstance, ImagingSeries, ImagingStudy
 from imaging.services import ImagingUploadError, UploadFile, imaging_upload
 from patients import models as m
 from tests.factories import PatientFactory, UserFactory
-from tests.imaging.conftest import dicom_bytes, stored_files
+from tests.imaging.conftest import dicom_bytes, png_bytes, stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -54,10 +54,9 @@ def test_a_dicom_file_is_stored_with_its_preview_and_queued_for_inference(patien
         assert fh.read() == data
     with default_storage.open(str(instance.preview.name), "rb") as fh:
         assert Image.open(fh).size == (128, 128)
-    with default_storage.open(str(instance.analysis.name), "rb") as fh:  # what the imaging job reads
-        copy = np.load(fh, allow_pickle=False)
-        assert (copy.shape, copy.dtype) == ((128, 128), np.uint16)
-    assert {p.name for p in stored_files(media_root)} == {"original.dcm", "preview.png", "thumbnail.png", "analysis.npy"}
+    # no model reads a CT: no analysis copy (it would double a CT series' storage for nothing)
+    assert instance.analysis.name == ""
+    assert {p.name for p in stored_files(media_root)} == {"original.dcm", "preview.png", "thumbnail.png"}
     assert str(instance.file.name).startswith(f"imaging/{instance.external_id.hex}/")  # no identifier in the path
     assert patient_a.mrn not in " ".join(str(p) for p in stored_files(media_root))
     job = Job.objects.get(kind="imaging")
@@ -240,3 +239,18 @@ def test_register_dicom_matches_patients_by_patient_id_and_summarises(site_a, tm
     call_command("register_dicom", str(folder), "--site", site_a.code, stdout=out)
     assert "0 new image(s)" in out.getvalue() and "3 already stored" in out.getvalue()
     assert ImagingInstance.objects.count() == 3
+
+
+def test_images_a_model_reads_are_stored_with_their_analysis_copy(patient_a, media_root) -> None:
+    cr = imaging_upload(patient=patient_a, files=[
+        UploadFile("cr.dcm", dicom_bytes("RG1_UNCR.dcm", patient_id=patient_a.mrn))]).created[0]
+    with default_storage.open(str(cr.analysis.name), "rb") as fh:  # what the imaging job reads
+        copy = np.load(fh, allow_pickle=False)
+    assert (copy.shape, copy.dtype) == ((512, 482), np.uint16)  # 1,955 x 1,841 at most 512 a side
+    assert str(cr.analysis.name) == f"imaging/{cr.external_id.hex}/analysis.npy"
+    big = np.tile(np.arange(256, dtype=np.uint8), (600, 3))  # 768 x 600 PNGs, two different ones
+    as_chest, as_ct = (imaging_upload(patient=patient_a, files=[UploadFile("big.png", png_bytes(big + k))],
+                                      modality=modality, body_part=part).created[0]
+                       for k, (modality, part) in enumerate((("DX", "CHEST"), ("CT", "HEAD"))))
+    assert as_chest.analysis.name and not as_ct.analysis.name  # the upload's modality decides
+

@@ -32,4 +32,5 @@ class Command(BaseCommand):
 
         done = analysis_copies_backfill(limit=limit, progress=progress)
         self.stdout.write(f"{done.made} analysis copy(ies) written ({done.bytes / 1024 / 1024:.1f} MiB); "
-                          f"{done.unreadable} original(s) that could not be read")
+                          f"{done.unreadable} original(s) that could not be read; "
+                          f"{done.no_model} image(s) no model reads (no copy needed)")
