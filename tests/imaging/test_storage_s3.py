@@ -115,6 +115,15 @@ def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_maps_there(
     job = Job.objects.get(kind="imaging")
     assert job_run(job.pk) == "succeeded"
     finding = ImagingFinding.objects.get(instance=instance)
+    # a radiograph's analysis copy goes to the bucket and the job reads it there (its original is gone)
+    cr = imaging_upload(patient=patient_a, files=[
+        UploadFile("cr.dcm", dicom_bytes("RG1_UNCR.dcm", patient_id=patient_a.mrn))]).created[0]
+    assert f"cdss/{cr.analysis.name}" in objects(s3_bucket)
+    from django.core.files.storage import default_storage
+
+    default_storage.delete(str(cr.file.name))
+    assert job_run(Job.objects.filter(kind="imaging").latest("pk").pk) == "succeeded"
+    assert ImagingFinding.objects.filter(instance=cr).count() == 1
     stored = objects(s3_bucket)
     heat = Image.open(io.BytesIO(stored[f"cdss/{finding.heatmap.name}"]))
     assert heat.format == "PNG" and heat.size == overlay_dims(instance.preview_width, instance.preview_height)
@@ -126,7 +135,6 @@ def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_maps_there(
     from datetime import timedelta
 
     from django.core.files.base import ContentFile
-    from django.core.files.storage import default_storage
 
     from imaging.jobs import heatmap_name
     from imaging.services import heatmap_orphans_sweep
