@@ -20,7 +20,8 @@ timings, same model, same batch size, same run, the passes alternating after one
 With ``--store DIR`` the whole path also saves every overlay as a new file under DIR, as the job
 does (``--store-on``: by the encoders, the job's way with a local storage folder; or by background
 threads, its way with an object store); ``bench/imaging_job.py`` measures the job itself, files and
-PostgreSQL included. Prints figures; asserts nothing. Without ``--model-file`` the network has
+PostgreSQL included. ``--source copies`` reads the analysis copies the job reads for DICOM files
+(16-bit levels, float32 images) instead of 8-bit PNG files. Prints figures; asserts nothing. Without ``--model-file`` the network has
 fresh weights (the throughput does not depend on their values).
 
 Figures (2026-11-26; 2 CPU cores shared with other work, torch 2.14.1; more in imaging/README.md):
@@ -99,6 +100,10 @@ def main() -> None:
     parser.add_argument("--png-cache", type=Path,
                         help="Folder keeping the source PNGs between runs (made once per image count, size "
                              "and source file; default: none, made each run)")
+    parser.add_argument("--source", choices=["png", "copies"], default="png",
+                        help="What the whole path reads: 8-bit PNG files (an upload of PNG files; default), or "
+                             "the analysis copies the job reads for DICOM files (imaging.pixels.analysis_bytes: "
+                             "16-bit levels, float32 images; of at most 512 px a side)")
     parser.add_argument("--repeats", type=int, default=3, help="Timed passes of each kind; the best is shown (3)")
     args = parser.parse_args()
 
@@ -124,6 +129,13 @@ def main() -> None:
     with np.load(source) as npz:
         base = npz["val_images"]
     pngs = _source_pngs(base, args.images, args.image_size, args.png_cache)
+    if args.source == "copies":  # what the job reads for a radiograph: its analysis copy (the same pixels)
+        from imaging.pixels import ANALYSIS_MAX_SIDE, Rendering, analysis_bytes
+
+        if args.image_size > ANALYSIS_MAX_SIDE:
+            parser.error(f"--source copies: --image-size at most {ANALYSIS_MAX_SIDE} (an analysis copy's largest)")
+        pngs = [analysis_bytes(Rendering(image=model_image(png).astype(np.float32) / np.float32(255.0), rgb=None,
+                                         frame_index=0, preset=None)) for png in pngs]
 
     graphs = None if args.graphs is None else args.graphs == "on"
     if args.model_file:
@@ -213,7 +225,8 @@ def main() -> None:
     n = len(pngs)
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"imaging bench: {model.architecture} at {model.input_size}px, {len(model.members)} member(s), batch {bs}, "
-          f"{n} images of {args.image_size}x{args.image_size} PNG, device {device}"
+          f"{n} images of {args.image_size}x{args.image_size} "
+          f"{'PNG' if args.source == 'png' else 'as analysis copies (16-bit .npy)'}, device {device}"
           f"{', bf16 autocast (bf16 weights)' if model.precision == 'bf16' else ''}"
           f"{', CUDA graphs' if model.graphs else ''}, "
           f"{f'{args.processes} decode process(es)' if args.processes else f'{threads} pipeline thread(s)'}, "

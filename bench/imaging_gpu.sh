@@ -26,6 +26,9 @@ run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store 
 run --arch inception_v3 --input-size 299 --batch-size 128 --processes 15 --store /tmp/cdss-bench-store
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --store-on threads
+# what the job reads for radiographs (DICOM): their analysis copies, 512 px, 16-bit, shrunk by the processes
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
+    --source copies --image-size 512
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --encode-lag 1
 run --arch inception_v3 --input-size 299 --batch-size 128 --processes 15
 run --arch resnet18 --input-size 224 --batch-size 64 --processes 15

@@ -584,6 +584,10 @@ def test_the_benches_run_without_django(tmp_path):
         assert f"overlays saved as files by the {where}" in bench.stdout
         assert ("the decode processes' CPU: " in bench.stdout) == (processes == "1")  # their CPU time, per image
         assert store.is_dir() and not any(p.is_file() for p in store.rglob("*"))  # removed after each pass
+    copies = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1", "--device", "cpu",
+                  "--data-dir", str(data), "--source", "copies", "--image-size", "64", "--input-size", "28")
+    assert copies.returncode == 0, copies.stderr
+    assert "6 images of 64x64 as analysis copies" in copies.stdout and "whole path keeps" in copies.stdout
     ipc = _run(runner, "bench/imaging_ipc.py", "--processes", "1", "--calls", "2", "--input-size", "28")
     assert ipc.returncode == 0, ipc.stderr
     assert ipc.stdout.count("ms CPU/image") == 8 and "shared memory held: " in ipc.stdout
