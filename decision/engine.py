@@ -584,8 +584,8 @@ def _resolve(cond: Condition, facts: Facts) -> Found:
     if not findings:
         return Found(problem="no finding in the window")
     top = max(findings, key=lambda f: f.probability)
-    explanation: dict[str, Any] = {"heatmap_url": top.heatmap_url, "probability": top.probability,
-                                   "reported": top.reported}
+    explanation: dict[str, Any] = {"heatmap_url": top.heatmap_url, "viewer_url": top.viewer_url,
+                                   "probability": top.probability, "reported": top.reported}
     if cond.attr == "reported":
         return Found(top.reported, at=top.at, source=top.source, present=True, explanation=explanation)
     return Found(top.probability, "1", top.at, top.source, True, explanation=explanation)

@@ -111,10 +111,11 @@ class ImagingFinding:
     source: str
     heatmap_url: str = ""
     reported: bool = False  # a radiology report exists for the study
+    viewer_url: str = ""  # the image in the viewer, this finding's heat map shown
 
     def as_dict(self) -> dict[str, Any]:
         return {"label": self.label, "probability": self.probability, "at": _iso(self.at), "source": self.source,
-                "heatmap_url": self.heatmap_url, "reported": self.reported}
+                "heatmap_url": self.heatmap_url, "reported": self.reported, "viewer_url": self.viewer_url}
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,7 @@ class Facts:
             facts.imaging.append(ImagingFinding(
                 label=str(e.get("label", "")), probability=float(e.get("probability", 0.0)), at=at(e, f"imaging[{i}]"),
                 source=str(e.get("source", f"test:imaging[{i}]")), heatmap_url=str(e.get("heatmap_url", "")),
-                reported=bool(e.get("reported", False))))
+                reported=bool(e.get("reported", False)), viewer_url=str(e.get("viewer_url", ""))))
         for i, e in enumerate(_entries(data.get("notes"), "notes")):
             codes = tuple((str(c[0]), str(c[1])) if isinstance(c, list | tuple) else (str(c.get("system", "")),
                                                                                      str(c.get("code", "")))

@@ -171,17 +171,18 @@ def imaging_findings_bulk(patient_ids: Sequence[int], as_of: dt.datetime) -> dic
         )
         .values_list("patient_id", "patient__external_id", "external_id", "pk", "label", "probability",
                      "instance__series__study__study_date", "created_at", "report_since_study",
-                     "report_since_reading")
+                     "report_since_reading", "instance__external_id")
     )
     for (patient_id, patient_uuid, finding_uuid, pk, label, probability, study_date, created_at, since_study,
-         since_reading) in rows:
+         since_reading, instance_uuid) in rows:
         at = dt.datetime.combine(study_date, dt.time(), tzinfo=dt.UTC) if study_date else created_at
         if at > as_of:
             continue
         url = reverse("imaging-heatmap", kwargs={"external_id": patient_uuid, "finding_id": finding_uuid})
+        viewer = reverse("imaging-viewer", kwargs={"external_id": patient_uuid, "instance_id": instance_uuid})
         out.setdefault(patient_id, []).append(ImagingFinding(
             label=label, probability=probability, at=at, source=f"ImagingFinding:{pk}", heatmap_url=url,
-            reported=bool(since_study if study_date else since_reading)))
+            reported=bool(since_study if study_date else since_reading), viewer_url=f"{viewer}?finding={finding_uuid}"))
     return out
 
 

@@ -180,11 +180,11 @@ def evidence_for(entry: dict[str, Any], patient: Patient, patient_url: str) -> l
         out.append(Evidence(label, f"{patient_url}#{anchor}"))
     elif kind == "NoteFact":
         out.append(Evidence("Note finding"))
-    heatmap = str(explanation.get("heatmap_url") or "")
-    if heatmap:
+    viewer, heatmap = str(explanation.get("viewer_url") or ""), str(explanation.get("heatmap_url") or "")
+    if viewer or heatmap:  # the image with the heat map over it; the heat map alone for older recommendations
         probability = explanation.get("probability")
         text = f"probability {fmt(probability)}" if probability is not None else ""
-        out.append(Evidence("Heat map", heatmap, text))
+        out.append(Evidence("Image with heat map", viewer, text) if viewer else Evidence("Heat map", heatmap, text))
     contributions = explanation.get("contributions")
     if isinstance(contributions, dict) and contributions:
         top = sorted(

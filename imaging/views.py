@@ -133,6 +133,8 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
     audit_record(user=request.user, action="view", target="imaging-viewer", patient=patient, request=request,
                  detail=f"instance {instance.external_id}")
     heatmaps = [view.finding for group in groups for view in group.findings if view.finding.heatmap]
+    wanted = request.GET.get("finding", "")  # a recommendation's evidence names the finding to show first
+    heatmaps.sort(key=lambda f: str(f.external_id) != wanted)  # stable: the others keep their order
     context = {
         "patient": patient,
         "instance": instance,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from decision.load import fact_plan, load_facts, load_facts_bulk
@@ -157,6 +158,9 @@ def test_findings_of_active_imaging_models_are_facts_with_their_heat_map(site_a,
     imaging = load_facts(patient_a, plan=plan).imaging
     assert [(f.label, f.probability, f.source) for f in imaging] == [("pneumonia", 0.91, f"ImagingFinding:{finding.pk}")]
     assert imaging[0].heatmap_url.endswith(f"/findings/{finding.external_id}/heatmap.png")
+    # the image in the viewer, this finding's heat map shown first
+    viewer = reverse("imaging-viewer", args=[patient_a.external_id, instance.external_id])
+    assert imaging[0].viewer_url == f"{viewer}?finding={finding.external_id}"
     assert imaging[0].reported is False
 
 

@@ -119,7 +119,7 @@ def test_a_card_shows_its_summary_forms_and_why_with_the_trace_and_its_evidence(
     # the note span: its text, section and characters (a link when the notes app has a note page)
     assert "“heart failure”; section assessment; characters 120 to 133" in why
     assert "8d0c1f5e-3a57-4c39-9d43-0a8f3b2b6f10" in why
-    # the heat map of the imaging finding
+    # the heat map of the imaging finding (a recommendation from before there was a viewer link)
     assert '<a href="/media/heatmaps/abc.png">Heat map</a>: <span class="muted">probability 0.91</span>' in why
     # rationale and citation
     assert "Because the guideline says so." in why
@@ -293,3 +293,13 @@ def test_a_rule_limited_to_specialties_shows_only_to_clinicians_of_them(client: 
     assert (counts[patient_a.external_id].critical, counts[patient_a.external_id].warning) == (1, 1)
     content = client.get(reverse("recommendation-worklist")).content.decode()
     assert "1 critical" in content
+
+
+def test_an_imaging_finding_is_shown_as_its_image_with_the_heat_map_in_the_viewer(patient_a) -> None:
+    from decision.views import evidence_for
+
+    viewer = "/patients/p/imaging/i/?finding=f"
+    [evidence] = evidence_for({"explanation": {"heatmap_url": "/h.png", "viewer_url": viewer, "probability": 0.91}},
+                              patient_a, "/patients/p/")
+    assert (evidence.label, evidence.url, evidence.text) == ("Image with heat map", viewer, "probability 0.91")
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 
 import numpy as np
 import pytest
@@ -137,6 +138,25 @@ def test_the_viewer_shows_presets_the_overlay_the_model_and_its_measured_auc(
     assert "Measured AUC 0.951 on the test split" in content
     assert 'name="verdict" value="agree"' in content and 'name="verdict" value="disagree"' in content
     assert AuditEvent.objects.filter(target="imaging-viewer", patient=patient_a).count() == 1
+
+
+def test_a_recommendation_opens_the_viewer_on_its_findings_heat_map(client_a: Client, patient_a: m.Patient) -> None:
+    [instance] = upload(patient_a)
+    first = finding_for(instance, model_version(name="pneumonia"))
+    second = finding_for(instance, model_version(name="effusion"), label="effusion")
+
+    def shown(query: str = "") -> list[str]:  # the overlay's source, then the choices in order
+        content = client_a.get(viewer_url(instance) + query).content.decode()
+        overlay = re.search(r'id="imaging-overlay" class="imaging-overlay" src="([^"]+)"', content)
+        assert overlay is not None
+        return [overlay.group(1), *re.findall(r'<option value="([^"]+heatmap.png)"( selected)?', content)]
+
+    url = {f: reverse("imaging-heatmap", args=[patient_a.external_id, f.external_id]) for f in (first, second)}
+    default = shown()
+    assert default[0] == default[1][0] and default[1][1] == " selected"
+    chosen = shown(f"?finding={second.external_id}")
+    assert chosen == [url[second], (url[second], " selected"), (url[first], "")]
+    assert shown("?finding=not-a-finding")[0] == default[0]  # anything else: as without
 
 
 def test_a_window_preset_is_rendered_on_the_server(client_a: Client, patient_a: m.Patient) -> None:
