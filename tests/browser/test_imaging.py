@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def imaging_patient(transactional_db: None, settings, tmp_path: Path) -> tuple[m.Patient, ImagingInstance, Path]:
     """A clinician (dr-img), a patient with one CT image already analysed (a finding with a heat
-    map: a red square in the upper left), and a chest CR file to upload."""
+    map: a red square in the upper left quarter, stored at a quarter of the preview's size, as
+    overlays are stored smaller than large previews), and a chest CR file to upload."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
     site = SiteFactory.create(code="browser-imaging-site", name="Browser Imaging Hospital")
     user = clinician_of(site, username="dr-img")
@@ -51,8 +52,8 @@ def imaging_patient(transactional_db: None, settings, tmp_path: Path) -> tuple[m
         dataset="PneumoniaMNIST", split="official", metrics={"test_auc": 0.95}, file_path="p.pt",
         file_sha256="0" * 64, trained_at=timezone.now(), active=True,
     )
-    heat = np.zeros((instance.preview_height, instance.preview_width, 4), dtype=np.uint8)
-    heat[:40, :40] = (255, 0, 0, 255)
+    heat = np.zeros((instance.preview_height // 4, instance.preview_width // 4, 4), dtype=np.uint8)
+    heat[:instance.preview_height // 8, :instance.preview_width // 8] = (255, 0, 0, 255)
     out = io.BytesIO()
     Image.fromarray(heat).save(out, format="PNG")
     finding = ImagingFinding(instance=instance, patient=patient, model_version=mv, label="pneumonia",
@@ -99,6 +100,16 @@ def test_a_clinician_uploads_an_image_and_reads_a_finding_with_its_heat_map(
 
     overlay = page.locator("#imaging-overlay")
     assert overlay.is_visible()
+    # the small overlay is stretched over the whole image: its red quarter covers the image's upper left
+    page.wait_for_function("document.getElementById('imaging-overlay').complete")
+    page.fill("#imaging-opacity", "100")
+    box = page.locator("#imaging-image").bounding_box()
+    assert box is not None and overlay.bounding_box() == box
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"), dtype=int)
+    h, w = shot.shape[:2]
+    red = (shot[..., 0] > 200) & (shot[..., 1] < 60) & (shot[..., 2] < 60)
+    mh, mw = h // 8, w // 8  # the edge blends over one overlay pixel stretched (a sixteenth of the side here)
+    assert red[: h // 2 - mh, : w // 2 - mw].all() and not red[h // 2 + mh:, :].any() and not red[:, w // 2 + mw:].any()
     page.uncheck("#imaging-overlay-toggle")
     assert not overlay.is_visible()
     page.check("#imaging-overlay-toggle")
