@@ -145,9 +145,9 @@ def _save_exact(name: str, png: bytes) -> str:
     return saved
 
 
-def remove_files(names: list[str]) -> None:
-    """Removes files from default storage; one that cannot be removed is logged (by count, never by
-    name) and the others go on."""
+def remove_files(names: list[str], what: str = "heat map") -> None:
+    """Removes files from default storage (empty names skipped); one that cannot be removed is
+    logged (by count, never by name: a name may be a patient's image's) and the others go on."""
     failed = 0
     for name in names:
         if not name:
@@ -157,7 +157,7 @@ def remove_files(names: list[str]) -> None:
         except Exception:  # noqa: BLE001 - a leftover file is reported, not fatal
             failed += 1
     if failed:
-        log.error("imaging: %s heat map file(s) could not be removed from storage", failed)
+        log.error("imaging: %s %s file(s) could not be removed from storage", failed, what)
 
 
 class _Reader:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from cdss.audit import audit_record
 from patients.models import Patient, Site
 
 from .imagefile import ImageFileError, ImageMeta, uid_from_digest
+from .jobs import HEATMAP_FOLDER, remove_files
 from .ml.data import model_names_for
 from .models import ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
 from .pixels import ANALYSIS_MAX_SIDE, analysis_copy, load_image, preview_png, preview_size, sha256_of, thumbnail_png
@@ -272,11 +274,11 @@ def images_store(
             audit_record(user=user, action="create", target=f"imaging-{source}", patient=patient, request=request,
                          detail=f"{len(result.created)} new image(s), {len(result.already_stored)} already stored")
     except IntegrityError:
-        _remove(written)
+        remove_files(written, "uploaded")
         raise ImagingUploadError([FileProblem("(upload)", "conflict", "an image of this upload was stored at the "
                                               "same time for another patient; nothing was stored")]) from None
     except BaseException:
-        _remove(written)
+        remove_files(written, "uploaded")
         raise
     log.info("imaging upload: %s new instance(s), %s already stored, %s job(s)", len(result.created),
              len(result.already_stored), len(result.job_ids))
@@ -346,13 +348,13 @@ def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, writ
             preview_height=image.preview_size[1], sha256=image.sha256, size_bytes=len(image.data),
             created_by=_user(user),
         )
-        folder = f"imaging/{instance.external_id.hex}"
+        folder = _instance_folder(instance.external_id)
         extension = {"dicom": "dcm", "png": "png", "jpeg": "jpg"}[meta.format]
         instance.file.name = _save(f"{folder}/original.{extension}", image.data, written)
         instance.preview.name = _save(f"{folder}/preview.png", image.preview, written)
         instance.thumbnail.name = _save(f"{folder}/thumbnail.png", image.thumbnail, written)
         if image.analysis is not None and model_names_for(instance.modality, instance.body_part):
-            instance.analysis.name = _save(f"{folder}/analysis.npy", image.analysis, written)
+            instance.analysis.name = _save(f"{folder}/{ANALYSIS_FILE}", image.analysis, written)
         instance.save(force_insert=True)
         result.created.append(instance)
     ids = [i.pk for i in result.created]
@@ -367,18 +369,18 @@ def _user(user: Any) -> Any:
     return user if getattr(user, "is_authenticated", False) else None
 
 
+ANALYSIS_FILE = "analysis.npy"  # beside the original, the preview and the thumbnail
+
+
+def _instance_folder(external_id: uuid.UUID) -> str:
+    """An image's folder in storage, named by its external id only (no identifier in the path)."""
+    return f"imaging/{external_id.hex}"
+
+
 def _save(name: str, data: bytes, written: list[str]) -> str:
     saved = default_storage.save(name, ContentFile(data))
     written.append(saved)
     return saved
-
-
-def _remove(names: list[str]) -> None:
-    for name in names:
-        try:
-            default_storage.delete(name)
-        except Exception:  # noqa: BLE001 - best effort; the error that caused this is re-raised
-            log.warning("imaging upload: a stored file could not be removed after a failed upload")
 
 
 # --- A folder of DICOM files ------------------------------------------------------------------
@@ -489,8 +491,6 @@ def heatmap_orphans_sweep(*, older_than: timedelta, delete: bool = False, chunk:
     than ``older_than`` are never counted as orphans, since a running job's files have no rows yet
     (a job's time limit is 30 minutes). Works through the storage API (a local folder or an object
     store), one of its 256 folders at a time; names are compared with the findings' in chunks."""
-    from .jobs import HEATMAP_FOLDER
-
     cutoff = timezone.now() - older_than
     sweep = OrphanSweep(0, 0, 0, 0)
     try:
@@ -558,7 +558,7 @@ def analysis_copies_backfill(*, limit: int | None = None,
             out.unreadable += 1
             copy = None
         if copy is not None:
-            saved = default_storage.save(f"imaging/{external_id.hex}/analysis.npy", ContentFile(copy))
+            saved = default_storage.save(f"{_instance_folder(external_id)}/{ANALYSIS_FILE}", ContentFile(copy))
             if ImagingInstance.objects.filter(pk=pk, analysis="").update(analysis=saved):
                 out.made += 1
                 out.bytes += len(copy)
