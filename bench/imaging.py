@@ -17,10 +17,11 @@ timings, same model, same batch size, same run, the passes alternating after one
    thread pool one batch ahead, batched preprocessing (uint8 to float, resize, normalise), one
    forward pass per batch giving the probabilities and the Grad-CAM maps (closed form, no
    backward pass), and the heat map overlay PNGs encoded on the pool while the next batch runs.
-With ``--store DIR`` the whole path also saves every overlay as a new file under DIR, as the job
-does (``--store-on``: by the encoders, the job's way with a local storage folder; or by background
-threads, its way with an object store); ``bench/imaging_job.py`` measures the job itself, files and
-PostgreSQL included. ``--source copies`` reads the analysis copies the job reads for DICOM files
+With ``--store DIR`` the whole path also saves every overlay under DIR, in heat map packs as the
+job does (``--store-on``: by the encoders, a pack per group they encode, the job's way with a
+local storage folder; or by background threads, packs of 16, its way with an object store, where
+``--pack off`` saves a file per overlay, as the job did before packs); ``bench/imaging_job.py`` measures the job
+itself, files and PostgreSQL included. ``--source copies`` reads the analysis copies the job reads for DICOM files
 (16-bit levels, float32 images) instead of 8-bit PNG files. Prints figures; asserts nothing. Without ``--model-file`` the network has
 fresh weights (the throughput does not depend on their values).
 
@@ -86,6 +87,9 @@ def main() -> None:
                         help="With --store: written by the thread or process that encodes the PNG (the job's way "
                              "with a local storage folder; default), or by background threads of this process "
                              "(the job's way with an object store, here with plain files)")
+    parser.add_argument("--pack", choices=["on", "off"], default="on",
+                        help="With --store-on threads: overlays saved in heat map packs of 16, the job's way "
+                             "(default), or one file per overlay (the job's way before packs)")
     parser.add_argument("--encode-lag", type=int, metavar="N",
                         help="At most N batches' overlays encoding at once (default: the job's, "
                              "pipeline.MAX_ENCODE_LAG; 1: one batch at a time, as before 2026-11-27)")
@@ -112,11 +116,13 @@ def main() -> None:
 
     from imaging.ml import pipeline
     from imaging.ml.architectures import architecture, build_model
-    from imaging.ml.cpuwork import Target
+    from imaging.ml.cpuwork import Span, Target
     from imaging.ml.inference import LoadedImagingModel
     from imaging.ml.pipeline import STAGES, SWITCH_INTERVAL, default_threads, read_images
-    from imaging.ml.store import BackgroundSaves, folder_saver
+    from imaging.ml.store import PACK_PNGS, PackSaves, folder_saver
 
+    if args.pack == "off" and not (args.store and args.store_on == "threads"):
+        parser.error("--pack off needs --store DIR --store-on threads (the encoders always write packs)")
     if args.encode_lag is not None:
         if args.encode_lag < 1:
             parser.error("--encode-lag must be at least 1")
@@ -164,27 +170,34 @@ def main() -> None:
     def whole_path() -> int:
         stored = 0
         seconds.clear()
+        folder, count = Path("heatmaps"), iter(range(10 ** 9))
+
+        def new_name() -> str:  # in 256 folders, as the job's (imaging.jobs.heatmap_pack_name)
+            n = next(count)
+            return str(folder / f"{n % 256:02x}" / f"{n}.pack")
+
         with contextlib.ExitStack() as stack:
             threads_save = args.store and args.store_on == "threads"
-            saves = stack.enter_context(BackgroundSaves(*folder_saver(args.store))) if threads_save else None
-            files = None
+            saves = (stack.enter_context(PackSaves(*folder_saver(args.store), new_name,
+                                                   per_pack=PACK_PNGS if args.pack == "on" else 1))
+                     if threads_save else None)
+            packs = None
             if args.store and not threads_save:
-                folder, count = args.store / "heatmaps", iter(range(len(pngs)))
+                def packs() -> tuple[str, Target]:
+                    name = new_name()
+                    return name, (str(args.store / name), None)
 
-                def files(_: bytes) -> dict[str, Target]:
-                    n = next(count)  # in 256 folders, as the job's heat maps (imaging.jobs.heatmap_name)
-                    return {label: (str(folder / f"{n % 256:02x}" / f"{n}-{label}.png"), None) for label in model.labels}
-
-            for n, out in enumerate(read_images(model, pngs, model_image, lambda _: (args.image_size, args.image_size),
-                                                batch_size=bs, threads=threads, seconds=seconds,
-                                                switch_interval=switch, processes=args.processes,
-                                                fetch=lambda png: (png, None),
-                                                resize_on_device=None if args.resize_on is None
-                                                else args.resize_on == "device", overlay_files=files)):
-                stored += sum(len(png) for png in out.overlays.values()) + sum(out.written.values())
+            for out in read_images(model, pngs, model_image, lambda _: (args.image_size, args.image_size),
+                                   batch_size=bs, threads=threads, seconds=seconds,
+                                   switch_interval=switch, processes=args.processes,
+                                   fetch=lambda png: (png, None),
+                                   resize_on_device=None if args.resize_on is None
+                                   else args.resize_on == "device", overlay_packs=packs):
+                spans: list[Span] = list(out.written.values())
+                stored += sum(len(png) for png in out.overlays.values()) + sum(length for _, length in spans)
                 if saves is not None:
-                    for label, png in out.overlays.items():
-                        saves.submit(f"heatmaps/{n % 256:02x}/{n}-{label}.png", png)
+                    for png in out.overlays.values():
+                        saves.add(png)
             if saves is not None:
                 saves.names()
         return stored
@@ -233,7 +246,8 @@ def main() -> None:
           f"switch interval {switch * 1000:g} ms, "
           f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"
           f"overlays of at most {pipeline.MAX_ENCODE_LAG} batch(es) encoding at once, "
-          f"{f'overlays saved as files by the {args.store_on}, ' if args.store else ''}"
+          f"{f'overlays saved by the {args.store_on} ' if args.store else ''}"
+          f"{('in packs, ' if args.pack == 'on' else 'a file each, ') if args.store else ''}"
           f"torch {torch.__version__}")
     print(f"  bare forward:  {n / bare:9.1f} images/s  ({bare * 1000 / n:.2f} ms/image)")
     print(f"  whole path:    {n / full:9.1f} images/s  ({full * 1000 / n:.2f} ms/image; decode, preprocess, forward "

@@ -7,7 +7,7 @@
 
 ``bench/imaging.py`` measures the pipeline without Django, so that it runs on a GPU host with
 torch alone; this script measures what it leaves out, the store: the job's findings and heat map
-files written to PostgreSQL and Django's storage with the job's status in one transaction. It
+packs written to PostgreSQL and Django's storage with the job's status in one transaction. It
 recreates the named database (it must be a scratch database), migrates it, keeps files in a
 temporary MEDIA_ROOT, uploads ``--images`` chest X-ray PNG files of 256 px (PneumoniaMNIST
 validation images, upscaled, each made unique by one pixel) to one patient as CR / CHEST, and
@@ -18,7 +18,7 @@ of ``--repeats``:
 1. bare forward: the preprocessed batches, already on the device, through the network alone;
 2. the job's two phases called directly: ``imaging.jobs.run`` (read the stored files, decode,
    preprocess, forward with Grad-CAM, encode the overlays) and ``imaging.jobs.write`` in a
-   transaction (findings and heat map files);
+   transaction (findings; the heat map packs are written during the run);
 3. the whole job: ``cdss.jobs.runner.job_run`` on a job for every image (claim, lease, run,
    write with the status change, the follow-up jobs published to a Redis server the script starts).
 
@@ -148,7 +148,7 @@ def _bench(args: argparse.Namespace, source: Path) -> None:
     batches = [model.preprocess(images[i:i + BATCH]).to(model.device) for i in range(0, len(images), BATCH)]
 
     def clear() -> None:
-        names = list(ImagingFinding.objects.values_list("heatmap", flat=True))
+        names = set(ImagingFinding.objects.values_list("heatmap", flat=True))  # a pack per few findings
         ImagingFinding.objects.all().delete()
         for name in names:
             if name:

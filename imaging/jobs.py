@@ -15,12 +15,14 @@ to 64 (one forward pass each, which gives the probabilities and the Grad-CAM hea
 heat map overlay PNGs are encoded on the pool while the next batch runs. A stored file that can no
 longer be read is counted in the result (``unreadable``) and the other images go on.
 
-Storing (``HeatmapStore``): each heat map PNG becomes a file named by its finding's external id,
-written by the pipeline's encoders on a local storage folder, saved by background threads while
-the pipeline goes on to any other storage; the writer inserts the findings (one INSERT per
-thousand) with the job's success, in one transaction. Files of rows that are not kept are removed: by the handler if
-it fails, by the writer for images another job read meanwhile, and by the kind's discarder when
-the writer's transaction does not commit (``cdss.jobs.registry.JobKind.discard``).
+Storing (``HeatmapStore``): the heat map PNGs go into packs, files holding the PNGs of a group of
+images one after another (each finding names its pack and its PNG's offset and length), written
+by the pipeline's encoders on a local storage folder (one pack per group they encode together),
+saved by background threads while the pipeline goes on to any other storage (16 PNGs a pack);
+the writer inserts the findings (one INSERT per thousand) with the job's success, in one
+transaction. Packs no kept row names are removed: by the handler if it fails, by the writer
+where another job read every image of a pack meanwhile, and by the kind's discarder when the
+writer's transaction does not commit (``cdss.jobs.registry.JobKind.discard``).
 """
 
 from __future__ import annotations
@@ -40,12 +42,11 @@ from django.core.files.storage import FileSystemStorage, default_storage, storag
 from cdss.models import Job
 
 from .ml.cpuwork import Blob, Target, decode_blob
-from .ml.store import STORE_THREADS, BackgroundSaves
+from .ml.store import STORE_THREADS, PackSaves
 from .models import ImagingFinding, ImagingInstance
 from .pixels import ANALYSIS_MAX_SIDE
 
 if TYPE_CHECKING:
-    from .ml.inference import LoadedImagingModel
     from .ml.pipeline import ReadOut
 
 log = logging.getLogger("cdss.imaging")
@@ -65,55 +66,54 @@ class FindingRow:
     threshold: float
     positive: bool
     external_id: uuid.UUID
-    heatmap: str  # the heat map PNG's name in storage ("" for none)
+    heatmap: str  # the name in storage of the heat map pack holding the PNG ("" for none)
+    heatmap_offset: int | None = None  # the PNG's place in the pack
+    heatmap_length: int | None = None
 
 
-class HeatmapStore(BackgroundSaves):
-    """Where a job's heat map PNGs go, each under the name its finding's external id gives.
+class HeatmapStore(PackSaves):
+    """Where a job's heat map PNGs go: packs (``heatmap_pack_name``), each holding the PNGs of a few
+    images one after another; a finding names its pack and its PNG's offset and length in it.
 
-    On a local storage folder (``_local_folder``) the pipeline's encoders write the files
-    themselves (``files_for``, for ``read_images(overlay_files=)``); to any other storage the PNGs
-    are saved by background threads (``BackgroundSaves``). ``stored`` gives a finding its id and
-    file either way. Leaving the block by an exception, or ``discard``, removes every file of both
-    kinds."""
+    On a local storage folder (``_local_folder``) the pipeline's encoders write the packs
+    themselves, one per group of images they encode together (``packs``, for
+    ``read_images(overlay_packs=)``); to any other storage the PNGs are gathered into packs of
+    ``PACK_PNGS`` and saved by background threads (``PackSaves``). ``stored`` gives a finding its
+    PNG's place either way. Leaving the block by an exception, or ``discard``, removes every pack
+    of both kinds."""
 
     def __init__(self, threads: int = STORE_THREADS) -> None:
-        super().__init__(_save_exact, remove_files, threads)
+        super().__init__(_save_exact, remove_files, _new_pack_name, threads=threads)
         self.local = _local_folder()
-        # (model version, instance, label) -> the id of the finding whose file the encoders write
-        self.planned: dict[tuple[int, int, str], uuid.UUID] = {}
+        self.local_packs: list[str] = []  # named for the encoders (written, being written or not)
 
-    def save(self, key: uuid.UUID, png: bytes) -> str:
-        return self.submit(heatmap_name(key), png)
-
-    def files_for(self, model: LoadedImagingModel) -> Callable[[ImagingInstance], dict[str, Target]] | None:
+    def packs(self) -> Callable[[], tuple[str, Target]] | None:
         local = self.local
         if local is None:
             return None
 
-        def files(instance: ImagingInstance) -> dict[str, Target]:
-            out: dict[str, Target] = {}
-            for label in model.labels:
-                key = self.planned[(model.model_version_id, instance.pk, label)] = uuid.uuid4()
-                out[label] = (local.path(heatmap_name(key)), local.file_permissions_mode)
-            return out
+        def new_pack() -> tuple[str, Target]:
+            name = _new_pack_name()
+            self.local_packs.append(name)
+            return name, (local.path(name), local.file_permissions_mode)
 
-        return files
+        return new_pack
 
-    def stored(self, model: LoadedImagingModel, out: ReadOut[ImagingInstance], label: str) -> tuple[uuid.UUID, str]:
-        """The finding's external id and heat map file name ("" for none)."""
-        key = self.planned.get((model.model_version_id, out.item.pk, label))
-        if key is not None and label in out.written:
-            return key, heatmap_name(key)
-        key, png = uuid.uuid4(), out.overlays.get(label, b"")
-        return key, self.save(key, png) if png else ""
+    def stored(self, out: ReadOut[ImagingInstance], label: str) -> tuple[str, int | None, int | None]:
+        """The pack holding the overlay of ``label`` and the PNG's offset and length in it (""
+        and None for no overlay)."""
+        if label in out.written:
+            offset, length = out.written[label]
+            return out.pack, offset, length
+        png = out.overlays.get(label, b"")
+        return self.add(png) if png else ("", None, None)
 
     def discard(self) -> None:
         try:
             super().discard()
         finally:
-            remove_files([heatmap_name(key) for key in self.planned.values()])
-            self.planned = {}
+            remove_files(self.local_packs)
+            self.local_packs = []
 
 
 def _local_folder() -> FileSystemStorage | None:
@@ -126,13 +126,18 @@ def _local_folder() -> FileSystemStorage | None:
     return storage if isinstance(storage, FileSystemStorage) and own_save else None
 
 
-def heatmap_name(key: uuid.UUID) -> str:
-    """The heat map file of the finding whose external id is ``key``, in one of 256 folders (the
-    id's first two hex digits): file systems create files in one folder one at a time (the
-    folder's lock), so with one folder the encoders writing in parallel would wait on each other
-    (2 processes on the development machine: 1,354 files/s in one folder, 2,630 spread), and a
-    folder of millions of files is slow to list and back up."""
-    return f"{HEATMAP_FOLDER}/{key.hex[:2]}/{key.hex}.png"
+def heatmap_pack_name(key: uuid.UUID) -> str:
+    """The heat map pack named by ``key``, in one of 256 folders (the key's first two hex digits):
+    file systems create files in one folder one at a time (the folder's lock), so with one folder
+    the encoders writing in parallel would wait on each other (2 processes on the development
+    machine: 1,354 files/s in one folder, 2,630 spread), and a folder of millions of files is slow
+    to list and back up. (Findings stored before packs name a PNG file of their own,
+    ``<id>.png``, in the same folders.)"""
+    return f"{HEATMAP_FOLDER}/{key.hex[:2]}/{key.hex}.pack"
+
+
+def _new_pack_name() -> str:
+    return heatmap_pack_name(uuid.uuid4())
 
 
 def _save_exact(name: str, png: bytes) -> str:
@@ -141,7 +146,7 @@ def _save_exact(name: str, png: bytes) -> str:
     saved = default_storage.save(name, ContentFile(png))
     if saved != name:
         default_storage.delete(saved)
-        raise FileExistsError("a heat map file of that name already exists in storage")
+        raise FileExistsError("a heat map pack of that name already exists in storage")
     return saved
 
 
@@ -243,21 +248,22 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
                 continue
             reader = _Reader(model.input_size)
             for out in read_images(model, todo, reader.decode, _overlay_size, batch_size=BATCH, processes=processes,
-                                   fetch=reader.fetch, overlay_files=store.files_for(model)):
+                                   fetch=reader.fetch, overlay_packs=store.packs()):
                 if out.probabilities is None:
                     unreadable += 1
                     continue
                 for label in model.labels:
-                    key, heatmap = store.stored(model, out, label)
+                    pack, offset, length = store.stored(out, label)
                     rows.append(FindingRow(
                         instance_id=out.item.pk, patient_id=out.item.patient_id,
                         model_version_id=model.model_version_id, label=label,
                         probability=out.probabilities[label], threshold=float(model.thresholds[label]),
-                        positive=out.positive[label], external_id=key, heatmap=heatmap,
+                        positive=out.positive[label], external_id=uuid.uuid4(), heatmap=pack,
+                        heatmap_offset=offset, heatmap_length=length,
                     ))
             ctx.progress(int(100 * (len(models) + len(inactive)) / max(len(by_model), 1)),
                          f"{name}: {len(todo)} image(s)")
-        store.names()  # every file written, or none left and the error raised
+        store.names()  # every pack written, or none left and the error raised
     return {
         "rows": rows,
         "summary": {
@@ -272,9 +278,9 @@ def run(job: Job, ctx: Any) -> dict[str, Any]:
 
 
 def write(job: Job, payload: dict[str, Any]) -> dict[str, Any]:
-    """Inserts the findings the handler made (their heat map files are already in storage), in the
+    """Inserts the findings the handler made (their heat map packs are already in storage), in the
     job's transaction. Rows for an image, model version and label another job stored meanwhile
-    are left out and their files removed."""
+    are left out, and the packs no kept row names removed."""
     rows: list[FindingRow] = payload["rows"]
     existing = set(ImagingFinding.objects.filter(instance_id__in={r.instance_id for r in rows})
                    .values_list("instance_id", "model_version_id", "label"))
@@ -287,13 +293,14 @@ def write(job: Job, payload: dict[str, Any]) -> dict[str, Any]:
             external_id=row.external_id, instance_id=row.instance_id, patient_id=row.patient_id,
             model_version_id=row.model_version_id, label=row.label,
             probability=min(max(row.probability, 0.0), 1.0), threshold=row.threshold, positive=row.positive,
-            heatmap=row.heatmap, job=job,
+            heatmap=row.heatmap, heatmap_offset=row.heatmap_offset, heatmap_length=row.heatmap_length, job=job,
         )
         for row in keep
     ]
     ImagingFinding.objects.bulk_create(findings, batch_size=INSERT_BATCH)
     count = len(findings)
-    remove_files([r.heatmap for r in taken])
+    kept = {r.heatmap for r in keep}
+    remove_files(sorted({r.heatmap for r in taken} - kept))
     summary = dict(payload["summary"])
     summary["findings_written"] = count
     if summary["no_active_model"]:
@@ -303,6 +310,6 @@ def write(job: Job, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def discard(job: Job, payload: dict[str, Any]) -> None:
-    """The writer's transaction did not commit: the heat map files the handler saved are removed
+    """The writer's transaction did not commit: the heat map packs the handler saved are removed
     (the rows that named them were never stored)."""
-    remove_files([r.heatmap for r in payload["rows"]])
+    remove_files(sorted({r.heatmap for r in payload["rows"]}))

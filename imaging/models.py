@@ -119,7 +119,9 @@ class ImagingInstance(models.Model):
 class ImagingFinding(models.Model):
     """One label of one model version on one image: probability, threshold, the finding, and
     the Grad-CAM heat map as a transparent PNG of the preview's shape, at most 128 px a side (the
-    viewer stretches it over the image)."""
+    viewer stretches it over the image). The PNG is the file ``heatmap`` names, or, where
+    ``heatmap_offset`` is set, ``heatmap_length`` bytes of it from there: a heat map pack holds the
+    PNGs of the findings an imaging job encoded together (``imaging.jobs.HeatmapStore``)."""
 
     external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     instance = models.ForeignKey(ImagingInstance, on_delete=models.PROTECT, related_name="findings")
@@ -129,7 +131,9 @@ class ImagingFinding(models.Model):
     probability = models.FloatField()
     threshold = models.FloatField()
     positive = models.BooleanField()
-    heatmap = models.FileField(upload_to="imaging/", max_length=255, blank=True)
+    heatmap = models.FileField(upload_to="imaging/", max_length=255, blank=True, db_index=True)  # the orphan sweep
+    heatmap_offset = models.PositiveBigIntegerField(null=True, blank=True)  # bytes into the file; null: all of it
+    heatmap_length = models.PositiveIntegerField(null=True, blank=True)
     job = models.ForeignKey("cdss.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -139,6 +143,9 @@ class ImagingFinding(models.Model):
             models.UniqueConstraint(fields=["instance", "model_version", "label"], name="imgfinding_once_per_model"),
             models.CheckConstraint(condition=models.Q(probability__gte=0) & models.Q(probability__lte=1),
                                    name="imgfinding_probability_0_1"),
+            models.CheckConstraint(condition=models.Q(heatmap_offset__isnull=True, heatmap_length__isnull=True)
+                                   | models.Q(heatmap_offset__isnull=False, heatmap_length__isnull=False, heatmap_length__gt=0),
+                                   name="imgfinding_heatmap_span"),
         ]
         indexes = [models.Index(fields=["patient", "-created_at"], name="imgfinding_patient_recent")]
 

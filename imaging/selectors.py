@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.files.storage import default_storage
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
@@ -74,6 +75,24 @@ def imaging_finding_get(*, patient: Patient, external_id: Any) -> ImagingFinding
             patient=patient, external_id=external_id)
     except (ImagingFinding.DoesNotExist, ValueError):
         raise Http404("No such finding.") from None
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def heatmap_png(finding: ImagingFinding) -> bytes:
+    """The finding's heat map PNG from storage: its file, or its place in a heat map pack. A file
+    that is gone raises FileNotFoundError; a place that does not hold a PNG (a pack cut short or
+    replaced) raises ValueError, so a wrong image is never shown as this finding's."""
+    name = str(finding.heatmap.name)
+    with default_storage.open(name, "rb") as fh:
+        if finding.heatmap_offset is None:
+            return bytes(fh.read())
+        fh.seek(finding.heatmap_offset)
+        data = bytes(fh.read(finding.heatmap_length or 0))
+    if len(data) != finding.heatmap_length or not data.startswith(PNG_SIGNATURE):
+        raise ValueError("the heat map's place in its pack holds no PNG")
+    return data
 
 
 @dataclass

@@ -14,6 +14,7 @@ preset's preview is stored at upload and served as it is.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -35,6 +36,7 @@ from .models import FindingFeedback, ImagingFinding, ImagingInstance
 from .pixels import load_image, preview_png
 from .selectors import (
     active_imaging_models,
+    heatmap_png,
     imaging_finding_get,
     imaging_findings_for_instance,
     imaging_instance_get,
@@ -42,6 +44,8 @@ from .selectors import (
     imaging_study_list,
 )
 from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
+
+log = logging.getLogger("cdss.imaging")
 
 PANEL_POLL_SECONDS = 3
 
@@ -201,9 +205,15 @@ def imaging_heatmap(request: HttpRequest, external_id: uuid.UUID, finding_id: uu
     finding = imaging_finding_get(patient=patient, external_id=finding_id)
     if not finding.heatmap:
         return HttpResponse("This finding has no heat map.", status=404, content_type="text/plain; charset=utf-8")
+    try:
+        data = heatmap_png(finding)
+    except (OSError, ValueError):
+        log.error("imaging: the heat map of finding %s could not be read from storage", finding.external_id)
+        return HttpResponse("This finding's heat map could not be read from storage.", status=404,
+                            content_type="text/plain; charset=utf-8")
     audit_record(user=request.user, action="view", target="imaging-heatmap", patient=patient, request=request,
                  detail=f"finding {finding.external_id}")
-    return _png(_stored(str(finding.heatmap.name)))
+    return _png(data)
 
 
 @never_cache

@@ -235,30 +235,40 @@ def decode_into(files: list[Placed | None], size: int, keep_uint8: bool, block: 
     return out
 
 
-# Where an overlay goes: None, its PNG comes back as bytes; else a new file is written at that
-# path with these permissions (None: as the umask leaves them) and its size in bytes comes back.
+# Where a group's overlays go: None, their PNGs come back as bytes; else one new file, a heat map
+# pack, is written at that path with these permissions (None: as the umask leaves them), holding
+# the group's PNGs one after another, and each PNG's place in it comes back instead (``Span``).
 Target = tuple[str, int | None] | None
+Span = tuple[int, int]  # a PNG's (offset, length) in bytes in its pack
 
 
 def encode_heat(heat: np.ndarray, sizes: list[tuple[int, int]], labels: list[str],
-                targets: list[dict[str, Target]] | None = None) -> list[dict[str, bytes | int]]:
+                target: Target = None) -> list[dict[str, bytes | Span]]:
     """Per image, per label, the overlay PNG of its heat map (N x L x h x w) at the image's
-    (width, height) in ``sizes`` (``heatmap_overlay_png``); where ``targets`` names a file for it,
-    written there (``write_new_file``) and its size given instead."""
-    return [
-        {label: deliver(heatmap_overlay_png(heat[j, n], width=width, height=height),
-                        None if targets is None else targets[j].get(label))
-         for n, label in enumerate(labels)}
-        for j, (width, height) in enumerate(sizes)
-    ]
+    (width, height) in ``sizes`` (``heatmap_overlay_png``); with a ``target``, all of them written
+    there as one pack (``deliver``) and their places given instead."""
+    return deliver([{label: heatmap_overlay_png(heat[j, n], width=width, height=height)
+                     for n, label in enumerate(labels)}
+                    for j, (width, height) in enumerate(sizes)], target)
 
 
-def deliver(png: bytes, target: Target) -> bytes | int:
-    """``png`` itself, or written to ``target``'s new file and its size."""
+def deliver(pngs: list[dict[str, bytes]], target: Target) -> list[dict[str, bytes | Span]]:
+    """``pngs`` themselves, or written to ``target`` as one new file (``write_new_file``), in
+    order, and each one's (offset, length) in it. One file per group rather than per PNG: a
+    file system creates a folder's files one at a time, and an object store charges (and limits)
+    each write, while a GPU worker makes thousands of overlays a second."""
     if target is None:
-        return png
-    write_new_file(target[0], png, target[1])
-    return len(png)
+        return [dict(per_label) for per_label in pngs]
+    spans: list[dict[str, bytes | Span]] = []
+    offset = 0
+    for per_label in pngs:
+        placed: dict[str, bytes | Span] = {}
+        for label, png in per_label.items():
+            placed[label] = (offset, len(png))
+            offset += len(png)
+        spans.append(placed)
+    write_new_file(target[0], b"".join(png for per_label in pngs for png in per_label.values()), target[1])
+    return spans
 
 
 def write_new_file(path: str, data: bytes, mode: int | None = None) -> None:

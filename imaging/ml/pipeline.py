@@ -34,7 +34,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from . import cpuwork
-from .cpuwork import Blob, Target, deliver, overlay_png, shrink
+from .cpuwork import Blob, Span, Target, deliver, overlay_png, shrink
 from .inference import LoadedImagingModel, PendingRead
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ class ReadOut(Generic[T]):
     probabilities: dict[str, float] | None  # None: the item could not be decoded
     positive: dict[str, bool]
     overlays: dict[str, bytes]  # label -> heat map overlay PNG at the item's size (``cpuwork.overlay_dims``)
-    written: dict[str, int] = field(default_factory=dict)  # label -> bytes of the file written instead
+    written: dict[str, Span] = field(default_factory=dict)  # label -> the PNG's place in ``pack`` instead
+    pack: str = ""  # the name (``overlay_packs``) of the pack file that holds the ``written`` PNGs
 
 
 def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[[T], np.ndarray | None],
@@ -86,7 +87,7 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
                 switch_interval: float | None = SWITCH_INTERVAL, processes: int = 0,
                 fetch: Callable[[T], Blob | None] | None = None, behind: int | None = None,
                 resize_on_device: bool | None = None,
-                overlay_files: Callable[[T], dict[str, Target]] | None = None) -> Iterator[ReadOut[T]]:
+                overlay_packs: Callable[[], tuple[str, Target]] | None = None) -> Iterator[ReadOut[T]]:
     """Yields one ``ReadOut`` per item, in order. ``decode`` returns the item's grey image (uint8,
     or float32 in [0, 1]) or None when it cannot be read; ``overlay_size`` its (width, height), which
     the overlays keep, at most ``cpuwork.OVERLAY_MAX_SIDE`` a side (``cpuwork.overlay_dims``).
@@ -112,11 +113,14 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
     shrunk float32 copy reach the model as they are and are shrunk on its device (``shrink``'s
     ``keep_uint8``; default: on a GPU), instead of on the pool; on the CPU the pool shrinks them.
 
-    ``overlay_files``: per item, per label, a path (and permissions) for its overlay: the thread or
-    process that encodes the PNG writes it there as a new file (``cpuwork.write_new_file``) and the
-    item's ``written`` gives its size instead of ``overlays`` giving its bytes, so the bytes never
-    come back through a pipe or take this process's GIL to be saved. A label without a path comes
-    back as bytes. An existing file is an error (raised when the item is yielded)."""
+    ``overlay_packs``: called once per group of images whose overlays are encoded together (a few
+    per batch), it gives a name and a path (and permissions) for a new file: the thread or process
+    that encodes the group's PNGs writes them all there, one after another, as one new file (a heat
+    map pack, ``cpuwork.deliver``), and each item's ``written`` gives its PNGs' (offset, length) in
+    the file named by its ``pack`` instead of ``overlays`` giving their bytes, so the bytes never
+    come back through a pipe or take this process's GIL to be saved, and a file is created per
+    group rather than per overlay. An existing file is an error (raised when the group's first item
+    is yielded)."""
     if behind is not None and behind not in (0, 1):
         raise ValueError("behind must be 0 or 1")
     if batch_size < 1:
@@ -141,7 +145,7 @@ def read_images(model: LoadedImagingModel, items: Sequence[T], decode: Callable[
         yield from _pipeline(model, chunks, decode, overlay_size, batch_size, threads, spent, procs, fetch,
                              (1 if model.device.type == "cuda" else 0) if behind is None else behind,
                              model.device.type != "cpu" if resize_on_device is None else resize_on_device,
-                             overlay_files)
+                             overlay_packs)
     finally:
         sys.setswitchinterval(previous_interval)
 
@@ -152,7 +156,9 @@ def _groups(n: int, parts: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-_Row = tuple[T, dict[str, float] | None, dict[str, bool], "tuple[Future[list[dict[str, bytes | int]]], int] | None"]
+# an item's overlays being encoded: the group's future, the item's place in the group, the group's pack name
+_Handle = tuple["Future[list[dict[str, bytes | Span]]]", int, str]
+_Row = tuple[T, dict[str, float] | None, dict[str, bool], "_Handle | None"]
 # a batch queued on the model's device: its items, which of them were readable, their overlay sizes
 _Launched = tuple[list[T], list[int], list[tuple[int, int]], "PendingRead | None"]
 
@@ -162,7 +168,7 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
               spent: dict[str, float], procs: DecodeProcesses | None = None,
               fetch: Callable[[T], Blob | None] | None = None, behind: int = 0,
               keep_uint8: bool = False,
-              overlay_files: Callable[[T], dict[str, Target]] | None = None) -> Iterator[ReadOut[T]]:
+              overlay_packs: Callable[[], tuple[str, Target]] | None = None) -> Iterator[ReadOut[T]]:
     """The pool gets one task per group of images (as many groups as threads), not one per image:
     each submission wakes a thread that takes the GIL from the calling thread, so fewer of them
     leave the calling thread more of its time for the network. With worker processes (``procs``)
@@ -183,9 +189,8 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             out.append(None if image is None else shrink(image, size, keep_uint8=keep_uint8))
         return out
 
-    def encode_levels(levels: list[np.ndarray], targets: list[dict[str, Target]] | None) -> list[dict[str, bytes | int]]:
-        return [{label: deliver(overlay_png(lv[n]), None if targets is None else targets[j].get(label))
-                 for n, label in enumerate(labels)} for j, lv in enumerate(levels)]
+    def encode_levels(levels: list[np.ndarray], target: Target) -> list[dict[str, bytes | Span]]:
+        return deliver([{label: overlay_png(lv[n]) for n, label in enumerate(labels)} for lv in levels], target)
 
     def parts(n: int) -> int:  # groups of a batch: one per thread; with processes, of PROCESS_GROUP or more
         return threads if procs is None else min(threads, math.ceil(n / PROCESS_GROUP))
@@ -201,16 +206,16 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
             t = time.perf_counter()
             probs, maps = pending.result()
             spent["wait_device"] += time.perf_counter() - t
-            handles: list[tuple[Future[list[dict[str, bytes | int]]], int]] = []
-            targets = None if overlay_files is None else [overlay_files(chunk[i]) for i in readable]
+            handles: list[_Handle] = []
             for g in _groups(len(readable), parts(len(readable))):
-                mine = None if targets is None else targets[g]
+                name, target = ("", None) if overlay_packs is None else overlay_packs()
+                future: Future[list[dict[str, bytes | Span]]]
                 if isinstance(maps, list):  # finished on the device (on_device)
-                    future = pool.submit(encode_levels, maps[g], mine)
+                    future = pool.submit(encode_levels, maps[g], target)
                 else:
                     run_on = pool if procs is None else procs
-                    future = run_on.submit(cpuwork.encode_heat, maps[g], sizes[g], list(labels), mine)
-                handles.extend((future, j) for j in range(g.stop - g.start))
+                    future = run_on.submit(cpuwork.encode_heat, maps[g], sizes[g], list(labels), target)
+                handles.extend((future, j, name) for j in range(g.stop - g.start))
             for j, i in enumerate(readable):
                 p = {label: float(probs[j, n]) for n, label in enumerate(labels)}
                 results[i] = (chunk[i], p, {label: p[label] >= model.thresholds[label] for label in labels},
@@ -270,8 +275,9 @@ def _finished(rows: list[_Row[T]], spent: dict[str, float]) -> Iterator[ReadOut[
     done = []
     for item, probabilities, positive, handle in rows:
         out = {} if handle is None else handle[0].result()[handle[1]]
+        written = {k: v for k, v in out.items() if isinstance(v, tuple)}
         done.append(ReadOut(item, probabilities, positive, {k: v for k, v in out.items() if isinstance(v, bytes)},
-                            {k: v for k, v in out.items() if isinstance(v, int)}))
+                            written, handle[2] if handle is not None and written else ""))
     spent["wait_encode"] += time.perf_counter() - t
     yield from done
 

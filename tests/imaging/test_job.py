@@ -3,6 +3,9 @@ without a model or without an active version recorded, and the path from upload 
 
 from __future__ import annotations
 
+import io
+import re
+
 import numpy as np
 import pytest
 from django.core.files.base import ContentFile
@@ -18,6 +21,7 @@ from imaging.ml import inference
 from imaging.ml.cpuwork import OVERLAY_MAX_SIDE, overlay_dims
 from imaging.models import ImagingFinding, ImagingInstance
 from imaging.pixels import ANALYSIS_MAX_SIDE, load_image, model_image
+from imaging.selectors import heatmap_png
 from imaging.services import UploadFile, imaging_upload
 from tests.imaging.conftest import chest_image, chest_png, dicom_bytes, png_bytes, stored_files
 
@@ -58,9 +62,8 @@ def test_the_job_stores_one_finding_per_label_with_its_heat_map_once(pneumonia_m
     assert (finding.label, finding.model_version, finding.job) == ("pneumonia", pneumonia_model, jobs[0])
     assert finding.threshold == pytest.approx(loaded.thresholds["pneumonia"])
     assert finding.positive == (finding.probability >= finding.threshold)
-    with default_storage.open(str(finding.heatmap.name), "rb") as fh:
-        heat = Image.open(fh)
-        heat.load()
+    heat = Image.open(io.BytesIO(heatmap_png(finding)))  # its place in the job's heat map pack
+    assert str(finding.heatmap.name).endswith(".pack") and finding.heatmap_offset == 0 and finding.heatmap_length
     # at the preview's shape, at most OVERLAY_MAX_SIDE a side (the radiograph's preview is 1,024 px)
     assert heat.format == "PNG" and heat.size == overlay_dims(chest.preview_width, chest.preview_height)
     assert max(heat.size) == OVERLAY_MAX_SIDE < max(chest.preview_width, chest.preview_height)
@@ -167,8 +170,7 @@ def test_with_decode_processes_the_job_stores_what_the_threads_read(pneumonia_mo
     for pk, out in expected.items():
         assert out.probabilities is not None
         assert findings[pk].probability == pytest.approx(out.probabilities["pneumonia"], abs=1e-6)
-        with default_storage.open(str(findings[pk].heatmap.name), "rb") as fh:
-            assert fh.read() == out.overlays["pneumonia"]
+        assert heatmap_png(findings[pk]) == out.overlays["pneumonia"]
 
 
 def _heatmap_files(media_root) -> list[str]:
@@ -176,35 +178,51 @@ def _heatmap_files(media_root) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.is_file())
 
 
-def test_heat_maps_are_saved_in_the_background_and_a_failed_save_leaves_no_file(media_root) -> None:
+def test_heat_maps_are_saved_in_packs_in_the_background_and_a_failed_save_leaves_no_file(
+        media_root, monkeypatch) -> None:
+    """The object store's way (the PNGs come back to the job, which saves them in packs of
+    ``PACK_PNGS``), here on the local folder: every PNG is read back from its place, a pack name
+    already taken fails the job's saves and removes the packs written, and so does an error."""
     import uuid
 
-    from imaging.jobs import HeatmapStore, heatmap_name
+    from imaging import jobs as imaging_jobs
+    from imaging.jobs import HeatmapStore, heatmap_pack_name
+    from imaging.ml.pipeline import ReadOut
+    from imaging.ml.store import PACK_PNGS
 
+    def out(png: bytes) -> ReadOut:
+        return ReadOut(item=None, probabilities={"a": 0.5}, positive={"a": False}, overlays={"a": png})
+
+    pngs = [b"\x89PNG\r\n\x1a\n png %d" % i for i in range(PACK_PNGS + 3)]
     with HeatmapStore(threads=3) as store:
-        keys = [uuid.uuid4() for _ in range(5)]
-        names = [store.save(key, b"png %d" % i) for i, key in enumerate(keys)]
-        assert names == [heatmap_name(key) for key in keys]
-        assert store.names() == names
-    for i, name in enumerate(names):
-        with default_storage.open(name, "rb") as fh:
-            assert fh.read() == b"png %d" % i
+        placed = [store.stored(out(png), "a") for png in pngs]
+        assert store.stored(out(b""), "a") == ("", None, None)  # no overlay: no place
+        names = store.names()
+    assert len(names) == 2 and names == sorted(set(names), key=names.index)
+    assert [name for name, _, _ in placed] == [names[0]] * PACK_PNGS + [names[1]] * 3
+    assert all(name.startswith("imaging/heatmaps/") and name.endswith(".pack") for name in names)
+    for png, (name, offset, length) in zip(pngs, placed, strict=True):
+        finding = ImagingFinding(heatmap=name, heatmap_offset=offset, heatmap_length=length)
+        assert heatmap_png(finding) == png
 
-    taken = uuid.uuid4()
-    default_storage.save(heatmap_name(taken), ContentFile(b"someone else's"))
+    taken = heatmap_pack_name(uuid.uuid4())
+    default_storage.save(taken, ContentFile(b"someone else's"))
     before = _heatmap_files(media_root)
+    picks = iter([heatmap_pack_name(uuid.uuid4()), taken, heatmap_pack_name(uuid.uuid4())])
+    monkeypatch.setattr(imaging_jobs, "_new_pack_name", lambda: next(picks))
     with HeatmapStore(threads=2) as store:
-        store.save(uuid.uuid4(), b"a")
-        store.save(taken, b"b")  # the name is taken: the storage would pick another, which is an error
-        store.save(uuid.uuid4(), b"c")
+        for png in pngs * 2:  # three packs, the second's name taken
+            store.stored(out(png), "a")
         with pytest.raises(FileExistsError):
             store.names()
     assert _heatmap_files(media_root) == before  # the other two removed again, the existing file kept
-    with default_storage.open(heatmap_name(taken), "rb") as fh:
+    with default_storage.open(taken, "rb") as fh:
         assert fh.read() == b"someone else's"
+    monkeypatch.undo()
 
     with pytest.raises(RuntimeError), HeatmapStore() as store:  # a block left by an error discards
-        store.save(uuid.uuid4(), b"d")
+        for png in pngs:
+            store.stored(out(png), "a")
         raise RuntimeError("the pipeline failed")
     assert _heatmap_files(media_root) == before
 
@@ -242,12 +260,40 @@ def test_a_job_whose_results_are_not_kept_leaves_no_heat_map_file(pneumonia_mode
             pass
 
     first, second = imaging_jobs.run(job, Quiet()), imaging_jobs.run(job, Quiet())
-    assert len(_heatmap_files(media_root)) == 4
+    packs = [{r.heatmap.rsplit("/", 1)[-1] for r in run["rows"]} for run in (first, second)]
+    assert _heatmap_files(media_root) == sorted(packs[0] | packs[1]) and not packs[0] & packs[1]
     assert imaging_jobs.write(job, first)["findings_written"] == 2
     assert imaging_jobs.write(job, second)["findings_written"] == 0
-    stored = sorted(name.rsplit("/", 1)[-1] for name in ImagingFinding.objects.values_list("heatmap", flat=True))
-    assert _heatmap_files(media_root) == stored and len(stored) == 2
+    stored = {name.rsplit("/", 1)[-1] for name in ImagingFinding.objects.values_list("heatmap", flat=True)}
+    assert _heatmap_files(media_root) == sorted(stored) and stored == packs[0]
     assert {f.external_id for f in ImagingFinding.objects.all()} == {r.external_id for r in first["rows"]}
+
+
+def test_the_writer_removes_only_the_packs_no_kept_finding_names(pneumonia_model, patient_a, media_root) -> None:
+    """Another job stored findings for two of three images meanwhile: the row left to write keeps
+    the pack it shares with a taken row; the pack only taken rows name is removed."""
+    import uuid
+
+    from imaging import jobs as imaging_jobs
+
+    created = imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (13, 14, 15)],
+                             modality="CR", body_part="CHEST").created
+    job = Job.objects.get(kind="imaging")
+    shared, alone = (default_storage.save(imaging_jobs.heatmap_pack_name(uuid.uuid4()), ContentFile(b"p" * 20))
+                     for _ in range(2))
+    rows = [imaging_jobs.FindingRow(
+        instance_id=instance.pk, patient_id=patient_a.pk, model_version_id=pneumonia_model.pk, label="pneumonia",
+        probability=0.3, threshold=0.5, positive=False, external_id=uuid.uuid4(), heatmap=pack,
+        heatmap_offset=offset, heatmap_length=10)
+        for instance, pack, offset in zip(created, (shared, shared, alone), (0, 10, 0), strict=True)]
+    for instance in created[1:]:  # stored by another job
+        ImagingFinding.objects.create(instance=instance, patient=patient_a, model_version=pneumonia_model,
+                                      label="pneumonia", probability=0.3, threshold=0.5, positive=False)
+    summary = imaging_jobs.write(job, {"rows": rows, "summary": {"no_active_model": []}})
+    assert summary["findings_written"] == 1
+    kept = ImagingFinding.objects.get(instance=created[0])
+    assert (kept.heatmap.name, kept.heatmap_offset, kept.heatmap_length) == (shared, 0, 10)
+    assert default_storage.exists(shared) and not default_storage.exists(alone)
 
 
 def test_on_a_local_storage_folder_the_encoders_write_the_heat_maps_as_the_storage_would(
@@ -269,14 +315,17 @@ def test_on_a_local_storage_folder_the_encoders_write_the_heat_maps_as_the_stora
     loaded = inference.get_loaded_model(NAME)
     assert loaded is not None
     expected = {out.item.pk: out for out in read_images_for(loaded, created)}
+    packs = set()
     for finding in ImagingFinding.objects.all():
-        hex_id = finding.external_id.hex
-        assert finding.heatmap.name == imaging_jobs.heatmap_name(finding.external_id)
-        assert finding.heatmap.name == f"imaging/heatmaps/{hex_id[:2]}/{hex_id}.png"  # one of 256 folders
-        path = media_root / finding.heatmap.name
-        assert path.read_bytes() == expected[finding.instance_id].overlays["pneumonia"]
+        name = str(finding.heatmap.name)
+        assert finding.heatmap_offset is not None and finding.heatmap_length is not None
+        assert re.fullmatch(r"imaging/heatmaps/([0-9a-f]{2})/\1[0-9a-f]{30}\.pack", name)  # one of 256 folders
+        path = media_root / name
+        start, end = finding.heatmap_offset, finding.heatmap_offset + finding.heatmap_length
+        assert path.read_bytes()[start:end] == expected[finding.instance_id].overlays["pneumonia"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o640  # FILE_UPLOAD_PERMISSIONS, as the storage sets it
-    assert len(_heatmap_files(media_root)) == 2
+        packs.add(path.name)
+    assert _heatmap_files(media_root) == sorted(packs)
 
 
 def read_images_for(loaded, instances):
@@ -295,13 +344,13 @@ def test_heat_map_files_no_finding_names_are_counted_and_removed_once_old(pneumo
 
     from django.core.management import CommandError, call_command
 
-    from imaging.jobs import heatmap_name
+    from imaging.jobs import heatmap_pack_name
 
     imaging_upload(patient=patient_a, files=[UploadFile(f"{i}.png", chest_png(i)) for i in (11, 12)],
                    modality="CR", body_part="CHEST")
     assert job_run(Job.objects.get(kind="imaging").pk) == "succeeded"
-    named = sorted(ImagingFinding.objects.values_list("heatmap", flat=True))
-    old, young = heatmap_name(uuid.uuid4()), heatmap_name(uuid.uuid4())
+    named = sorted(set(ImagingFinding.objects.values_list("heatmap", flat=True)))  # packs
+    old, young = heatmap_pack_name(uuid.uuid4()), heatmap_pack_name(uuid.uuid4())
     for name in (old, young):
         default_storage.save(name, ContentFile(b"x" * 100))
     two_days_ago = time.time() - 2 * 86400
@@ -319,7 +368,7 @@ def test_heat_map_files_no_finding_names_are_counted_and_removed_once_old(pneumo
     call_command("imaging_orphans", "--delete", stdout=out)
     assert "removed 1" in out.getvalue()
     assert not default_storage.exists(old) and default_storage.exists(young)
-    assert all(default_storage.exists(name) for name in named) and len(named) == 2
+    assert named and all(default_storage.exists(name) for name in named)
 
     with pytest.raises(CommandError, match="at least 1"):
         call_command("imaging_orphans", "--older-than-hours", "0.1")

@@ -575,15 +575,17 @@ def test_the_benches_run_without_django(tmp_path):
         assert bench.returncode == 0, bench.stderr
         assert "whole path keeps" in bench.stdout and "6 images of 256x256 PNG" in bench.stdout
         assert len(list((tmp_path / "pngs").glob("bench-pngs-6x256px-*.npz"))) == 1
-    for where, processes in (("encoders", "1"), ("threads", "0")):  # the job's store, without Django
-        store = tmp_path / f"store-{where}"
+    for where, processes, pack in (("encoders", "1", "on"), ("threads", "0", "on"), ("threads", "0", "off")):
+        store = tmp_path / f"store-{where}-{pack}"  # the job's store, without Django
         bench = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1",
                      "--device", "cpu", "--data-dir", str(data), "--png-cache", str(tmp_path / "pngs"),
-                     "--store", str(store), "--store-on", where, "--processes", processes)
+                     "--store", str(store), "--store-on", where, "--processes", processes, "--pack", pack)
         assert bench.returncode == 0, bench.stderr
-        assert f"overlays saved as files by the {where}" in bench.stdout
+        assert f"overlays saved by the {where} {'in packs' if pack == 'on' else 'a file each'}" in bench.stdout
         assert ("the decode processes' CPU: " in bench.stdout) == (processes == "1")  # their CPU time, per image
         assert store.is_dir() and not any(p.is_file() for p in store.rglob("*"))  # removed after each pass
+    refused = _run(runner, "bench/imaging.py", "--store", str(tmp_path / "s"), "--pack", "off")
+    assert refused.returncode != 0 and "--pack off needs --store DIR --store-on threads" in refused.stderr
     copies = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1", "--device", "cpu",
                   "--data-dir", str(data), "--source", "copies", "--image-size", "64", "--input-size", "28")
     assert copies.returncode == 0, copies.stderr
@@ -611,39 +613,74 @@ def test_overlays_of_enough_batches_encode_at_once_to_give_every_worker_a_group(
 
 
 @pytest.mark.parametrize("processes", [0, 2])
-def test_overlays_are_written_as_new_files_by_whoever_encodes_them(processes, tmp_path):
+def test_overlays_are_written_in_packs_by_whoever_encodes_them(processes, tmp_path):
+    """With ``overlay_packs`` each group of images encoded together becomes one new file holding
+    its PNGs one after another; every item says where its PNGs are, and they are the very bytes
+    that come back without packs."""
+    import itertools
     import stat
 
-    model = _model()
+    model = _model({**CONFIG, "labels": ["x", "y"], "thresholds": {"x": 0.5, "y": 0.5}})
     rng = np.random.default_rng(11)
-    files = [_png(rng.integers(0, 256, (30 + i, 44), dtype=np.uint8)) for i in range(5)]
+    files = [_png(rng.integers(0, 256, (30 + i, 44), dtype=np.uint8)) for i in range(7)]
     files[1] = b"not an image"
 
-    kwargs: dict[str, Any] = {"batch_size": 2, "threads": 2, "processes": processes, "fetch": lambda d: (d, None)}
+    kwargs: dict[str, Any] = {"batch_size": 4, "threads": 2, "processes": processes, "fetch": lambda d: (d, None)}
     as_bytes = list(read_images(model, files, _decode_or_none, lambda _: (40, 36), **kwargs))
     folder = tmp_path / "heatmaps" / "new"  # made by the writer
+    named: list[str] = []
 
-    def targets(data: bytes) -> dict[str, tuple[str, int | None]]:
-        return {"x": (str(folder / f"{files.index(data)}.png"), 0o640)}
+    def packs() -> tuple[str, tuple[str, int | None]]:
+        named.append(f"pack-{len(named)}")
+        return named[-1], (str(folder / named[-1]), 0o640)
 
-    as_files = list(read_images(model, files, _decode_or_none, lambda _: (40, 36), overlay_files=targets, **kwargs))
-    assert [o.item for o in as_files] == files
-    for i, (a, b) in enumerate(zip(as_bytes, as_files, strict=True)):
+    in_packs = list(read_images(model, files, _decode_or_none, lambda _: (40, 36), overlay_packs=packs, **kwargs))
+    assert [o.item for o in in_packs] == files
+    # batches of 4 (3 readable in the first) in groups for 2 threads (with processes: one group a batch)
+    assert named == (["pack-0", "pack-1", "pack-2", "pack-3"] if processes == 0 else ["pack-0", "pack-1"])
+    assert sorted(p.name for p in folder.iterdir()) == named  # nothing else written
+    for i, (a, b) in enumerate(zip(as_bytes, in_packs, strict=True)):
         assert b.overlays == {} and a.probabilities == b.probabilities
-        if i == 1:  # unreadable: nothing written
-            assert b.written == {} and not (folder / "1.png").exists()
+        if i == 1:  # unreadable: in no pack
+            assert b.written == {} and b.pack == ""
             continue
-        path = folder / f"{i}.png"
-        assert b.written == {"x": len(a.overlays["x"])} and path.read_bytes() == a.overlays["x"]
-        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        data = (folder / b.pack).read_bytes()
+        assert set(b.written) == {"x", "y"}
+        for label, (offset, length) in b.written.items():
+            assert data[offset:offset + length] == a.overlays[label]
+    for name in named:  # a pack is its PNGs and nothing else, one after another
+        spans = sorted(span for o in in_packs if o.pack == name for span in o.written.values())
+        assert spans[0][0] == 0 and all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(spans))
+        assert spans[-1][0] + spans[-1][1] == (folder / name).stat().st_size
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o640
 
-    # an existing file is never overwritten: the error comes with the item
-    (folder / "0.png").write_bytes(b"kept")
+    # an existing file is never overwritten: the error comes with the items
+    named.clear()
+    (folder / "pack-0").unlink()
+    (folder / "pack-1").write_bytes(b"kept")
     with pytest.raises(FileExistsError):
-        list(read_images(model, files, _decode_or_none, lambda _: (40, 36), overlay_files=targets, **kwargs))
-    assert (folder / "0.png").read_bytes() == b"kept"
-
-    # a label without a path comes back as bytes
-    outs = list(read_images(model, files, _decode_or_none, lambda _: (40, 36), overlay_files=lambda d: {}, **kwargs))
-    assert [o.overlays for o in outs] == [o.overlays for o in as_bytes] and all(o.written == {} for o in outs)
+        list(read_images(model, files, _decode_or_none, lambda _: (40, 36), overlay_packs=packs, **kwargs))
+    assert (folder / "pack-1").read_bytes() == b"kept"
     model.close()
+
+
+def test_pngs_gathered_into_packs_are_saved_whole_and_discarded_whole(tmp_path):
+    from imaging.ml.store import PackSaves, folder_saver
+
+    names = iter(f"p{i}.pack" for i in range(100))
+    pngs = [bytes([i]) * (i + 1) for i in range(7)]
+    with PackSaves(*folder_saver(tmp_path), lambda: next(names), per_pack=3, threads=2) as saves:
+        placed = [saves.add(png) for png in pngs]
+        assert saves.names() == ["p0.pack", "p1.pack", "p2.pack"]  # the last, partial pack saved too
+    assert [name for name, _, _ in placed] == ["p0.pack"] * 3 + ["p1.pack"] * 3 + ["p2.pack"]
+    for png, (name, offset, length) in zip(pngs, placed, strict=True):
+        assert (tmp_path / name).read_bytes()[offset:offset + length] == png
+    assert (tmp_path / "p1.pack").read_bytes() == pngs[3] + pngs[4] + pngs[5]
+
+    with pytest.raises(RuntimeError), PackSaves(*folder_saver(tmp_path), lambda: next(names), per_pack=2) as saves:
+        for png in pngs[:3]:  # one pack saved, one being gathered
+            saves.add(png)
+        raise RuntimeError("the pipeline failed")
+    assert sorted(p.name for p in tmp_path.glob("*.pack")) == ["p0.pack", "p1.pack", "p2.pack"]
+    with pytest.raises(ValueError, match="at least one"):
+        PackSaves(*folder_saver(tmp_path), lambda: "p", per_pack=0)

@@ -268,3 +268,45 @@ def test_an_image_without_findings_says_why_instead_of_no_findings(client_a: Cli
     [unlabelled] = imaging_upload(patient=patient_a, files=[UploadFile("bare.png", png_bytes(90))]).created
     assert "Not analysed: no model for this kind of image (no modality or body part given)" in client_a.get(
         viewer_url(unlabelled)).content.decode()
+
+
+def test_a_heat_map_is_served_from_its_place_in_a_pack_and_a_place_without_a_png_is_refused(
+    client_a: Client, patient_a: m.Patient, caplog: pytest.LogCaptureFixture
+) -> None:
+    [instance] = upload(patient_a)
+    mv = model_version()
+    pngs = [heatmap_png(8, 6), heatmap_png(5, 4)]
+    name = default_storage.save("imaging/heatmaps/ab/ab01.pack", ContentFile(pngs[0] + pngs[1]))
+    placed = [ImagingFinding.objects.create(instance=instance, patient=patient_a, model_version=mv, label=label,
+                                            probability=0.4, threshold=0.5, positive=False, heatmap=name,
+                                            heatmap_offset=offset, heatmap_length=len(png))
+              for label, offset, png in (("a", 0, pngs[0]), ("b", len(pngs[0]), pngs[1]))]
+    urls = [reverse("imaging-heatmap", args=[patient_a.external_id, f.external_id]) for f in placed]
+    for url, png in zip(urls, pngs, strict=True):
+        response = client_a.get(url)
+        assert response.status_code == 200 and response["Content-Type"] == "image/png"
+        assert response.content == png
+    # a place that holds no PNG (a pack cut short or replaced): refused, never another finding's image
+    ImagingFinding.objects.filter(pk=placed[1].pk).update(heatmap_offset=1)
+    ImagingFinding.objects.filter(pk=placed[0].pk).update(heatmap_length=len(pngs[0]) + len(pngs[1]) + 1)
+    for url in urls:
+        response = client_a.get(url)
+        assert response.status_code == 404
+        assert response.content.decode() == "This finding's heat map could not be read from storage."
+    default_storage.delete(name)  # the pack gone
+    assert client_a.get(reverse("imaging-heatmap", args=[patient_a.external_id, placed[0].external_id])
+                        ).status_code == 404
+    assert "could not be read" in caplog.text and patient_a.mrn not in caplog.text
+    assert AuditEvent.objects.filter(target="imaging-heatmap").count() == 2  # the two served
+
+
+def test_a_heat_map_place_needs_both_its_offset_and_a_length(patient_a: m.Patient) -> None:
+    from django.db import IntegrityError, transaction
+
+    [instance] = upload(patient_a)
+    mv = model_version()
+    for offset, length in ((0, None), (None, 10), (5, 0)):
+        with pytest.raises(IntegrityError, match="imgfinding_heatmap_span"), transaction.atomic():
+            ImagingFinding.objects.create(instance=instance, patient=patient_a, model_version=mv, label="a",
+                                          probability=0.4, threshold=0.5, positive=False, heatmap="p.pack",
+                                          heatmap_offset=offset, heatmap_length=length)

@@ -21,6 +21,7 @@ from cdss.models import Job
 from cdss.storage import FILESYSTEM, S3, media_storage
 from imaging.ml.cpuwork import overlay_dims
 from imaging.models import ImagingFinding
+from imaging.selectors import heatmap_png
 from imaging.services import ImagingUploadError, UploadFile, imaging_upload
 from tests.imaging.conftest import chest_png, dicom_bytes, stored_files
 
@@ -106,7 +107,7 @@ def test_uploads_previews_and_refusals_go_to_the_bucket_and_nothing_to_the_media
 
 @pytest.mark.django_db
 @pytest.mark.needs_data
-def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_maps_there(
+def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_map_packs_there(
     s3_bucket, media_root, pneumonia_model, patient_a
 ) -> None:
     result = imaging_upload(patient=patient_a, files=[UploadFile("xray.png", chest_png())], modality="DX",
@@ -125,7 +126,11 @@ def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_maps_there(
     assert job_run(Job.objects.filter(kind="imaging").latest("pk").pk) == "succeeded"
     assert ImagingFinding.objects.filter(instance=cr).count() == 1
     stored = objects(s3_bucket)
-    heat = Image.open(io.BytesIO(stored[f"cdss/{finding.heatmap.name}"]))
+    start = finding.heatmap_offset
+    assert str(finding.heatmap.name).endswith(".pack") and start is not None and finding.heatmap_length
+    png = stored[f"cdss/{finding.heatmap.name}"][start:start + finding.heatmap_length]
+    assert heatmap_png(finding) == png  # read back through the storage API: its place in the pack's object
+    heat = Image.open(io.BytesIO(png))
     assert heat.format == "PNG" and heat.size == overlay_dims(instance.preview_width, instance.preview_height)
     assert stored_files(media_root) == []
 
@@ -136,10 +141,10 @@ def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_maps_there(
 
     from django.core.files.base import ContentFile
 
-    from imaging.jobs import heatmap_name
+    from imaging.jobs import heatmap_pack_name
     from imaging.services import heatmap_orphans_sweep
 
-    stray = default_storage.save(heatmap_name(uuid.uuid4()), ContentFile(b"stray"))
+    stray = default_storage.save(heatmap_pack_name(uuid.uuid4()), ContentFile(b"stray"))
     sweep = heatmap_orphans_sweep(older_than=timedelta(hours=1), delete=True)
     assert (sweep.files, sweep.young, sweep.removed) == (0, 1, 0)
     sweep = heatmap_orphans_sweep(older_than=timedelta(seconds=-60), delete=True)  # every unnamed file is old
