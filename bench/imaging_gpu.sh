@@ -20,12 +20,17 @@ run() {
 # CUDA graphs, the device-side resize of small uint8 images and overlays of several batches encoding
 # at once are the job's defaults on a GPU; --encode-lag 1 is the pipeline before the last of these
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --profile 25
-# with the store: every overlay a new file, written by the decode processes as the job does on a
-# local storage folder (256 folders); then by background threads (the job's way with an object store)
+# the store's file system on its own: a new file per overlay against packs of 16, 15 processes
+timeout 100 "$python" bench/heatmap_store.py --processes 15 --overlays 16384 --dir /tmp/cdss-bench-store 2>&1
+# with the store: the overlays in heat map packs, written by the decode processes as the job does on
+# a local storage folder (a pack per group of 16); then by background threads (the job's way with an
+# object store: packs of 16), and a file per overlay that way (the job's way before packs)
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store
 run --arch inception_v3 --input-size 299 --batch-size 128 --processes 15 --store /tmp/cdss-bench-store
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --store-on threads
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
+    --store-on threads --pack off
 # what the job reads for radiographs (DICOM): their analysis copies, 512 px, 16-bit, shrunk by the processes
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --source copies --image-size 512

@@ -590,6 +590,12 @@ def test_the_benches_run_without_django(tmp_path):
                   "--data-dir", str(data), "--source", "copies", "--image-size", "64", "--input-size", "28")
     assert copies.returncode == 0, copies.stderr
     assert "6 images of 64x64 as analysis copies" in copies.stdout and "whole path keeps" in copies.stdout
+    store = tmp_path / "store-bench"
+    packs = _run(runner, "bench/heatmap_store.py", "--processes", "1", "--overlays", "40", "--repeats", "1",
+                 "--dir", str(store))
+    assert packs.returncode == 0, packs.stderr
+    assert "a new file per overlay" in packs.stdout and "packs of 16" in packs.stdout and "as many overlays" in packs.stdout
+    assert store.is_dir() and not any(store.iterdir())  # removed after each pass
     ipc = _run(runner, "bench/imaging_ipc.py", "--processes", "1", "--calls", "2", "--input-size", "28")
     assert ipc.returncode == 0, ipc.stderr
     assert ipc.stdout.count("ms CPU/image") == 8 and "shared memory held: " in ipc.stdout
