@@ -88,11 +88,23 @@ def heatmap_png(finding: ImagingFinding) -> bytes:
     with default_storage.open(name, "rb") as fh:
         if finding.heatmap_offset is None:
             return bytes(fh.read())
-        fh.seek(finding.heatmap_offset)
-        data = bytes(fh.read(finding.heatmap_length or 0))
+        data = _read_span(fh, finding.heatmap_offset, finding.heatmap_length or 0)
     if len(data) != finding.heatmap_length or not data.startswith(PNG_SIGNATURE):
         raise ValueError("the heat map's place in its pack holds no PNG")
     return data
+
+
+def _read_span(fh: Any, offset: int, length: int) -> bytes:
+    """``length`` bytes of an open stored file from ``offset``. An object store's file
+    (django-storages' S3 file, whose ``obj`` is the boto3 object) is read with one ranged GET: its
+    seek and read would fetch the whole pack first."""
+    if length < 1:
+        return b""
+    obj = getattr(fh, "obj", None)
+    if obj is not None and callable(getattr(obj, "get", None)):
+        return bytes(obj.get(Range=f"bytes={offset}-{offset + length - 1}")["Body"].read())
+    fh.seek(offset)
+    return bytes(fh.read(length))
 
 
 @dataclass

@@ -110,12 +110,16 @@ def test_uploads_previews_and_refusals_go_to_the_bucket_and_nothing_to_the_media
 def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_map_packs_there(
     s3_bucket, media_root, pneumonia_model, patient_a
 ) -> None:
-    result = imaging_upload(patient=patient_a, files=[UploadFile("xray.png", chest_png())], modality="DX",
-                            body_part="chest")
-    instance = result.created[0]
+    result = imaging_upload(patient=patient_a, files=[UploadFile("xray.png", chest_png()),
+                                                     UploadFile("xray-2.png", chest_png(1))],
+                            modality="DX", body_part="chest")
+    first, instance = result.created
     job = Job.objects.get(kind="imaging")
     assert job_run(job.pk) == "succeeded"
     finding = ImagingFinding.objects.get(instance=instance)
+    # the job gathered both PNGs into one pack: one object written, the second PNG after the first
+    other = ImagingFinding.objects.get(instance=first)
+    assert other.heatmap.name == finding.heatmap.name and finding.heatmap_offset == other.heatmap_length
     # a radiograph's analysis copy goes to the bucket and the job reads it there (its original is gone)
     cr = imaging_upload(patient=patient_a, files=[
         UploadFile("cr.dcm", dicom_bytes("RG1_UNCR.dcm", patient_id=patient_a.mrn))]).created[0]
@@ -129,7 +133,11 @@ def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_map_packs_the
     start = finding.heatmap_offset
     assert str(finding.heatmap.name).endswith(".pack") and start is not None and finding.heatmap_length
     png = stored[f"cdss/{finding.heatmap.name}"][start:start + finding.heatmap_length]
+    gets: list[dict] = []  # what the storage asks the bucket for: the PNG's bytes alone, not the pack
+    client = default_storage.connection.meta.client  # type: ignore[attr-defined]
+    client.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: gets.append(dict(params)))
     assert heatmap_png(finding) == png  # read back through the storage API: its place in the pack's object
+    assert [g.get("Range") for g in gets] == [f"bytes={start}-{start + finding.heatmap_length - 1}"]
     heat = Image.open(io.BytesIO(png))
     assert heat.format == "PNG" and heat.size == overlay_dims(instance.preview_width, instance.preview_height)
     assert stored_files(media_root) == []
