@@ -93,6 +93,12 @@ def main() -> None:
     parser.add_argument("--encode-lag", type=int, metavar="N",
                         help="At most N batches' overlays encoding at once (default: the job's, "
                              "pipeline.MAX_ENCODE_LAG; 1: one batch at a time, as before 2026-11-27)")
+    parser.add_argument("--process-group", type=int, metavar="N",
+                        help="With --processes: at least N images per call to a decode process (default: the "
+                             "job's, pipeline.PROCESS_GROUP)")
+    parser.add_argument("--decode-ahead", type=int, metavar="N",
+                        help="With --processes: batches decoded ahead of the model (default: the job's, "
+                             "pipeline.PROCESS_DECODE_AHEAD)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
@@ -127,6 +133,12 @@ def main() -> None:
         if args.encode_lag < 1:
             parser.error("--encode-lag must be at least 1")
         pipeline.MAX_ENCODE_LAG = args.encode_lag
+    for option, value, constant in (("--process-group", args.process_group, "PROCESS_GROUP"),
+                                    ("--decode-ahead", args.decode_ahead, "PROCESS_DECODE_AHEAD")):
+        if value is not None:
+            if value < 1 or not args.processes:
+                parser.error(f"{option} must be at least 1, with --processes")
+            setattr(pipeline, constant, value)
     from imaging.pixels import model_image
 
     if args.torch_threads:
@@ -246,6 +258,7 @@ def main() -> None:
           f"switch interval {switch * 1000:g} ms, "
           f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"
           f"overlays of at most {pipeline.MAX_ENCODE_LAG} batch(es) encoding at once, "
+          f"{f'groups of {pipeline.PROCESS_GROUP}+ decoded {pipeline.PROCESS_DECODE_AHEAD} batch(es) ahead, ' if args.processes else ''}"
           f"{f'overlays saved by the {args.store_on} ' if args.store else ''}"
           f"{('in packs, ' if args.pack == 'on' else 'a file each, ') if args.store else ''}"
           f"torch {torch.__version__}")

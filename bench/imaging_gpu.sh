@@ -27,6 +27,12 @@ timeout 100 "$python" bench/heatmap_store.py --processes 15 --overlays 16384 --d
 # object store: packs of 16), and a file per overlay that way (the job's way before packs)
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store
 run --arch inception_v3 --input-size 299 --batch-size 128 --processes 15 --store /tmp/cdss-bench-store
+# the processes' tuning: smaller groups a call (more of the 15 decoding each batch), or decoding
+# three batches ahead instead of two
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
+    --process-group 8
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
+    --decode-ahead 3
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --store-on threads
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \

@@ -69,6 +69,9 @@ SWITCH_INTERVAL = 1e-4
 # (the executor's threads, pickling, the pipe; 2026-11-27, 2 cores), 0.05 ms an image in the
 # groups of 4 to 5 that 15 processes made of a batch of 64.
 PROCESS_GROUP = 16
+# Batches decoded ahead of the model with processes (with threads: one). Tunable for a GPU host
+# (``bench/imaging.py --decode-ahead``), as PROCESS_GROUP is (``--process-group``).
+PROCESS_DECODE_AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     each submission wakes a thread that takes the GIL from the calling thread, so fewer of them
     leave the calling thread more of its time for the network. With worker processes (``procs``)
     each thread reads its group's files and waits for a process to decode them (groups of at least
-    ``PROCESS_GROUP`` images, two batches ahead; files and images through shared memory,
+    ``PROCESS_GROUP`` images, ``PROCESS_DECODE_AHEAD`` batches ahead; files and images through shared memory,
     ``DecodeProcesses.decode``); the heat maps come to the host at the CAM layer's few pixels and a
     process resizes and encodes them."""
     on_device = model.device.type != "cpu" and procs is None  # heat maps resized and quantised by the GPU
@@ -226,7 +229,7 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
     # while the CPU hands out this one's overlays and waits for the next decoded images.
     # With processes, decoding runs two batches ahead: a batch is cut into fewer, larger groups
     # there, and the next-but-one batch keeps the other processes busy.
-    depth = 1 if procs is None else 2
+    depth = 1 if procs is None else max(1, PROCESS_DECODE_AHEAD)
     # A batch's overlays are encoded in parts(batch) groups; with processes a batch of 64 is 4 groups
     # of 16, so with one batch encoding at a time 4 processes of 15 would encode while the others
     # idle. The rows of as many batches as it takes to give every process a group wait for their

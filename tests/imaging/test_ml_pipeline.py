@@ -377,6 +377,17 @@ def test_decoding_and_encoding_in_worker_processes_gives_what_the_threads_give()
     assert len(pool.pids) == 2 and os.getpid() not in pool.pids
     assert not any(torch_loaded for _, torch_loaded in pool.facts)  # spawned, importing cpuwork only
     assert DecodeProcesses.get(2) is pool  # kept for the next job
+    # a GPU host's tuning (smaller groups a call, more batches decoded ahead) changes nothing read
+    from imaging.ml import pipeline
+
+    for group, ahead in ((1, 1), (2, 3)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pipeline, "PROCESS_GROUP", group)
+            patch.setattr(pipeline, "PROCESS_DECODE_AHEAD", ahead)
+            tuned = list(read_images(model, files, decode, size, batch_size=4, processes=2,
+                                     fetch=lambda data: None if data is None else (data, None)))
+        assert [(o.item, o.probabilities, o.overlays) for o in tuned] == [(o.item, o.probabilities, o.overlays)
+                                                                          for o in threads]
     model.close()
 
 
@@ -579,13 +590,17 @@ def test_the_benches_run_without_django(tmp_path):
         store = tmp_path / f"store-{where}-{pack}"  # the job's store, without Django
         bench = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1",
                      "--device", "cpu", "--data-dir", str(data), "--png-cache", str(tmp_path / "pngs"),
-                     "--store", str(store), "--store-on", where, "--processes", processes, "--pack", pack)
+                     "--store", str(store), "--store-on", where, "--processes", processes, "--pack", pack,
+                     *(["--process-group", "4", "--decode-ahead", "3"] if processes == "1" else []))
         assert bench.returncode == 0, bench.stderr
+        assert ("groups of 4+ decoded 3 batch(es) ahead" in bench.stdout) == (processes == "1")
         assert f"overlays saved by the {where} {'in packs' if pack == 'on' else 'a file each'}" in bench.stdout
         assert ("the decode processes' CPU: " in bench.stdout) == (processes == "1")  # their CPU time, per image
         assert store.is_dir() and not any(p.is_file() for p in store.rglob("*"))  # removed after each pass
     refused = _run(runner, "bench/imaging.py", "--store", str(tmp_path / "s"), "--pack", "off")
     assert refused.returncode != 0 and "--pack off needs --store DIR --store-on threads" in refused.stderr
+    refused = _run(runner, "bench/imaging.py", "--decode-ahead", "3")
+    assert refused.returncode != 0 and "--decode-ahead must be at least 1, with --processes" in refused.stderr
     copies = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1", "--device", "cpu",
                   "--data-dir", str(data), "--source", "copies", "--image-size", "64", "--input-size", "28")
     assert copies.returncode == 0, copies.stderr
