@@ -102,7 +102,10 @@ def _read_span(fh: Any, offset: int, length: int) -> bytes:
         return b""
     obj = getattr(fh, "obj", None)
     if obj is not None and callable(getattr(obj, "get", None)):
-        return bytes(obj.get(Range=f"bytes={offset}-{offset + length - 1}")["Body"].read())
+        try:
+            return bytes(obj.get(Range=f"bytes={offset}-{offset + length - 1}")["Body"].read())
+        except Exception as exc:  # the store's own error (a range past the object's end: 416)
+            raise OSError(f"the object store refused the range ({type(exc).__name__})") from exc
     fh.seek(offset)
     return bytes(fh.read(length))
 

@@ -227,8 +227,8 @@ def _pipeline(model: LoadedImagingModel, chunks: list[list[T]], decode: Callable
 
     # behind=1 (a GPU): a batch is collected after the next one is queued, so the GPU runs that one
     # while the CPU hands out this one's overlays and waits for the next decoded images.
-    # With processes, decoding runs two batches ahead: a batch is cut into fewer, larger groups
-    # there, and the next-but-one batch keeps the other processes busy.
+    # With processes, decoding runs PROCESS_DECODE_AHEAD (2) batches ahead: a batch is cut into
+    # fewer, larger groups there, and the next-but-one batch keeps the other processes busy.
     depth = 1 if procs is None else max(1, PROCESS_DECODE_AHEAD)
     # A batch's overlays are encoded in parts(batch) groups; with processes a batch of 64 is 4 groups
     # of 16, so with one batch encoding at a time 4 processes of 15 would encode while the others

@@ -138,6 +138,10 @@ def test_the_imaging_job_reads_from_the_bucket_and_writes_its_heat_map_packs_the
     client.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: gets.append(dict(params)))
     assert heatmap_png(finding) == png  # read back through the storage API: its place in the pack's object
     assert [g.get("Range") for g in gets] == [f"bytes={start}-{start + finding.heatmap_length - 1}"]
+    size = len(stored[f"cdss/{finding.heatmap.name}"])
+    for offset, length, error in ((size - 10, 20, ValueError), (size + 10, 20, OSError)):  # cut short; past the end
+        with pytest.raises(error):
+            heatmap_png(ImagingFinding(heatmap=finding.heatmap.name, heatmap_offset=offset, heatmap_length=length))
     heat = Image.open(io.BytesIO(png))
     assert heat.format == "PNG" and heat.size == overlay_dims(instance.preview_width, instance.preview_height)
     assert stored_files(media_root) == []
