@@ -28,26 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def write_files(folder: str, first: int, count: int, size: int) -> float:
-    """``count`` overlays as a new file each, in 256 folders; the process's CPU seconds spent."""
-    from imaging.ml.cpuwork import write_new_file
+def write(folder: str, first: int, count: int, size: int, per_pack: int | None) -> float:
+    """``count`` overlays in 256 folders: a new file each (``per_pack`` None: ``write_new_file``, the
+    job's way before packs) or in packs of ``per_pack`` (``deliver``); the process's CPU seconds."""
+    from imaging.ml.cpuwork import deliver, write_new_file
 
     start = time.process_time()
     data = os.urandom(size)
-    for n in range(first, first + count):
-        write_new_file(os.path.join(folder, f"{n % 256:02x}", f"{n}.png"), data)
-    return time.process_time() - start
-
-
-def write_packs(folder: str, first: int, count: int, size: int, per_pack: int) -> float:
-    """``count`` overlays in packs of ``per_pack`` (one new file a pack, in 256 folders)."""
-    from imaging.ml.cpuwork import deliver
-
-    start = time.process_time()
-    data = os.urandom(size)
-    for n in range(first, first + count, per_pack):
-        group = [{"x": data} for _ in range(min(per_pack, first + count - n))]
-        deliver(group, (os.path.join(folder, f"{n % 256:02x}", f"{n}.pack"), None))
+    for n in range(first, first + count, per_pack or 1):
+        if per_pack is None:
+            write_new_file(os.path.join(folder, f"{n % 256:02x}", f"{n}.png"), data)
+        else:
+            group = [{"x": data} for _ in range(min(per_pack, first + count - n))]
+            deliver(group, (os.path.join(folder, f"{n % 256:02x}", f"{n}.pack"), None))
     return time.process_time() - start
 
 
@@ -73,8 +66,8 @@ def main() -> None:
             for kind in ("files", "packs"):
                 folder = base / f"heatmaps-{kind}"
                 t = time.perf_counter()
-                futures = [pool.submit(write_files, str(folder), p * share, share, args.size) if kind == "files"
-                           else pool.submit(write_packs, str(folder), p * share, share, args.size, args.pack)
+                per_pack = None if kind == "files" else args.pack
+                futures = [pool.submit(write, str(folder), p * share, share, args.size, per_pack)
                            for p in range(args.processes)]
                 spent = sum(f.result() for f in futures)
                 took = time.perf_counter() - t

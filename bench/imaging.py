@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import os
 import shutil
 import sys
@@ -182,7 +183,7 @@ def main() -> None:
     def whole_path() -> int:
         stored = 0
         seconds.clear()
-        folder, count = Path("heatmaps"), iter(range(10 ** 9))
+        folder, count = Path("heatmaps"), itertools.count()
 
         def new_name() -> str:  # in 256 folders, as the job's (imaging.jobs.heatmap_pack_name)
             n = next(count)

@@ -15,6 +15,7 @@ from cdss.models import Job, ModelVersion
 from patients.models import Patient
 
 from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
+from .pixels import sniff
 
 
 def model_auc(mv: ModelVersion) -> tuple[float | None, str]:
@@ -77,9 +78,6 @@ def imaging_finding_get(*, patient: Patient, external_id: Any) -> ImagingFinding
         raise Http404("No such finding.") from None
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
 def heatmap_png(finding: ImagingFinding) -> bytes:
     """The finding's heat map PNG from storage: its file, or its place in a heat map pack. A file
     that is gone raises FileNotFoundError; a place that does not hold a PNG (a pack cut short or
@@ -89,7 +87,7 @@ def heatmap_png(finding: ImagingFinding) -> bytes:
         if finding.heatmap_offset is None:
             return bytes(fh.read())
         data = _read_span(fh, finding.heatmap_offset, finding.heatmap_length or 0)
-    if len(data) != finding.heatmap_length or not data.startswith(PNG_SIGNATURE):
+    if len(data) != finding.heatmap_length or sniff(data) != "png":
         raise ValueError("the heat map's place in its pack holds no PNG")
     return data
 
