@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,3 +34,21 @@ def pneumonia_source(parser: argparse.ArgumentParser, given: Path | None) -> Pat
     if not source.is_file():
         parser.error(f"{source} does not exist: give --data-dir (the folder that holds imaging/pneumoniamnist.npz)")
     return source
+
+
+def fresh_network(arch: str, input_size: int | None, *, label: str = "finding",
+                  stem: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config and state dict of an imaging network with fresh weights (seed 0), built as a new
+    model of that architecture and input size (default: the architecture's) would be: with its
+    default stem for that size (``imaging.ml.architectures.default_stem``) unless ``stem`` is given."""
+    import torch
+
+    from imaging.ml.architectures import architecture, build_model, default_stem
+
+    chosen = architecture(arch)
+    size = input_size or chosen.default_input_size
+    stem = stem or default_stem(chosen.name, size)
+    config = {"architecture": chosen.name, "stem": stem, "labels": [label], "thresholds": {label: 0.5},
+              "input_size": size, "normalisation": {"mean": 0.5, "std": 0.25}}
+    torch.manual_seed(0)
+    return config, build_model(chosen.name, 1, stem=stem, init_weights="").state_dict()

@@ -59,7 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import pneumonia_source  # noqa: E402
+from bench.common import fresh_network, pneumonia_source  # noqa: E402
 
 
 def main() -> None:
@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=256, help="Side of the source PNG images (256)")
     parser.add_argument("--input-size", type=int, help="Network input side (default: the architecture's)")
+    parser.add_argument("--stem", choices=["small", "standard"],
+                        help="ResNet-18 / DenseNet-121 stem (default: a new model's for the input size, "
+                             "imaging.ml.architectures.default_stem)")
     parser.add_argument("--model-file", type=Path, help="A trained imaging model file instead of fresh weights")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="Default: cuda when present")
     parser.add_argument("--threads", type=int, help="Decode and PNG threads of the whole path (default: the job's)")
@@ -122,7 +125,6 @@ def main() -> None:
     import torch
 
     from imaging.ml import pipeline
-    from imaging.ml.architectures import architecture, build_model
     from imaging.ml.cpuwork import Span, Target
     from imaging.ml.inference import LoadedImagingModel
     from imaging.ml.pipeline import STAGES, SWITCH_INTERVAL, default_threads, read_images
@@ -160,14 +162,9 @@ def main() -> None:
     if args.model_file:
         model = LoadedImagingModel.from_file(args.model_file, device=args.device, graphs=graphs)
     else:
-        arch = architecture(args.arch)
-        size = args.input_size or arch.default_input_size
-        config = {"architecture": arch.name, "labels": ["finding"], "thresholds": {"finding": 0.5}, "input_size": size,
-                  "normalisation": {"mean": 0.5, "std": 0.25}}
-        torch.manual_seed(0)
-        net = build_model(arch.name, 1, init_weights="")
+        config, state = fresh_network(args.arch, args.input_size, stem=args.stem)
         model = LoadedImagingModel(name="bench", version="0", model_version_id=0, metrics={}, config=config,
-                                   state_dicts=[net.state_dict()], device=args.device, graphs=graphs)
+                                   state_dicts=[state], device=args.device, graphs=graphs)
     bs = args.batch_size
     threads = args.threads or default_threads(model.device.type)
     switch = args.switch_interval or SWITCH_INTERVAL
@@ -250,7 +247,8 @@ def main() -> None:
     bare, full = best["bare"], best["whole"]
     n = len(pngs)
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"imaging bench: {model.architecture} at {model.input_size}px, {len(model.members)} member(s), batch {bs}, "
+    print(f"imaging bench: {model.architecture} at {model.input_size}px ({model.config.get('stem', 'small')} stem), "
+          f"{len(model.members)} member(s), batch {bs}, "
           f"{n} images of {args.image_size}x{args.image_size} "
           f"{'PNG' if args.source == 'png' else 'as analysis copies (16-bit .npy)'}, device {device}"
           f"{', bf16 autocast (bf16 weights)' if model.precision == 'bf16' else ''}"

@@ -20,6 +20,14 @@ run() {
 # CUDA graphs, the device-side resize of small uint8 images and overlays of several batches encoding
 # at once are the job's defaults on a GPU; --encode-lag 1 is the pipeline before the last of these
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --profile 25
+# the host alone: the same pipeline and store around a paced device (bench/imaging_host.py) of no
+# cost (the host's ceiling) and of Inception-V3's bare forward on an H200 (6,500 images/s)
+for rate in 0 6500; do
+    echo "== imaging_host.py --rate $rate"
+    timeout 100 "$python" bench/imaging_host.py --rate "$rate" --processes 15 --input-size 299 --images 4096 \
+        --repeats 2 --data-dir "$data" --png-cache /tmp/cdss-bench-pngs --store /tmp/cdss-bench-store 2>&1 \
+        | grep -v -i warning
+done
 # the store's file system on its own: a new file per overlay against packs of 16, 15 processes
 timeout 100 "$python" bench/heatmap_store.py --processes 15 --overlays 16384 --dir /tmp/cdss-bench-store 2>&1
 # with the store: the overlays in heat map packs, written by the decode processes as the job does on

@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import data_dir, pneumonia_source, recreate_database  # noqa: E402
+from bench.common import data_dir, fresh_network, pneumonia_source, recreate_database  # noqa: E402
 from tests.integration.workers import RedisServer, free_port  # noqa: E402
 
 NAME = "imaging_pneumoniamnist"
@@ -106,7 +106,6 @@ def _bench(args: argparse.Namespace, source: Path) -> None:
     from cdss.model_registry import model_dir, model_version_register
     from cdss.models import Job
     from imaging import jobs as imaging_jobs
-    from imaging.ml.architectures import architecture, build_model
     from imaging.ml.inference import get_loaded_model
     from imaging.ml.modelfile import save_model_file
     from imaging.ml.pipeline import BATCH
@@ -115,15 +114,11 @@ def _bench(args: argparse.Namespace, source: Path) -> None:
     from imaging.services import UploadFile, imaging_upload
     from patients.models import Patient, Site
 
-    arch = architecture(args.arch)
-    config = {"architecture": arch.name, "labels": ["pneumonia"], "thresholds": {"pneumonia": 0.5},
-              "input_size": args.input_size, "normalisation": {"mean": 0.5, "std": 0.25},
-              "file_label_values": {"pneumonia": 1}}
-    torch.manual_seed(0)
-    net = build_model(arch.name, 1, init_weights="")
+    config, state = fresh_network(args.arch, args.input_size, label="pneumonia")
+    config["file_label_values"] = {"pneumonia": 1}
     relative = Path(NAME) / "bench.pt"
-    sha = save_model_file(model_dir() / relative, config, [net.state_dict()])
-    model_version_register(name=NAME, kind="imaging", architecture=arch.name, dataset="fresh weights (bench)",
+    sha = save_model_file(model_dir() / relative, config, [state])
+    model_version_register(name=NAME, kind="imaging", architecture=config["architecture"], dataset="fresh weights (bench)",
                            split="none", file_path=relative.as_posix(), file_sha256=sha, metrics={},
                            trained_at=timezone.now(), activate=True)
 
@@ -215,7 +210,7 @@ def _bench(args: argparse.Namespace, source: Path) -> None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
     n = len(ids)
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"imaging job bench: {arch.name} at {args.input_size}px, batch {BATCH}, {n} {what}, "
+    print(f"imaging job bench: {config['architecture']} at {args.input_size}px ({config['stem']} stem), batch {BATCH}, {n} {what}, "
           f"device {device}, {args.processes or 'no'} decode process(es), storage {type(default_storage).__name__}, "
           f"{connection.vendor}, torch {torch.__version__}, DEBUG={settings.DEBUG}")
     rows = [("bare forward", best["bare"]), ("job run phase (read, decode, forward, Grad-CAM, overlay PNG files)",

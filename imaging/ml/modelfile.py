@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architectures import build_model
+from .architectures import ArchitectureError, build_model
 from .cpuwork import check_image as check_image  # re-exported: defined there, without torch
 from .cpuwork import shrink
 
@@ -53,7 +53,10 @@ def load_model_file(path: Path) -> tuple[dict[str, Any], list[dict[str, torch.Te
 def build_members(config: dict[str, Any], state_dicts: Sequence[dict[str, torch.Tensor]]) -> list[nn.Module]:
     members = []
     for sd in state_dicts:
-        net = build_model(config["architecture"], len(config["labels"]), init_weights="")
+        try:  # a config without a stem: the architecture's first (``Architecture.stems``)
+            net = build_model(config["architecture"], len(config["labels"]), stem=config.get("stem"), init_weights="")
+        except ArchitectureError as exc:
+            raise ModelFormatError(str(exc)) from None
         try:
             net.load_state_dict(sd)
         except RuntimeError as exc:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .architectures import architecture, build_model
+from .architectures import STEMS, architecture, build_model, default_stem, min_input_size
 from .data import Dataset, Split, load_npz, stratified_holdout
 from .metrics import auc, binary_summary, youden_threshold
 from .modelfile import FORMAT, resize_batch, save_model_file
@@ -58,6 +58,7 @@ class TrainSettings:
     holdout_fraction: float = 0.1
     patience: int = 6
     input_size: int | None = None  # default: the architecture's
+    stem: str | None = None  # "small" or "standard" (default: architectures.default_stem for the input size)
     max_train_images: int | None = None
     seed: int = 0
     augment: float = 1.0  # scale of the augmentation ranges (0: none)
@@ -161,8 +162,13 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
     dev = torch.device(device)
     arch = architecture(settings.arch)
     size = settings.input_size or arch.default_input_size
-    if size < arch.min_input_size:
-        raise ValueError(f"{arch.name} needs an input of at least {arch.min_input_size} pixels, not {size}")
+    stem = settings.stem or default_stem(arch.name, size)
+    if stem not in arch.stems:
+        raise ValueError(f"{arch.name} has no {stem!r} stem; its stems: {', '.join(arch.stems)} (of {', '.join(STEMS)})")
+    smallest = min_input_size(arch.name, stem)
+    if size < smallest:
+        which = f"{arch.name} with the {stem} stem" if len(arch.stems) > 1 else arch.name
+        raise ValueError(f"{which} needs an input of at least {smallest} pixels, not {size}")
     if settings.epochs < 1 or settings.members < 1:
         raise ValueError("epochs and members must be at least 1")
     if settings.select not in ("best", "last"):
@@ -177,7 +183,7 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
     y_all = torch.from_numpy(train_split.targets)[:, None].to(dev)
     norm = {"mean": round(float(x_all.mean()), 6), "std": round(float(x_all.std()), 6)}
     config: dict[str, Any] = {
-        "format": FORMAT, "architecture": arch.name, "input_size": size, "labels": [spec.label],
+        "format": FORMAT, "architecture": arch.name, "stem": stem, "input_size": size, "labels": [spec.label],
         "file_label_values": {spec.label: spec.positive_value}, "dataset": spec.name, "normalisation": norm,
         "thresholds": {spec.label: 0.5}, "members": settings.members,
     }
@@ -200,7 +206,7 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
         x_held, y_held = norm_x(x_all[held_idx]), y_all[held_idx].cpu().numpy()
         n_pos = float(y_fit.sum())
         pos_weight = torch.tensor([(len(y_fit) - n_pos) / max(n_pos, 1.0)], device=dev)
-        net = build_model(arch.name, 1).to(dev)
+        net = build_model(arch.name, 1, stem=stem).to(dev)
         opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         per_epoch = math.ceil(len(x_fit) / settings.batch_size)
         total, warm = per_epoch * settings.epochs, per_epoch
@@ -274,6 +280,7 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
     metrics["validation_auc"] = metrics["validation"]["auc"]
     metrics["validation_accuracy"] = metrics["validation"]["accuracy"]
     metrics["input_size"] = size
+    metrics["stem"] = stem
     metrics["normalisation"] = norm
     metrics["thresholds"] = config["thresholds"]
     seconds = time.perf_counter() - started
@@ -372,6 +379,7 @@ def register_trained(result: TrainResult, data: Dataset, *, activate: bool = Tru
             file_sha256=sha, trained_at=trained_at, training_seconds=round(result.seconds, 2),
             notes=(command or f"train_and_register({spec.name!r}, arch={chosen.arch!r}, epochs={chosen.epochs})")
             + f". Finding: {spec.label} (file label {spec.positive_value}). Input {result.config['input_size']}px, "
+            f"{result.config['stem']} stem, "
             f"{chosen.members} member(s).",
             activate=activate, user=user,
         )

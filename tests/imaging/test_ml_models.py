@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from imaging.ml.architectures import ARCHITECTURES, ArchitectureError, architecture, build_model
+from imaging.ml.architectures import ARCHITECTURES, ArchitectureError, architecture, build_model, default_stem
 from imaging.ml.data import DATASETS, DataError, Dataset, Split, load_npz
 from imaging.ml.inference import LoadedImagingModel
 from imaging.ml.metrics import auc, youden_threshold
+from imaging.ml.modelfile import ModelFormatError, build_members
 from imaging.ml.train import TrainSettings, _mix, train
 from tests.conftest import require_data
 
@@ -40,6 +41,78 @@ def test_an_unknown_architecture_and_a_missing_weights_file_are_named():
         build_model("vgg", 1)
     with pytest.raises(ArchitectureError, match="does not exist"):
         build_model("resnet18", 1, init_weights="/nonexistent/w.pt")
+
+
+@pytest.mark.parametrize(("name", "first"), [("resnet18", "conv1"), ("densenet121", "features.conv0")])
+def test_the_standard_stem_is_torchvisions_network_for_one_channel(name, first):
+    import torchvision
+
+    ours = build_model(name, 2, stem="standard", init_weights="")
+    theirs = getattr(torchvision.models, name)(weights=None, num_classes=2)
+    assert [type(m) for m in ours.modules()] == [type(m) for m in theirs.modules()]  # the stem's pool kept
+    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
+    assert list(ours_sd) == list(theirs_sd)
+    assert {k: tuple(v.shape) for k, v in ours_sd.items() if k != f"{first}.weight"} == \
+        {k: tuple(v.shape) for k, v in theirs_sd.items() if k != f"{first}.weight"}
+    conv = ours.get_submodule(first)
+    assert (conv.in_channels, conv.kernel_size, conv.stride, conv.padding) == (1, (7, 7), (2, 2), (3, 3))
+    small = build_model(name, 2, stem="small", init_weights="")
+    assert small.get_submodule(first).kernel_size == (3, 3)
+
+
+@pytest.mark.parametrize(("name", "small_factor"), [("resnet18", 16), ("densenet121", 8)])
+def test_the_standard_stem_takes_a_quarter_of_the_side_before_the_first_stage(name, small_factor):
+    """The CAM layer's side: the input's / 32 with the standard stem (7 x 7 at 224 px, as the papers'
+    networks), / 16 (ResNet-18's pool kept) or / 8 (DenseNet-121) with the small one."""
+    def cam_side(stem: str, size: int) -> int:
+        net = build_model(name, 1, stem=stem, init_weights="").eval()
+        seen: list[int] = []
+        hook = architecture(name).cam_layer(net).register_forward_hook(lambda _m, _i, out: seen.append(out.shape[-1]))
+        with torch.no_grad():
+            net(torch.rand(1, 1, size, size))
+        hook.remove()
+        return seen[0]
+
+    assert cam_side("standard", 224) == 7
+    assert cam_side("small", 64) == 64 // small_factor
+
+
+def test_a_new_model_gets_the_standard_stem_from_112_px_and_a_file_naming_none_the_small_one():
+    assert [default_stem("resnet18", size) for size in (28, 64, 111, 112, 224)] == \
+        ["small", "small", "small", "standard", "standard"]
+    assert default_stem("densenet121", 224) == "standard"
+    assert default_stem("resnet18_full", 224) == "small"  # the MedMNIST 28 px network: one stem
+    assert default_stem("inception_v3", 299) == "standard"  # its own
+    with pytest.raises(ArchitectureError, match="resnet18_full has no 'standard' stem"):
+        build_model("resnet18_full", 1, stem="standard")
+    with pytest.raises(ArchitectureError, match="inception_v3 has no 'small' stem"):
+        build_model("inception_v3", 1, stem="small")
+    # a config without a stem was built before there was a choice: with the small stem
+    small = build_model("resnet18", 1, stem="small", init_weights="").state_dict()
+    config = {"architecture": "resnet18", "labels": ["finding"]}
+    [net] = build_members(config, [small])
+    assert net.conv1.kernel_size == (3, 3)
+    with pytest.raises(ModelFormatError, match="the weights do not fit resnet18"):
+        build_members({**config, "stem": "standard"}, [small])
+    with pytest.raises(ModelFormatError, match="resnet18 has no 'wide' stem"):
+        build_members({**config, "stem": "wide"}, [small])
+
+
+def test_training_at_112_px_builds_and_records_the_standard_stem_and_a_too_small_input_is_named():
+    result = train(_square_data(64), TrainSettings(epochs=1, batch_size=32, input_size=112, seed=0))
+    assert (result.config["stem"], result.config["input_size"]) == ("standard", 112)
+    assert result.metrics["stem"] == "standard"  # kept with the model version in the registry
+    assert tuple(result.state_dicts[0]["conv1.weight"].shape) == (64, 1, 7, 7)
+    loaded = LoadedImagingModel(name="t", version="1", model_version_id=1, metrics={}, config=result.config,
+                                state_dicts=result.state_dicts, device="cpu")
+    [pred] = loaded.predict([np.full((50, 60), 0.4, np.float32)])
+    assert pred.heatmaps["malignant"].shape == (50, 60)
+    loaded.close()
+    assert train(_square_data(64), TrainSettings(epochs=1, batch_size=32, seed=0)).config["stem"] == "small"
+    with pytest.raises(ValueError, match="with the standard stem needs an input of at least 32 pixels, not 28"):
+        train(_square_data(8), TrainSettings(epochs=1, stem="standard"))
+    with pytest.raises(ValueError, match="inception_v3 has no 'small' stem"):
+        train(_square_data(8), TrainSettings(arch="inception_v3", epochs=1, stem="small"))
 
 
 def test_local_initial_weights_are_loaded_where_they_fit(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -605,6 +606,23 @@ def test_the_benches_run_without_django(tmp_path):
                   "--data-dir", str(data), "--source", "copies", "--image-size", "64", "--input-size", "28")
     assert copies.returncode == 0, copies.stderr
     assert "6 images of 64x64 as analysis copies" in copies.stdout and "whole path keeps" in copies.stdout
+    stem = _run(runner, "bench/imaging.py", "--images", "4", "--batch-size", "4", "--repeats", "1", "--device", "cpu",
+                "--data-dir", str(data), "--input-size", "32", "--stem", "standard")
+    assert stem.returncode == 0, stem.stderr
+    assert "resnet18 at 32px (standard stem)" in stem.stdout
+    for rate in ("0", "400"):  # the host alone, around a paced device (the job's store: packs by the processes)
+        host_store = tmp_path / "store-host"
+        host = _run(runner, "bench/imaging_host.py", "--rate", rate, "--processes", "1", "--arch", "resnet18",
+                    "--input-size", "28", "--images", "48", "--batch-size", "8", "--repeats", "1",
+                    "--data-dir", str(data), "--store", str(host_store))
+        assert host.returncode == 0, host.stderr
+        assert "resnet18 at 28px, small stem" in host.stdout and "packs written by the processes" in host.stdout
+        assert host_store.is_dir() and not any(p.is_file() for p in host_store.rglob("*"))  # removed after each pass
+        speed = float(re.search(r"whole path: +([0-9.]+) images/s", host.stdout).group(1))  # type: ignore[union-attr]
+        if rate == "0":
+            assert "a paced device of no cost" in host.stdout and "keeps the device busy" not in host.stdout
+        else:  # never faster than the device it waits for
+            assert speed <= 400 * 1.01 and "keeps the device busy" in host.stdout
     store = tmp_path / "store-bench"
     packs = _run(runner, "bench/heatmap_store.py", "--processes", "1", "--overlays", "40", "--repeats", "1",
                  "--dir", str(store))

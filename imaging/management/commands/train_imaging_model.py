@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imaging.ml.architectures import ARCHITECTURES
+from imaging.ml.architectures import ARCHITECTURES, STANDARD_STEM_FROM, STEMS
 from imaging.ml.data import DATASETS
 
 # MedMNIST v2 (Yang et al., Sci Data 2023, Table 3): ResNet-18 at 28x28 on the official test split.
@@ -33,6 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, help="Epochs per member (default: the data set's)")
         parser.add_argument("--members", type=int, help="Networks averaged in the ensemble (default: the data set's)")
         parser.add_argument("--input-size", type=int, help="Input pixels per side (default: the architecture's)")
+        parser.add_argument("--stem", choices=STEMS,
+                            help="ResNet-18 / DenseNet-121 first layers: small (3x3/1, for MedMNIST's 28 px) or "
+                                 f"standard (7x7/2 and a pool) (default: standard from {STANDARD_STEM_FROM} px up)")
         parser.add_argument("--max-train-images", type=int, help="Train on a stratified subset of this size")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the held-out part, the order and the weights (0)")
         parser.add_argument("--no-activate", action="store_true", help="Register without making it the active version")
@@ -47,7 +50,7 @@ class Command(BaseCommand):
         name = options["dataset"]
         chosen = DEFAULTS[name]
         changes = {key: options[opt] for key, opt in (("arch", "arch"), ("epochs", "epochs"), ("members", "members"),
-                                                      ("input_size", "input_size"),
+                                                      ("input_size", "input_size"), ("stem", "stem"),
                                                       ("max_train_images", "max_train_images"))
                    if options[opt] is not None}
         if options["arch"] and options["epochs"] is None and options["arch"] != chosen.arch:
@@ -84,7 +87,8 @@ class Command(BaseCommand):
             self.stdout.write("The file holds no test split: test AUC not measured (evaluate with imaging_predict).")
         self.stdout.write(f"Trained in {result.seconds:.1f} s.")
         command = f"train_imaging_model --dataset {name} --arch {chosen.arch} --epochs {chosen.epochs} " \
-                  f"--members {chosen.members} --seed {chosen.seed}"
+                  f"--members {chosen.members} --seed {chosen.seed} --input-size {result.config['input_size']} " \
+                  f"--stem {result.config['stem']}"
         mv = register_trained(result, data, activate=not options["no_activate"], command=command)
         state = "active" if mv.active else "not active (--no-activate)"
         self.stdout.write(self.style.SUCCESS(f"Registered {mv.name} {mv.version} ({mv.architecture}, {state})."))
