@@ -154,6 +154,24 @@ def _subsample(split: Split, limit: int | None, seed: int) -> Split:
     return split.take(keep)
 
 
+# Inputs up to MedMNIST's own 28 px train on the CPU unless a GPU is asked for: minutes there,
+# and the recommended defaults' figures (imaging/README.md) were measured on the CPU.
+CPU_INPUT_MAX = 28
+
+
+def training_device(requested: str, input_size: int, cuda_available: bool) -> str:
+    """Where a model trains: ``requested`` "cpu" or "cuda" (a ValueError naming it when there is no
+    CUDA device), or "auto": on CUDA when there is one and the input is larger than
+    ``CPU_INPUT_MAX``, else on the CPU."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"the training device is auto, cpu or cuda, not {requested!r}")
+    if requested == "cuda" and not cuda_available:
+        raise ValueError("training on cuda was asked for, but torch sees no CUDA device here")
+    if requested == "auto":
+        return "cuda" if cuda_available and input_size > CPU_INPUT_MAX else "cpu"
+    return requested
+
+
 def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
           device: str | torch.device = "cpu") -> TrainResult:
     """Trains ``settings.members`` networks and measures them (see the module docstring). Pure
@@ -285,7 +303,7 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
     metrics["thresholds"] = config["thresholds"]
     seconds = time.perf_counter() - started
     metrics["training"] = {"seconds": round(seconds, 1), "settings": settings.__dict__, "history": history,
-                           "train_images": len(y_all)}
+                           "train_images": len(y_all), "device": dev.type}
     state_dicts = [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in members]
     return TrainResult(config, state_dicts, metrics, seconds, settings, history)
 

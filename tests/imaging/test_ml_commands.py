@@ -46,6 +46,9 @@ def test_training_registers_an_active_model_and_predict_writes_one_row_per_image
     mv = ModelVersion.objects.get(name="imaging_breastmnist", active=True)
     assert mv.architecture == "resnet18" and mv.features[0]["label"] == "malignant"
     assert mv.metrics["validation"]["n"] == 78 and mv.metrics["test_auc"] is None
+    # 28 px: the CPU, GPU or not (the default recipe's figures are the CPU's); the small stem
+    assert "resnet18 at 28 px" in text and mv.metrics["training"]["device"] == "cpu" and mv.metrics["stem"] == "small"
+    assert "--input-size 28 --stem small" in mv.notes
 
     path, labels = breast_file
     csv_path = tmp_path / "preds.csv"
@@ -88,6 +91,26 @@ def test_training_says_where_the_data_should_be(model_dir, settings, tmp_path):
     settings.CDSS_DATA_DIR = tmp_path / "nowhere"
     with pytest.raises(CommandError, match=r"breastmnist.npz does not exist. Set CDSS_DATA_DIR"):
         call_command("train_imaging_model", "--dataset", "breastmnist")
+    assert not ModelVersion.objects.exists()
+
+
+def test_training_runs_larger_inputs_on_a_gpu_when_there_is_one_and_says_when_none_is_there(model_dir, monkeypatch):
+    from imaging.ml.train import training_device
+
+    assert training_device("auto", 28, True) == "cpu"
+    assert [training_device("auto", size, True) for size in (29, 112, 299)] == ["cuda"] * 3
+    assert training_device("auto", 224, False) == "cpu"
+    assert training_device("cpu", 224, True) == "cpu"
+    assert training_device("cuda", 28, True) == "cuda"
+    with pytest.raises(ValueError, match="training on cuda was asked for, but torch sees no CUDA device here"):
+        training_device("cuda", 224, False)
+    with pytest.raises(ValueError, match="auto, cpu or cuda, not 'tpu'"):
+        training_device("tpu", 28, True)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a host without a GPU
+    with pytest.raises(CommandError, match="torch sees no CUDA device here"):
+        call_command("train_imaging_model", "--dataset", "breastmnist", "--device", "cuda", "--epochs", "1")
     assert not ModelVersion.objects.exists()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imaging.ml.architectures import ARCHITECTURES, STANDARD_STEM_FROM, STEMS
+from imaging.ml.architectures import ARCHITECTURES, STANDARD_STEM_FROM, STEMS, architecture
 from imaging.ml.data import DATASETS
 
 # MedMNIST v2 (Yang et al., Sci Data 2023, Table 3): ResNet-18 at 28x28 on the official test split.
@@ -38,6 +38,9 @@ class Command(BaseCommand):
                                  f"standard (7x7/2 and a pool) (default: standard from {STANDARD_STEM_FROM} px up)")
         parser.add_argument("--max-train-images", type=int, help="Train on a stratified subset of this size")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the held-out part, the order and the weights (0)")
+        parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                            help="Where to train (default auto: on a CUDA GPU when there is one and the input is "
+                                 "larger than 28 px, else on the CPU)")
         parser.add_argument("--no-activate", action="store_true", help="Register without making it the active version")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -45,7 +48,7 @@ class Command(BaseCommand):
         import torch
 
         from imaging.ml.data import DataError
-        from imaging.ml.train import DEFAULTS, load_dataset, register_trained, train
+        from imaging.ml.train import DEFAULTS, load_dataset, register_trained, train, training_device
 
         name = options["dataset"]
         chosen = DEFAULTS[name]
@@ -65,11 +68,18 @@ class Command(BaseCommand):
             raise CommandError(f"{exc}. Set CDSS_DATA_DIR to the folder that holds imaging/{name}.npz.") from None
         progress = options["verbosity"] > 0 and sys.stderr.isatty()
         n_train = len(data.splits["train"].targets)
-        self.stdout.write(f"Training {name}: {chosen.arch}, {chosen.members} member(s) x {chosen.epochs} epochs, "
-                          f"{n_train} training images, seed {chosen.seed}, {torch.get_num_threads()} CPU threads"
-                          f"{', CUDA present (training runs on the CPU)' if torch.cuda.is_available() else ''} ...")
+        size = chosen.input_size or architecture(chosen.arch).default_input_size
         try:
-            result = train(data, chosen, progress=progress)
+            device = training_device(options["device"], size, torch.cuda.is_available())
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        where = (f"on {torch.cuda.get_device_name()}" if device == "cuda"
+                 else f"on the CPU, {torch.get_num_threads()} threads"
+                 f"{' (a GPU is there: --device cuda to use it)' if torch.cuda.is_available() else ''}")
+        self.stdout.write(f"Training {name}: {chosen.arch} at {size} px, {chosen.members} member(s) x {chosen.epochs} "
+                          f"epochs, {n_train} training images, seed {chosen.seed}, {where} ...")
+        try:
+            result = train(data, chosen, progress=progress, device=device)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         m = result.metrics
