@@ -25,8 +25,8 @@ run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --profil
 for rate in 0 6500; do
     echo "== imaging_host.py --rate $rate"
     timeout 100 "$python" bench/imaging_host.py --rate "$rate" --processes 15 --input-size 299 --images 4096 \
-        --repeats 2 --data-dir "$data" --png-cache /tmp/cdss-bench-pngs --store /tmp/cdss-bench-store 2>&1 \
-        | grep -v -i warning
+        --repeats 2 --data-dir "$data" --png-cache /tmp/cdss-bench-pngs --store /tmp/cdss-bench-store \
+        $([ "$rate" = 0 ] || echo --profile 20) 2>&1 | grep -v -i warning
 done
 # the store's file system on its own: a new file per overlay against packs of 16, 15 processes
 timeout 100 "$python" bench/heatmap_store.py --processes 15 --overlays 16384 --dir /tmp/cdss-bench-store 2>&1

@@ -108,6 +108,9 @@ def main() -> None:
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--png-cache", type=Path, help="Folder keeping the source PNGs between runs")
     parser.add_argument("--repeats", type=int, default=3, help="Timed passes; the best is shown (3)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="After the timings, one more pass under cProfile (the calling thread only): prints its "
+                             "N costliest functions by own time")
     args = parser.parse_args()
     if args.rate < 0 or args.processes < 1 or args.batch_size < 1 or args.images < 1:
         parser.error("--rate must be 0 or more; --processes, --batch-size and --images at least 1")
@@ -189,6 +192,15 @@ def main() -> None:
         per_image = min(cpu_per_pass) / n
         print(f"  the decode processes' CPU: {per_image * 1000:.3f} ms/image (least of the timed passes): "
               f"{args.processes} of them feed at most {args.processes / per_image:,.0f} images/s")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(whole_path)
+        if args.store:
+            shutil.rmtree(args.store / "heatmaps", ignore_errors=True)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile)
     with contextlib.suppress(Exception):
         pipeline.DecodeProcesses.close_all()
 

@@ -614,13 +614,14 @@ def test_the_benches_run_without_django(tmp_path):
         host_store = tmp_path / "store-host"
         host = _run(runner, "bench/imaging_host.py", "--rate", rate, "--processes", "1", "--arch", "resnet18",
                     "--input-size", "28", "--images", "48", "--batch-size", "8", "--repeats", "1",
-                    "--data-dir", str(data), "--store", str(host_store))
+                    "--data-dir", str(data), "--store", str(host_store), *(["--profile", "3"] if rate == "0" else []))
         assert host.returncode == 0, host.stderr
         assert "resnet18 at 28px, small stem" in host.stdout and "packs written by the processes" in host.stdout
         assert host_store.is_dir() and not any(p.is_file() for p in host_store.rglob("*"))  # removed after each pass
         speed = float(re.search(r"whole path: +([0-9.]+) images/s", host.stdout).group(1))  # type: ignore[union-attr]
         if rate == "0":
             assert "a paced device of no cost" in host.stdout and "keeps the device busy" not in host.stdout
+            assert "function calls" in host.stdout and "Ordered by: internal time" in host.stdout  # --profile
         else:  # never faster than the device it waits for
             assert speed <= 400 * 1.01 and "keeps the device busy" in host.stdout
     store = tmp_path / "store-bench"
