@@ -182,12 +182,14 @@ def _square_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[
     return images, labels, corners
 
 
-def test_grad_cam_points_at_the_planted_square(tmp_path):
+@pytest.mark.parametrize("input_size", [28, 112])  # the small stem (2 x 2 CAM), the standard one (4 x 4)
+def test_grad_cam_points_at_the_planted_square(input_size):
     images, labels, _ = _square_task(200, seed=0)
     spec = DATASETS["pneumoniamnist"]
     split = Split(images, labels, (labels == 1).astype(np.float32))
     data = Dataset(spec, Path("synthetic"), "0" * 64, {"train": split, "val": split})
-    result = train(data, TrainSettings(epochs=3, batch_size=32, lr=2e-3, seed=0))
+    result = train(data, TrainSettings(epochs=3, batch_size=32, lr=2e-3, seed=0, input_size=input_size))
+    assert result.config["stem"] == ("small" if input_size == 28 else "standard")
     loaded = LoadedImagingModel(name="t", version="1", model_version_id=1, metrics={}, config=result.config,
                                 state_dicts=result.state_dicts, device="cpu")
     test_images, test_labels, corners = _square_task(40, seed=1)
