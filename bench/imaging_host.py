@@ -112,8 +112,8 @@ def main() -> None:
                         help="After the timings, one more pass under cProfile (the calling thread only): prints its "
                              "N costliest functions by own time")
     args = parser.parse_args()
-    if args.rate < 0 or args.processes < 1 or args.batch_size < 1 or args.images < 1:
-        parser.error("--rate must be 0 or more; --processes, --batch-size and --images at least 1")
+    if args.rate < 0 or min(args.processes, args.batch_size, args.images, args.repeats) < 1:
+        parser.error("--rate must be 0 or more; --processes, --batch-size, --images and --repeats at least 1")
 
     from imaging.ml import pipeline
     from imaging.ml.cpuwork import Target
