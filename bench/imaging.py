@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--decode-ahead", type=int, metavar="N",
                         help="With --processes: batches decoded ahead of the model (default: the job's, "
                              "pipeline.PROCESS_DECODE_AHEAD)")
+    parser.add_argument("--decode-first", action="store_true",
+                        help="With --processes: decode calls go to the processes before waiting overlay calls "
+                             "(pipeline.DECODE_FIRST; default: the job's, off)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
@@ -142,6 +145,10 @@ def main() -> None:
             if value < 1 or not args.processes:
                 parser.error(f"{option} must be at least 1, with --processes")
             setattr(pipeline, constant, value)
+    if args.decode_first:
+        if not args.processes:
+            parser.error("--decode-first needs --processes")
+        pipeline.DECODE_FIRST = True
     from imaging.pixels import model_image
 
     if args.torch_threads:
@@ -258,6 +265,7 @@ def main() -> None:
           f"{'' if args.resize_on is None else f'resized on the {args.resize_on}, '}"
           f"overlays of at most {pipeline.MAX_ENCODE_LAG} batch(es) encoding at once, "
           f"{f'groups of {pipeline.PROCESS_GROUP}+ decoded {pipeline.PROCESS_DECODE_AHEAD} batch(es) ahead, ' if args.processes else ''}"
+          f"{'decode calls first, ' if pipeline.DECODE_FIRST else ''}"
           f"{f'overlays saved by the {args.store_on} ' if args.store else ''}"
           f"{('in packs, ' if args.pack == 'on' else 'a file each, ') if args.store else ''}"
           f"torch {torch.__version__}")

@@ -41,6 +41,9 @@ run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store 
     --process-group 8
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --decode-ahead 3
+# decode calls ahead of waiting overlay calls in the processes' queue (pipeline.DECODE_FIRST, off by default)
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
+    --decode-first
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --store-on threads
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \

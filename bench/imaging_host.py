@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--decode-ahead", type=int, metavar="N",
                         help="pipeline.PROCESS_DECODE_AHEAD (default: the job's)")
     parser.add_argument("--encode-lag", type=int, metavar="N", help="pipeline.MAX_ENCODE_LAG (default: the job's)")
+    parser.add_argument("--decode-first", action="store_true",
+                        help="pipeline.DECODE_FIRST: decode calls before waiting overlay calls (default: the job's, off)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--png-cache", type=Path, help="Folder keeping the source PNGs between runs")
@@ -127,6 +129,7 @@ def main() -> None:
             if value < 1:
                 parser.error(f"{option} must be at least 1")
             setattr(pipeline, constant, value)
+    pipeline.DECODE_FIRST = pipeline.DECODE_FIRST or args.decode_first
 
     with np.load(pneumonia_source(parser, args.data_dir)) as npz:
         base = npz["val_images"]
@@ -178,7 +181,8 @@ def main() -> None:
           f"batch {args.batch_size}, {n} images of {args.image_size}x{args.image_size} PNG, "
           f"{args.processes} decode process(es), groups of {pipeline.PROCESS_GROUP}+ decoded "
           f"{pipeline.PROCESS_DECODE_AHEAD} batch(es) ahead, overlays of at most {pipeline.MAX_ENCODE_LAG} "
-          f"batch(es) encoding at once{', packs written by the processes' if args.store else ''}; "
+          f"batch(es) encoding at once{', decode calls first' if pipeline.DECODE_FIRST else ''}"
+          f"{', packs written by the processes' if args.store else ''}; "
           f"a paced device of {f'{args.rate:,.0f} images/s' if args.rate else 'no cost'}")
     print(f"  whole path: {n / best:9.1f} images/s ({best * 1000 / n:.3f} ms/image; overlays "
           f"{stored / n / 1024:.1f} KiB/image)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import math
 import multiprocessing
@@ -29,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
 from multiprocessing.shared_memory import SharedMemory
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -72,6 +73,13 @@ PROCESS_GROUP = 16
 # Batches decoded ahead of the model with processes (with threads: one). Tunable for a GPU host
 # (``bench/imaging.py --decode-ahead``), as PROCESS_GROUP is (``--process-group``).
 PROCESS_DECODE_AHEAD = 2
+# Decode calls handed to the processes before overlay calls that wait for one (``DecodeProcesses``:
+# at most one call per process with the executor, the rest waiting here in two queues). Off: the
+# executor's own first-come order, where a batch's decoding may queue behind the overlays of up to
+# MAX_ENCODE_LAG batches. The model waits for decoded images and not for overlays (their rows wait
+# up to MAX_ENCODE_LAG batches), so decoding first may keep a GPU busier; measured neither way on a
+# GPU yet, hence off until it is (``bench/imaging.py --decode-first``).
+DECODE_FIRST = False
 
 
 @dataclass(frozen=True)
@@ -285,6 +293,9 @@ def _finished(rows: list[_Row[T]], spent: dict[str, float]) -> Iterator[ReadOut[
     yield from done
 
 
+# a call waiting for a decode process (DECODE_FIRST): its future, function and arguments
+_Call = tuple["Future[Any]", Callable[..., Any], tuple[object, ...]]
+
 # Shared memory a pool of decode processes may hold for handing decoded images back (blocks of
 # whole MiB, reused; as many in use at once as threads wait on the pool). Where /dev/shm is small
 # (a container's default 64 MiB) a block that cannot be reserved switches the pool to the pipe.
@@ -336,6 +347,11 @@ class DecodeProcesses:
             config.update(saved)
         # (pid, torch loaded) from whichever process answered each call
         self.facts: list[tuple[int, bool]] = [future.result() for future in started]
+        # DECODE_FIRST: calls not yet handed to the executor (decode calls, then the others), and
+        # how many it holds
+        self._order_lock = threading.Lock()
+        self._queued: tuple[deque[_Call], deque[_Call]] = (deque(), deque())
+        self._handed = 0
         self._blocks_lock = threading.Lock()
         self._blocks: list[SharedMemory] = []  # every block created (closed and unlinked by close)
         self._free: list[SharedMemory] = []
@@ -368,12 +384,57 @@ class DecodeProcesses:
         """The worker processes' ids."""
         return sorted(getattr(self.executor, "_processes", None) or {})
 
-    def submit(self, fn: Callable[..., R], /, *args: object) -> Future[R]:
-        return self.executor.submit(fn, *args)
+    def submit(self, fn: Callable[..., R], /, *args: object, first: bool = False) -> Future[R]:
+        """``fn(*args)`` in a worker process. With ``DECODE_FIRST`` the call waits here until a
+        process is free, behind every waiting ``first`` call (``first``: ahead of every other)."""
+        if not DECODE_FIRST:
+            return self.executor.submit(fn, *args)
+        future: Future[R] = Future()
+        with self._order_lock:
+            self._queued[0 if first else 1].append((future, fn, args))
+        self._hand_on()
+        return future
+
+    def _hand_on(self) -> None:
+        """Waiting calls to the executor while it holds fewer than one per process: the executor
+        keeps its own first-come order, so only a call it does not hold yet can be put first."""
+        while True:
+            with self._order_lock:
+                queue = self._queued[0] or self._queued[1]
+                if self._handed >= self.size or not queue:
+                    return
+                future, fn, args = queue.popleft()
+                self._handed += 1
+            if not future.set_running_or_notify_cancel():  # cancelled while it waited
+                self._returned()
+                continue
+            try:
+                handed = self.executor.submit(fn, *args)
+            except Exception as exc:  # noqa: BLE001 - a broken or shut down pool: this call fails, the rest go on
+                self._returned()
+                future.set_exception(exc)
+                continue
+            handed.add_done_callback(functools.partial(self._done, future))
+
+    def _returned(self) -> None:
+        with self._order_lock:
+            self._handed -= 1
+
+    def _done(self, future: Future[Any], handed: Future[Any]) -> None:
+        """A handed call finished (on the executor's thread): its result to the caller's future,
+        and the next waiting call to the executor."""
+        self._returned()
+        try:
+            future.set_result(handed.result())
+        except Exception as exc:  # noqa: BLE001 - the call's own error, a broken pool, a cancellation: the caller's
+            future.set_exception(exc)
+        self._hand_on()
 
     def call(self, fn: Callable[..., R], /, *args: object) -> R:
+        """``fn(*args)`` in a worker process, waited for; with ``DECODE_FIRST``, ahead of the calls
+        given with ``submit`` (the decoding the model waits for)."""
         try:
-            return self.executor.submit(fn, *args).result()
+            return self.submit(fn, *args, first=True).result()
         except BrokenProcessPool as exc:
             raise RuntimeError("an imaging decode process ended unexpectedly; the pool is started again "
                                "at the next job") from exc
@@ -447,6 +508,12 @@ class DecodeProcesses:
                        "(give /dev/shm more room, e.g. a container's --shm-size)", why)
 
     def close(self) -> None:
+        with self._order_lock:
+            waiting = [*self._queued[0], *self._queued[1]]
+            self._queued[0].clear()
+            self._queued[1].clear()
+        for future, _, _ in waiting:
+            future.cancel()
         self.executor.shutdown(wait=True, cancel_futures=True)
         with self._blocks_lock:
             for block in self._blocks:

@@ -381,10 +381,11 @@ def test_decoding_and_encoding_in_worker_processes_gives_what_the_threads_give()
     # a GPU host's tuning (smaller groups a call, more batches decoded ahead) changes nothing read
     from imaging.ml import pipeline
 
-    for group, ahead in ((1, 1), (2, 3)):
+    for group, ahead, first in ((1, 1, False), (2, 3, False), (1, 2, True), (4, 1, True)):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(pipeline, "PROCESS_GROUP", group)
             patch.setattr(pipeline, "PROCESS_DECODE_AHEAD", ahead)
+            patch.setattr(pipeline, "DECODE_FIRST", first)
             tuned = list(read_images(model, files, decode, size, batch_size=4, processes=2,
                                      fetch=lambda data: None if data is None else (data, None)))
         assert [(o.item, o.probabilities, o.overlays) for o in tuned] == [(o.item, o.probabilities, o.overlays)
@@ -473,9 +474,52 @@ def test_decoded_images_come_back_through_shared_memory_as_through_the_pipe(monk
         block.unlink()
 
 
-def test_a_killed_decode_process_fails_that_read_and_the_next_read_gets_a_new_pool():
+@pytest.mark.parametrize("first", [False, True])
+def test_decode_calls_go_first_only_with_decode_first_and_results_errors_and_closing_pass_through(first, monkeypatch):
+    """One process, busy for a moment: three calls wait, then a decode call (``call``). With
+    DECODE_FIRST it runs before them; without, after them (the executor's order). Each call's
+    result or error reaches its caller either way; closing cancels the calls still waiting."""
+    import threading
+
+    from imaging.ml import pipeline
+
+    monkeypatch.setattr(pipeline, "DECODE_FIRST", first)
+    pool = DecodeProcesses(1)
+    try:
+        pool.call(time.time)  # started
+        busy = pool.submit(time.sleep, 0.5)
+        later = [pool.submit(time.time) for _ in range(3)]
+        answered: list[float] = []
+        caller = threading.Thread(target=lambda: answered.append(pool.call(time.time)))
+        caller.start()
+        caller.join(30)
+        busy.result(30)
+        ran_at = [f.result(30) for f in later]
+        assert len(answered) == 1
+        assert (answered[0] < min(ran_at)) == first and (answered[0] > max(ran_at)) == (not first)
+        failing = pool.submit(int, "not a number")
+        with pytest.raises(ValueError, match="invalid literal"):
+            failing.result(30)
+        with pytest.raises(ValueError, match="invalid literal"):
+            pool.call(int, "x")
+        assert pool.call(sum, [1, 2, 3]) == 6
+        busy = pool.submit(time.sleep, 0.5)
+        waiting = [pool.submit(time.time) for _ in range(2)]
+    finally:
+        pool.close()
+    if first:  # still here, not yet with the executor: cancelled
+        assert all(f.cancelled() for f in waiting)
+    else:  # the executor's own: cancelled there (shutdown with cancel_futures)
+        assert all(f.done() for f in waiting)
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_a_killed_decode_process_fails_that_read_and_the_next_read_gets_a_new_pool(first, monkeypatch):
     import signal
 
+    from imaging.ml import pipeline
+
+    monkeypatch.setattr(pipeline, "DECODE_FIRST", first)
     model = _model()
     files = [_png(np.full((30, 30), 40 * i, np.uint8)) for i in range(5)]
 
@@ -592,9 +636,9 @@ def test_the_benches_run_without_django(tmp_path):
         bench = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1",
                      "--device", "cpu", "--data-dir", str(data), "--png-cache", str(tmp_path / "pngs"),
                      "--store", str(store), "--store-on", where, "--processes", processes, "--pack", pack,
-                     *(["--process-group", "4", "--decode-ahead", "3"] if processes == "1" else []))
+                     *(["--process-group", "4", "--decode-ahead", "3", "--decode-first"] if processes == "1" else []))
         assert bench.returncode == 0, bench.stderr
-        assert ("groups of 4+ decoded 3 batch(es) ahead" in bench.stdout) == (processes == "1")
+        assert ("groups of 4+ decoded 3 batch(es) ahead, decode calls first" in bench.stdout) == (processes == "1")
         assert f"overlays saved by the {where} {'in packs' if pack == 'on' else 'a file each'}" in bench.stdout
         assert ("the decode processes' CPU: " in bench.stdout) == (processes == "1")  # their CPU time, per image
         assert store.is_dir() and not any(p.is_file() for p in store.rglob("*"))  # removed after each pass
@@ -602,6 +646,8 @@ def test_the_benches_run_without_django(tmp_path):
     assert refused.returncode != 0 and "--pack off needs --store DIR --store-on threads" in refused.stderr
     refused = _run(runner, "bench/imaging.py", "--decode-ahead", "3")
     assert refused.returncode != 0 and "--decode-ahead must be at least 1, with --processes" in refused.stderr
+    refused = _run(runner, "bench/imaging.py", "--decode-first")
+    assert refused.returncode != 0 and "--decode-first needs --processes" in refused.stderr
     copies = _run(runner, "bench/imaging.py", "--images", "6", "--batch-size", "4", "--repeats", "1", "--device", "cpu",
                   "--data-dir", str(data), "--source", "copies", "--image-size", "64", "--input-size", "28")
     assert copies.returncode == 0, copies.stderr
@@ -614,7 +660,8 @@ def test_the_benches_run_without_django(tmp_path):
         host_store = tmp_path / "store-host"
         host = _run(runner, "bench/imaging_host.py", "--rate", rate, "--processes", "1", "--arch", "resnet18",
                     "--input-size", "28", "--images", "48", "--batch-size", "8", "--repeats", "1",
-                    "--data-dir", str(data), "--store", str(host_store), *(["--profile", "3"] if rate == "0" else []))
+                    "--data-dir", str(data), "--store", str(host_store),
+                    *(["--profile", "3"] if rate == "0" else ["--decode-first"]))
         assert host.returncode == 0, host.stderr
         assert "resnet18 at 28px, small stem" in host.stdout and "packs written by the processes" in host.stdout
         assert host_store.is_dir() and not any(p.is_file() for p in host_store.rglob("*"))  # removed after each pass
@@ -624,6 +671,7 @@ def test_the_benches_run_without_django(tmp_path):
             assert "function calls" in host.stdout and "Ordered by: internal time" in host.stdout  # --profile
         else:  # never faster than the device it waits for
             assert speed <= 400 * 1.01 and "keeps the device busy" in host.stdout
+            assert "decode calls first" in host.stdout
     store = tmp_path / "store-bench"
     packs = _run(runner, "bench/heatmap_store.py", "--processes", "1", "--overlays", "40", "--repeats", "1",
                  "--dir", str(store))
