@@ -128,6 +128,7 @@ def main() -> None:
     import torch
 
     from imaging.ml import pipeline
+    from imaging.ml.architectures import resolve_stem
     from imaging.ml.cpuwork import Span, Target
     from imaging.ml.inference import LoadedImagingModel
     from imaging.ml.pipeline import STAGES, SWITCH_INTERVAL, default_threads, read_images
@@ -254,7 +255,8 @@ def main() -> None:
     bare, full = best["bare"], best["whole"]
     n = len(pngs)
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"imaging bench: {model.architecture} at {model.input_size}px ({model.config.get('stem', 'small')} stem), "
+    print(f"imaging bench: {model.architecture} at {model.input_size}px "
+          f"({resolve_stem(model.architecture, model.config.get('stem'))} stem), "
           f"{len(model.members)} member(s), batch {bs}, "
           f"{n} images of {args.image_size}x{args.image_size} "
           f"{'PNG' if args.source == 'png' else 'as analysis copies (16-bit .npy)'}, device {device}"

@@ -205,16 +205,22 @@ def min_input_size(name: str, stem: str) -> int:
     return max(arch.min_input_size, STANDARD_STEM_MIN_INPUT) if stem == "standard" else arch.min_input_size
 
 
-def build_model(name: str, num_labels: int, *, stem: str | None = None,
-                init_weights: str | os.PathLike[str] | None = None) -> nn.Module:
-    """A fresh network with ``stem`` (default: the architecture's first, ``Architecture.stems``);
-    ``init_weights`` (default: the CDSS_IMAGING_WEIGHTS environment variable) is a local
-    state-dict file whose matching tensors initialise it."""
+def resolve_stem(name: str, stem: str | None) -> str:
+    """``stem``, checked against the architecture's (an ArchitectureError names them), or, for
+    None (a model config naming none), the architecture's first: what such a model was built with."""
     arch = architecture(name)
     stem = stem or arch.stems[0]
     if stem not in arch.stems:
         raise ArchitectureError(f"{name} has no {stem!r} stem; its stems: {', '.join(arch.stems)}")
-    model = arch.build(num_labels, stem)
+    return stem
+
+
+def build_model(name: str, num_labels: int, *, stem: str | None = None,
+                init_weights: str | os.PathLike[str] | None = None) -> nn.Module:
+    """A fresh network with ``stem`` (``resolve_stem``); ``init_weights`` (default: the
+    CDSS_IMAGING_WEIGHTS environment variable) is a local state-dict file whose matching tensors
+    initialise it."""
+    model = architecture(name).build(num_labels, resolve_stem(name, stem))
     path = init_weights if init_weights is not None else os.environ.get("CDSS_IMAGING_WEIGHTS") or None
     if path:
         load_matching(model, Path(path))

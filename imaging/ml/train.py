@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .architectures import STEMS, architecture, build_model, default_stem, min_input_size
+from .architectures import architecture, build_model, default_stem, min_input_size, resolve_stem
 from .data import Dataset, Split, load_npz, stratified_holdout
 from .metrics import auc, binary_summary, youden_threshold
 from .modelfile import FORMAT, resize_batch, save_model_file
@@ -180,9 +180,7 @@ def train(dataset: Dataset, settings: TrainSettings, *, progress: bool = False,
     dev = torch.device(device)
     arch = architecture(settings.arch)
     size = settings.input_size or arch.default_input_size
-    stem = settings.stem or default_stem(arch.name, size)
-    if stem not in arch.stems:
-        raise ValueError(f"{arch.name} has no {stem!r} stem; its stems: {', '.join(arch.stems)} (of {', '.join(STEMS)})")
+    stem = resolve_stem(arch.name, settings.stem or default_stem(arch.name, size))  # ArchitectureError: a ValueError
     smallest = min_input_size(arch.name, stem)
     if size < smallest:
         which = f"{arch.name} with the {stem} stem" if len(arch.stems) > 1 else arch.name
