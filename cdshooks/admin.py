@@ -5,6 +5,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 
+from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin
+
 from .auth import validate_jwks
 from .models import CardFeedback, IssuedCard, TrustedClient
 
@@ -30,19 +32,8 @@ class TrustedClientAdmin(admin.ModelAdmin):
     search_fields = ["name", "issuer"]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(IssuedCard)
-class IssuedCardAdmin(ReadOnlyAdmin):
+class IssuedCardAdmin(PatientAuditMixin, ReadOnlyAdmin):
     list_display = ["uuid", "service_id", "rule", "indicator", "issued_at"]
     list_filter = ["service_id", "indicator"]
     list_select_related = ["rule"]
@@ -50,6 +41,7 @@ class IssuedCardAdmin(ReadOnlyAdmin):
 
 
 @admin.register(CardFeedback)
-class CardFeedbackAdmin(ReadOnlyAdmin):
+class CardFeedbackAdmin(PatientAuditMixin, ReadOnlyAdmin):
+    patient_path = "card.patient"
     list_display = ["card", "outcome", "reason_code", "outcome_timestamp", "received_at"]
     list_filter = ["outcome"]

@@ -2,7 +2,8 @@
 
 The audit log is read-only: nobody edits history. Jobs are read-only too (workers own their
 state); an operator can retry a dead or failed job, or cancel one that has not started, through
-the same functions the command line uses.
+the same functions the command line uses. Opening a patient's job, or searching the jobs, is
+audited (``cdss.adminkit``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from .adminkit import PatientAuditMixin
 from .jobs.registry import QUEUES, all_kinds
 from .jobs.runner import job_cancel, job_retry
 from .models import AuditEvent, Job
@@ -71,7 +73,7 @@ class JobQueueFilter(admin.SimpleListFilter):
 
 
 @admin.register(Job)
-class JobAdmin(ReadOnlyAdmin):
+class JobAdmin(PatientAuditMixin, ReadOnlyAdmin):
     list_display = ("__str__", "kind", "status", "queue", "patient", "attempts", "progress", "created_at",
                     "finished_at", "error_summary")
     list_filter = ("status", JobKindFilter, JobQueueFilter, ("created_at", admin.DateFieldListFilter))

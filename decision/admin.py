@@ -10,6 +10,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 
+from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin
+
 from .engine import RuleDefinitionError, compile_rule
 from .load import fact_plan
 from .models import (
@@ -190,46 +192,28 @@ class RuleVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Recommendation)
-class RecommendationAdmin(admin.ModelAdmin):
-    """Read-only: recommendations are written by evaluation and by clinicians' actions."""
+class RecommendationAdmin(PatientAuditMixin, ReadOnlyAdmin):
+    """Read-only: recommendations are written by evaluation and by clinicians' actions. Opening one
+    or searching the list is audited."""
 
     list_display = ("rule", "status", "severity", "shadow", "first_fired_at", "last_fired_at")
     list_filter = ("status", "severity", "shadow", "rule")
     search_fields = ("patient__mrn", "rule__slug")
     raw_id_fields = ("patient", "rule", "rule_version")
     list_select_related = ("rule",)
-    show_full_result_count = False
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
 
 @admin.register(RecommendationAction)
-class RecommendationActionAdmin(admin.ModelAdmin):
+class RecommendationActionAdmin(PatientAuditMixin, ReadOnlyAdmin):
+    patient_path = "recommendation.patient"
     list_display = ("rule", "action", "reason_code", "source", "user", "at")
     list_filter = ("action", "source", "reason_code", "rule")
     raw_id_fields = ("recommendation", "rule", "rule_version", "user")
     list_select_related = ("rule", "user")
-    show_full_result_count = False
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
 
 @admin.register(Snooze)
-class SnoozeAdmin(admin.ModelAdmin):
+class SnoozeAdmin(PatientAuditMixin, admin.ModelAdmin):
     list_display = ("rule", "until", "user", "created_at")
     raw_id_fields = ("patient", "rule", "user")
     list_select_related = ("rule", "user")

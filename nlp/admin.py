@@ -11,6 +11,8 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin
+
 from .lexicon_store import term_key, term_owners
 from .models import LexiconCode, LexiconConcept, LexiconTerm, NoteExtraction, NoteFact, NoteFactFeedback
 
@@ -129,7 +131,10 @@ class NoteFactInline(admin.TabularInline):
 
 
 @admin.register(NoteExtraction)
-class NoteExtractionAdmin(admin.ModelAdmin):
+class NoteExtractionAdmin(PatientAuditMixin, ReadOnlyAdmin):
+    """Read-only (written by the extraction jobs); opening one (its facts quote the note) or searching
+    the list is audited."""
+
     list_display = ("external_id", "pipeline_version", "fact_count", "error", "created_at")
     list_filter = ("pipeline_version",)
     search_fields = ("patient__mrn", "pipeline_version")
@@ -138,20 +143,12 @@ class NoteExtractionAdmin(admin.ModelAdmin):
                        "created_at", "job")
     inlines = [NoteFactInline]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
 
 @admin.register(NoteFactFeedback)
-class NoteFactFeedbackAdmin(admin.ModelAdmin):
+class NoteFactFeedbackAdmin(PatientAuditMixin, ReadOnlyAdmin):
     """Clinicians' reports of wrong facts, to count errors per concept, kind and pipeline version.
-    Read-only; opening one (it shows the note's words) is audited."""
+    Read-only (given on the note page); opening one (it shows the note's words) or searching the list
+    is audited."""
 
     list_display = ("created_at", "problem", "concept_id", "kind", "fact_text", "pipeline_version", "created_by")
     list_filter = ("problem", "kind", "pipeline_version", ("created_at", admin.DateFieldListFilter))
@@ -172,21 +169,3 @@ class NoteFactFeedbackAdmin(admin.ModelAdmin):
         flags = [name for name in ("negated", "historical", "hypothetical", "uncertain") if getattr(fact, name)]
         who = fact.experiencer + (f" ({fact.family_relation})" if fact.family_relation else "")
         return f"{', '.join(flags) or 'affirmed'}; {who}; section {fact.section or '—'}; stage {fact.stage}"
-
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
-        from cdss.audit import audit_record
-
-        obj = super().get_object(request, object_id, from_field)
-        if obj is not None:
-            audit_record(user=request.user, action="view", target="admin:notefactfeedback", patient=obj.patient,
-                         request=request)
-        return obj
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # given on the note page
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -20,7 +20,6 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
@@ -29,8 +28,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from cdss.audit import audit_record
-from cdss.models import AuditEvent
+from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin
 
 from .fhir.parse import unit_from_bytes, unit_from_ndjson
 from .fhir.resources import LOINC, RXNORM, SNOMED
@@ -103,7 +101,7 @@ class SiteMembershipInline(admin.TabularInline):
 
 
 @admin.register(BreakGlassAccess)
-class BreakGlassAccessAdmin(admin.ModelAdmin):
+class BreakGlassAccessAdmin(ReadOnlyAdmin):
     """For review: who opened which other site's patient, when, why and until when. Read-only."""
 
     list_display = ("created_at", "user", "patient_mrn", "patient_site", "expires_at", "reason")
@@ -120,15 +118,6 @@ class BreakGlassAccessAdmin(admin.ModelAdmin):
     @admin.display(description="site")
     def patient_site(self, obj: BreakGlassAccess) -> str:
         return obj.patient.site.name
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Site)
@@ -193,25 +182,8 @@ class PractitionerAdmin(FhirBackedAdmin):
     search_fields = ("name", "=npi", "=identifier_value", "=fhir_id")
 
 
-class PatientDataAdmin(FhirBackedAdmin):
+class PatientDataAdmin(PatientAuditMixin, FhirBackedAdmin):
     """Rows that hold one patient's data: opening one, or searching the list, is audited."""
-
-    def patient_of(self, obj: Any) -> Patient:
-        return obj.patient  # type: ignore[no-any-return]
-
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
-        obj = super().get_object(request, object_id, from_field)
-        if obj is not None:
-            audit_record(user=request.user, action=AuditEvent.Action.VIEW, target=f"admin:{self.opts.model_name}",
-                         patient=self.patient_of(obj), request=request)
-        return obj
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        query = request.GET.get(SEARCH_VAR, "").strip()
-        if query and request.method == "GET":
-            audit_record(user=request.user, action=AuditEvent.Action.SEARCH,
-                         target=f"admin:{self.opts.model_name}-list", request=request, detail=query)
-        return super().changelist_view(request, extra_context)
 
 
 # ---------------------------------------------------------------------------------------------
