@@ -16,6 +16,13 @@ run() {
         --png-cache /tmp/cdss-bench-pngs "$@" 2>&1 \
         | grep -v -i warning
 }
+# first, the figure the GPU run is for: the whole path with the store (the overlays in heat map packs
+# written by the decode processes, as the job does on a local storage folder), batch 64; then the
+# same with decode calls ahead of waiting overlay calls in the processes' queue (pipeline.DECODE_FIRST,
+# off by default), so that both come back even if the run is cut short
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store
+run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
+    --decode-first
 # decoding and PNG encoding in worker processes (no GIL shared with the thread feeding the GPU);
 # CUDA graphs, the device-side resize of small uint8 images and overlays of several batches encoding
 # at once are the job's defaults on a GPU; --encode-lag 1 is the pipeline before the last of these
@@ -30,10 +37,8 @@ for rate in 0 6500; do
 done
 # the store's file system on its own: a new file per overlay against packs of 16, 15 processes
 timeout 100 "$python" bench/heatmap_store.py --processes 15 --overlays 16384 --dir /tmp/cdss-bench-store 2>&1
-# with the store: the overlays in heat map packs, written by the decode processes as the job does on
-# a local storage folder (a pack per group of 16); then by background threads (the job's way with an
-# object store: packs of 16), and a file per overlay that way (the job's way before packs)
-run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store
+# with the store at batch 128 (batch 64 ran first); further down by background threads (the job's
+# way with an object store: packs of 16), and a file per overlay that way (the job's way before packs)
 run --arch inception_v3 --input-size 299 --batch-size 128 --processes 15 --store /tmp/cdss-bench-store
 # the processes' tuning: smaller groups a call (more of the 15 decoding each batch), or decoding
 # three batches ahead instead of two
@@ -41,9 +46,6 @@ run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store 
     --process-group 8
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --decode-ahead 3
-# decode calls ahead of waiting overlay calls in the processes' queue (pipeline.DECODE_FIRST, off by default)
-run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
-    --decode-first
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --store-on threads
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
