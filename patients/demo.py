@@ -254,7 +254,7 @@ PROCEDURES = {
 # Patients 0-4 always have these problems, so that even a small demo shows the interesting cases:
 # uncontrolled diabetes, clopidogrel with a CYP2C19 poor metabolizer, metformin with falling
 # eGFR, warfarin with INR checks, asthma with a penicillin allergy. Patient 4 also comes to the
-# emergency department a few hours before ``as_of`` (see ``_PatientBuilder.add_acute_visit``).
+# emergency department a few hours before the load (see ``_PatientBuilder.add_acute_visit``).
 SHOWCASE: tuple[dict[str, Any], ...] = (
     {"conditions": {"htn", "t2dm", "hld"}, "sex": "female", "age": 64, "uncontrolled": True},
     {"conditions": {"cad", "hld", "htn", "old_mi"}, "sex": "male", "age": 67, "clopidogrel": True,
@@ -278,7 +278,17 @@ ACUTE_VITALS: tuple[tuple[str, str, float, str], ...] = (
     ("9269-2", "Glasgow coma score total", 14, "{score}"),
 )
 ACUTE_BP = (95, 58)  # systolic, diastolic mm[Hg]
-ACUTE_HOURS_BEFORE = 3  # the visit starts this long before midnight of ``as_of``
+ACUTE_HOURS_BEFORE = 3  # the visit starts this long before the load (or midnight of ``as_of``)
+
+
+def acute_visit_start(now: dt.datetime) -> dt.datetime:
+    """When the acute visit of a demo loaded at ``now`` starts: ``ACUTE_HOURS_BEFORE`` hours
+    earlier, on the quarter hour, so that its vital signs stay within the acute scores' 24 hours
+    for most of a day from the load, whatever the time of day."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    start = now.astimezone(dt.UTC) - dt.timedelta(hours=ACUTE_HOURS_BEFORE)
+    return start.replace(minute=start.minute - start.minute % 15, second=0, microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -295,10 +305,15 @@ def demo_site_for(index: int) -> DemoSite:
 
 
 def demo_bundles(*, patients: int = DEFAULT_PATIENTS, seed: int = DEFAULT_SEED,
-                 as_of: dt.date) -> list[DemoPatient]:
+                 as_of: dt.date, acute_start: dt.datetime | None = None) -> list[DemoPatient]:
     """One collection Bundle per patient. Patient ``i`` depends only on (seed, i), so a larger
-    ``patients`` adds patients and leaves the first ones as they were."""
-    return [_PatientBuilder(seed=seed, index=i, as_of=as_of).build() for i in range(patients)]
+    ``patients`` adds patients and leaves the first ones as they were. ``acute_start``: when the
+    emergency visit of the acute showcase patient starts (timezone-aware; default
+    ``ACUTE_HOURS_BEFORE`` hours before midnight of ``as_of``)."""
+    if acute_start is not None and acute_start.tzinfo is None:
+        raise ValueError("acute_start must be timezone-aware")
+    return [_PatientBuilder(seed=seed, index=i, as_of=as_of, acute_start=acute_start).build()
+            for i in range(patients)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,12 +386,13 @@ def _mdrd_egfr(creatinine: float, age: float, female: bool) -> float:
 
 
 class _PatientBuilder:
-    def __init__(self, *, seed: int, index: int, as_of: dt.date) -> None:
+    def __init__(self, *, seed: int, index: int, as_of: dt.date, acute_start: dt.datetime | None = None) -> None:
         self.seed = seed
         self.index = index
         self.rng = random.Random(f"cdss-demo/{seed}/{index}")  # noqa: S311 - made-up data, not secrets
         self.site = demo_site_for(index)
         self.today = dt.datetime(as_of.year, as_of.month, as_of.day, tzinfo=dt.UTC)
+        self.acute_start = acute_start or self.today - dt.timedelta(hours=ACUTE_HOURS_BEFORE)
         self.counter: Counter[str] = Counter()
         self.entries: list[dict[str, Any]] = []
         self.practitioners_used: set[int] = set()
@@ -824,11 +840,11 @@ class _PatientBuilder:
                 self.add_note(enc, note_at[i], results)
 
     def add_acute_visit(self) -> None:
-        """An emergency visit still in progress a few hours before ``as_of``: fever, fast breathing,
+        """An emergency visit still in progress, started at ``acute_start``: fever, fast breathing,
         low blood pressure and drowsiness (the acute scores' inputs), with amoxicillin ordered despite
         the recorded penicillin allergy. Written after the rest of the record and with fixed values
         (no draw from ``self.rng``), so everything else about the patient stays as it was."""
-        start = self.today - dt.timedelta(hours=ACUTE_HOURS_BEFORE)
+        start = self.acute_start
         enc = _Enc(index=len(self.encs), days_ago=0, start=start, end=start, kind="emergency", reason="",
                    practitioner=3 if self.site is GENERAL else 0, id=self.new_id("Encounter"))
         self.add_encounter(enc)

@@ -15,7 +15,7 @@ from django.db.models import Model
 
 from cdss.models import AuditEvent
 from patients import models as m
-from patients.demo import DEMO_SITES, _mdrd_creatinine, _mdrd_egfr, demo_bundles
+from patients.demo import DEMO_SITES, _mdrd_creatinine, _mdrd_egfr, acute_visit_start, demo_bundles
 from patients.fhir.mapping import map_unit
 from patients.fhir.parse import unit_from_document
 
@@ -76,6 +76,44 @@ def test_the_demo_covers_both_sites_and_the_showcase_cases() -> None:
              for c in r["component"] if c["code"]["coding"][0]["code"] == "48018-6"}
     assert "CYP2C19" in genes
     assert all(r["meta"]["tag"][0]["code"] == "HTEST" for r in resources)
+
+
+def _acute_visit(bundle: dict) -> tuple[dict, list[dict]]:
+    """The showcase patient's in-progress emergency encounter and its observations."""
+    resources = [e["resource"] for e in bundle["entry"]]
+    [enc] = [r for r in resources if r["resourceType"] == "Encounter" and r.get("status") == "in-progress"]
+    return enc, [r for r in resources
+                 if r["resourceType"] == "Observation" and r["encounter"]["reference"].endswith(enc["id"])]
+
+
+def test_the_acute_visit_starts_when_asked_and_nothing_else_moves() -> None:
+    default = demo_bundles(patients=6, seed=2, as_of=AS_OF)
+    start = dt.datetime(2025, 6, 1, 14, 45, tzinfo=dt.UTC)
+    moved = demo_bundles(patients=6, seed=2, as_of=AS_OF, acute_start=start)
+    enc, observations = _acute_visit(default[4].bundle)
+    assert enc["period"]["start"].startswith("2025-05-31T21:00:00")  # 3 hours before midnight of as_of
+    enc, observations = _acute_visit(moved[4].bundle)
+    assert enc["period"]["start"].startswith("2025-06-01T14:45:00")
+    assert {o["effectiveDateTime"][:19] for o in observations} == {"2025-06-01T14:55:00"}
+    assert len(observations) == 7  # blood pressure and the six bedside observations
+    assert [p.bundle for i, p in enumerate(moved) if i != 4] == [p.bundle for i, p in enumerate(default) if i != 4]
+    with pytest.raises(ValueError, match="timezone-aware"):
+        demo_bundles(patients=1, as_of=AS_OF, acute_start=dt.datetime(2025, 6, 1, 14, 45))
+
+
+@pytest.mark.parametrize(("now", "start"), [
+    (dt.datetime(2025, 6, 1, 22, 7, 31, tzinfo=dt.UTC), dt.datetime(2025, 6, 1, 19, 0, tzinfo=dt.UTC)),
+    (dt.datetime(2025, 6, 1, 1, 59, tzinfo=dt.UTC), dt.datetime(2025, 5, 31, 22, 45, tzinfo=dt.UTC)),
+    (dt.datetime(2025, 6, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+     dt.datetime(2025, 6, 1, 7, 30, tzinfo=dt.UTC)),
+])
+def test_the_acute_visit_of_a_load_starts_three_hours_earlier_on_the_quarter_hour(now, start) -> None:
+    assert acute_visit_start(now) == start
+
+
+def test_the_acute_visit_start_needs_an_aware_time() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        acute_visit_start(dt.datetime(2025, 6, 1, 12, 0))
 
 
 @pytest.mark.parametrize(
@@ -190,3 +228,22 @@ def test_demo_data_refuses_to_run_without_debug(settings) -> None:
     with pytest.raises(CommandError, match="DJANGO_DEBUG"):
         _run("--patients=1")
     assert not User.objects.filter(username="admin").exists()
+
+
+@pytest.mark.django_db
+def test_loaded_for_today_the_acute_visit_is_hours_old_whatever_the_hour_and_scores(debug) -> None:
+    """Without --as-of the emergency visit starts three hours before the load, so its vital signs
+    are fresh for the acute scores (24 hours) for most of a day, not only until 21:00 UTC."""
+    from risk.models import RiskAssessment
+    from risk.services import risk_compute_for_patients
+
+    before = dt.datetime.now(dt.UTC)
+    call_command("demo_data", "--no-progress", "--patients=5", stdout=io.StringIO(), stderr=io.StringIO())
+    visit = m.Encounter.objects.get(status="in-progress")
+    assert visit.period_start is not None
+    assert acute_visit_start(before) <= visit.period_start <= acute_visit_start(dt.datetime.now(dt.UTC))
+    later = visit.period_start + dt.timedelta(hours=23)  # still within the 24 hours
+    risk_compute_for_patients([visit.patient_id], as_of=later)
+    scores = dict(RiskAssessment.objects.filter(patient=visit.patient, calculator__in=("qsofa", "news2"))
+                  .values_list("calculator", "value"))
+    assert scores == {"qsofa": 3, "news2": 14}

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from tqdm import tqdm
 
-from patients.demo import DEFAULT_PATIENTS, DEFAULT_SEED, DEMO_SITES, demo_bundles
+from patients.demo import DEFAULT_PATIENTS, DEFAULT_SEED, DEMO_SITES, acute_visit_start, demo_bundles
 from patients.fhir.importer import UnitResult
 from patients.fhir.parse import unit_from_document
 from patients.models import Site, SiteMembership
@@ -94,9 +94,14 @@ class Command(BaseCommand):
                                "DJANGO_DEBUG on.")
         if options["patients"] < 0:
             raise CommandError("--patients must be 0 or more.")
-        as_of = options["as_of"] or dt.datetime.now(dt.UTC).date()
+        now = dt.datetime.now(dt.UTC)
+        as_of = options["as_of"] or now.date()
+        # Loaded for today, the acute visit starts a few hours before now (not before midnight), so
+        # its sepsis screen shows for most of a day whatever the hour of the load.
+        acute_start = None if options["as_of"] else acute_visit_start(now)
         sites = demo_sites_and_users_ensure()
-        patients = demo_bundles(patients=options["patients"], seed=options["seed"], as_of=as_of)
+        patients = demo_bundles(patients=options["patients"], seed=options["seed"], as_of=as_of,
+                                acute_start=acute_start)
         bar = tqdm(total=len(patients), unit="patient", disable=options["no_progress"], file=self.stderr._out)
 
         def progress(result: UnitResult) -> None:
