@@ -66,7 +66,21 @@ for fhir_id in Patient.objects.values_list("fhir_id", flat=True):
     hooks.append(answer.status_code)
     cards += len(answer.json().get("cards", [])) if answer.status_code == 200 else 0
 
+# The demo's chest radiograph (demo_imaging): its patient's imaging panel and viewer.
+from imaging.models import ImagingInstance
+viewer = []
+for instance in ImagingInstance.objects.select_related("patient"):
+    client = Client(HTTP_HOST="127.0.0.1")
+    assert client.login(username="demo", password="demo-clinician")
+    pid = instance.patient.external_id
+    panel = client.get(f"/patients/{pid}/imaging/")
+    page = client.get(f"/patients/{pid}/imaging/{instance.external_id}/")
+    preview = client.get(f"/patients/{pid}/imaging/{instance.external_id}/preview.png")
+    viewer.append([instance.modality, panel.status_code, page.status_code, preview.status_code,
+                   preview["Content-Type"], str(instance.external_id) in panel.content.decode()])
+
 print(json.dumps({
+    "viewer": viewer,
     "hooks": sorted(set(hooks)), "cards": cards,
     "jobs": sorted({(kind, status, error[:200]) for kind, status, error in Job.objects.values_list("kind", "status", "error")}),
     "recommendations": Recommendation.objects.count(),
@@ -90,6 +104,7 @@ def test_the_embedded_default_imports_scores_recommends_and_serves_the_patient_p
     manage("migrate", "--noinput", "-v0", env=env)
     manage("load_starter_rules", "--if-no-rules", env=env)  # as ./run demo does
     manage("demo_data", "--patients", "8", env=env)
+    manage("demo_imaging", env=env)
 
     probe = json.loads(manage("shell", env=env, stdin=PROBE).stdout.strip().splitlines()[-1])
     kinds = {kind for kind, _, _ in probe["jobs"]}
@@ -99,6 +114,7 @@ def test_the_embedded_default_imports_scores_recommends_and_serves_the_patient_p
     assert probe["catalog_rules"] >= 1
     assert probe["errors"] == [] and probe["codes"] == [200] and probe["fetches"] == 72, probe
     assert probe["hooks"] == [200] and probe["cards"] >= 1, probe  # CDS Hooks answers from the stored record
+    assert probe["viewer"] == [["CR", 200, 200, 200, "image/png", True]], probe["viewer"]  # the demo radiograph
 
     fired = manage("evaluate_rules", "--patients", "all", "--json", "--dry-run", env=env).stdout.splitlines()
     rules = [json.loads(line)["rule"] for line in fired if line.startswith("{")]
