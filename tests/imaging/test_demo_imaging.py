@@ -41,12 +41,12 @@ def test_the_acute_patient_gets_a_chest_radiograph_once(demo: m.Patient) -> None
     assert (instance.modality, instance.body_part, instance.view_position) == ("CR", "CHEST", "PA")
     study = ImagingStudy.objects.get(patient=demo)
     assert study.study_date == dt.date(2025, 5, 31)  # the acute visit: 21:00 UTC the day before as_of, +40 min
-    with default_storage.open(instance.file.name, "rb") as fh:
+    with default_storage.open(str(instance.file.name), "rb") as fh:
         ds = pydicom.dcmread(fh)
     assert ds.PatientID == demo.mrn and str(ds.PatientName) == f"{demo.family_name}^{demo.given_names}"
-    assert ds.PatientBirthDate == demo.birth_date.strftime("%Y%m%d")
+    assert demo.birth_date is not None and ds.PatientBirthDate == demo.birth_date.strftime("%Y%m%d")
     assert ds.file_meta.TransferSyntaxUID.is_compressed  # JPEG 2000, decoded for the preview
-    assert instance.preview and default_storage.exists(instance.preview.name)
+    assert instance.preview and default_storage.exists(str(instance.preview.name))
     assert AuditEvent.objects.filter(patient=demo, action="create", target="imaging-demo").count() == 1
     # again: nothing new
     assert "already stored" in _run("demo_imaging")
