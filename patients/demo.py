@@ -278,6 +278,7 @@ ACUTE_VITALS: tuple[tuple[str, str, float, str], ...] = (
     ("9269-2", "Glasgow coma score total", 14, "{score}"),
 )
 ACUTE_BP = (95, 58)  # systolic, diastolic mm[Hg]
+ACUTE_INDEX = next(i for i, case in enumerate(SHOWCASE) if case.get("acute_visit"))  # the patient with it
 ACUTE_HOURS_BEFORE = 3  # the visit starts this long before the load (or midnight of ``as_of``)
 
 
@@ -302,6 +303,11 @@ class DemoPatient:
 def demo_site_for(index: int) -> DemoSite:
     """Two patients in five go to the cardiology clinic, the rest to the general hospital."""
     return CARDIOLOGY if index % 5 in (1, 3) else GENERAL
+
+
+def demo_mrn(seed: int, index: int) -> str:
+    """Patient ``index``'s MRN for ``seed``: its site's prefix and seven digits of (seed, index)."""
+    return f"{demo_site_for(index).mrn_prefix}{uuid.uuid5(_NAMESPACE, f'{seed}/{index}/mrn').int % 10**7:07d}"
 
 
 def demo_bundles(*, patients: int = DEFAULT_PATIENTS, seed: int = DEFAULT_SEED,
@@ -431,7 +437,7 @@ class _PatientBuilder:
         cardiology = self.site is CARDIOLOGY
         self.age = show.get("age") or (rng.randint(50, 89) if cardiology else rng.randint(24, 88))
         birth = self.today.date() - dt.timedelta(days=int(self.age * 365.25) + rng.randint(0, 360))
-        self.mrn = f"{self.site.mrn_prefix}{uuid.uuid5(_NAMESPACE, f'{self.seed}/{self.index}/mrn').int % 10**7:07d}"
+        self.mrn = demo_mrn(self.seed, self.index)
         self.conditions = set(show["conditions"]) if show else self.pick_conditions(cardiology)
         self.allergies: set[str] = set(show.get("allergies", ())) if show else {
             k for k, p in (("penicillin", 0.18), ("sulfonamide", 0.1), ("peanut", 0.06), ("shellfish", 0.06),

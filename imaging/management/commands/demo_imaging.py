@@ -20,17 +20,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from imaging.services import ImagingUploadError, UploadFile, imaging_upload
-from patients.demo import DEFAULT_SEED, DEMO_SITES, SHOWCASE, demo_bundles
+from patients.demo import ACUTE_INDEX, DEFAULT_SEED, DEMO_SITES, demo_mrn
 from patients.models import Encounter, Patient
 
 RADIOGRAPH = "RG1_J2KR.dcm"  # pydicom-data: CR, CHEST, PA, MONOCHROME1, JPEG 2000 lossless
 
 
 def acute_patient_mrn(seed: int) -> str:
-    """The MRN of the demo patient with the acute visit, for ``seed`` (the MRN depends on the seed
-    and the patient's index only)."""
-    index = next(i for i, case in enumerate(SHOWCASE) if case.get("acute_visit"))
-    return demo_bundles(patients=index + 1, seed=seed, as_of=dt.date(2000, 1, 1))[index].mrn
+    """The MRN of the demo patient with the acute visit, for ``seed``."""
+    return demo_mrn(seed, ACUTE_INDEX)
 
 
 def radiograph_for(patient: Patient, taken: dt.datetime) -> bytes:
