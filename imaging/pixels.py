@@ -58,6 +58,9 @@ class Rendering:
     rgb: np.ndarray | None  # float32, H x W x 3, [0, 1], colour images only (for the preview)
     frame_index: int
     preset: Preset | None
+    # A grey DICOM frame's range of values after the Modality LUT or rescale (e.g. HU on CT): what a
+    # window's centre and width are given in. None for colour images and PNG/JPEG files.
+    value_range: tuple[float, float] | None = None
 
     @property
     def height(self) -> int:
@@ -91,8 +94,10 @@ def sniff(data: bytes) -> str:
     return ""
 
 
-def load_image(data: bytes, *, frame: int | None = None, preset: int | None = None) -> LoadedImage:
-    """Read and render a DICOM, PNG or JPEG file; ``ImageFileError`` says why one cannot be."""
+def load_image(data: bytes, *, frame: int | None = None, preset: int | None = None,
+               window: Preset | None = None) -> LoadedImage:
+    """Read and render a DICOM, PNG or JPEG file; ``ImageFileError`` says why one cannot be.
+    ``window`` (a grey DICOM image only) renders with that window instead of a preset of the file."""
     if not data:
         raise ImageFileError("not-image", "the file is empty")
     digest = sha256_of(data)
@@ -104,7 +109,7 @@ def load_image(data: bytes, *, frame: int | None = None, preset: int | None = No
 
     ds = read_dicom(data)
     meta = dicom_meta(ds, digest=digest)
-    rendering = render_dicom(ds, meta, frame=frame, preset=preset)
+    rendering = render_dicom(ds, meta, frame=frame, preset=preset, window=window)
     return LoadedImage(meta=meta, rendering=rendering, sha256=digest, dataset=ds)
 
 
@@ -131,7 +136,20 @@ def model_image(data: bytes, *, frame: int | None = None) -> np.ndarray:
 # --- DICOM --------------------------------------------------------------------------------------
 
 
-def render_dicom(ds: Dataset, meta: ImageMeta, *, frame: int | None = None, preset: int | None = None) -> Rendering:
+def custom_window(center: float, width: float) -> Preset:
+    """A window the user chose (centre and width in the image's values after the Modality LUT or
+    rescale), checked as the standard checks a file's: LINEAR needs a width of at least 1 (PS3.3
+    C.11.2.1.2.1)."""
+    if not (np.isfinite(center) and np.isfinite(width)):
+        raise ValueError("the window's centre and width must be finite numbers")
+    if width < 1:
+        raise ValueError("the window's width must be at least 1")
+    return Preset(name=f"W {width:g} L {center:g}", kind="window", center=float(center), width=float(width),
+                  source="custom")
+
+
+def render_dicom(ds: Dataset, meta: ImageMeta, *, frame: int | None = None, preset: int | None = None,
+                 window: Preset | None = None) -> Rendering:
     from .dicom import decode_frame, frame_view, window_presets
 
     index = meta.frames // 2 if frame is None else frame
@@ -147,11 +165,13 @@ def render_dicom(ds: Dataset, meta: ImageMeta, *, frame: int | None = None, pres
             presets = meta.presets if frame is None or frame == meta.frames // 2 else []
             if not presets and (meta.presets or frame is not None):
                 presets = window_presets(view, modality=meta.modality)
-            chosen = _choose(presets, preset)
-            gray = _grayscale(raw, view, chosen)
+            chosen = window if window is not None else _choose(presets, preset)
+            gray, value_range = _grayscale(raw, view, chosen)
             if photometric == "MONOCHROME1":
                 gray = 1.0 - gray
-            return Rendering(image=_finite(gray), rgb=None, frame_index=index, preset=chosen)
+            return Rendering(image=_finite(gray), rgb=None, frame_index=index, preset=chosen, value_range=value_range)
+        if window is not None:
+            raise ImageFileError("unsupported", f"a {photometric or 'colour'} image has no window to set")
         rgb = _colour(raw, ds, meta)
     gray = (rgb @ LUMA).astype(np.float32)
     return Rendering(image=_finite(gray), rgb=rgb, frame_index=index, preset=None)
@@ -174,8 +194,9 @@ def _choose(presets: list[Preset], preset: int | None) -> Preset | None:
     return presets[preset]
 
 
-def _grayscale(raw: np.ndarray, view: Dataset, preset: Preset | None) -> np.ndarray:
-    """Modality LUT, then the preset's VOI step, scaled to [0, 1] by that step's output range."""
+def _grayscale(raw: np.ndarray, view: Dataset, preset: Preset | None) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Modality LUT, then the preset's VOI step, scaled to [0, 1] by that step's output range; and
+    the range of the values after the Modality LUT (None where no value is finite)."""
     from pydicom.dataset import Dataset as DicomDataset
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -184,8 +205,10 @@ def _grayscale(raw: np.ndarray, view: Dataset, preset: Preset | None) -> np.ndar
     except Exception as exc:  # noqa: BLE001 - a malformed Modality LUT module
         raise ImageFileError("corrupt", f"the Modality LUT or rescale of the image is invalid "
                                         f"({type(exc).__name__})") from None
+    finite = values[np.isfinite(values)]
+    value_range = (float(finite.min()), float(finite.max())) if finite.size else None
     if preset is None:
-        return _stretch(values)
+        return _stretch(values), value_range
     try:
         if preset.kind == "lut":
             out = apply_voi_lut(values.astype(np.int64), view, index=preset.index, prefer_lut=True)
@@ -206,8 +229,8 @@ def _grayscale(raw: np.ndarray, view: Dataset, preset: Preset | None) -> np.ndar
         raise
     except Exception as exc:  # noqa: BLE001 - a malformed VOI LUT module: show the full range instead
         del exc
-        return _stretch(values)
-    return np.clip((np.asarray(out, dtype=np.float64) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+        return _stretch(values), value_range
+    return np.clip((np.asarray(out, dtype=np.float64) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0), value_range
 
 
 def _window_output_range(window: Dataset) -> tuple[float, float]:
@@ -353,8 +376,10 @@ def png_bytes(image: Image.Image, *, max_side: int) -> bytes:
     return out.getvalue()
 
 
-def preview_png(rendering: Rendering) -> bytes:
-    return png_bytes(to_pil(rendering), max_side=PREVIEW_MAX_SIDE)
+def preview_png(rendering: Rendering, *, full: bool = False) -> bytes:
+    """The preview (at most ``PREVIEW_MAX_SIDE`` a side), or with ``full`` every pixel of the frame
+    (for a viewer zoomed in past the preview's own pixels)."""
+    return png_bytes(to_pil(rendering), max_side=max(rendering.width, rendering.height) if full else PREVIEW_MAX_SIDE)
 
 
 def thumbnail_png(rendering: Rendering) -> bytes:

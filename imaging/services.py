@@ -100,6 +100,8 @@ class PreparedImage:
     # the image the models read, where it reads faster than the file (``analysis_copy``) and a model
     # reads it (``model_names_for``: a CT series' copies would double its storage for nothing)
     analysis: bytes | None
+    # a grey DICOM frame's values after the Modality LUT (the viewer's window control reads them)
+    value_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -192,6 +194,15 @@ def _zip_members(upload: UploadFile) -> Iterator[tuple[UploadFile, str]]:
         yield UploadFile(name, data), ""
 
 
+def _technical(meta: ImageMeta, value_range: tuple[float, float] | None) -> dict[str, Any]:
+    """The instance's technical JSON: the header's fields, and for a grey DICOM image the range of
+    its shown frame's values after the Modality LUT (``value_range``: [lowest, highest], e.g. HU)."""
+    technical = meta.technical()
+    if value_range is not None:
+        technical["value_range"] = [value_range[0], value_range[1]]
+    return technical
+
+
 def image_prepare(upload: UploadFile) -> PreparedImage:
     """Read, render and encode one file (pure work: no database, no storage)."""
     loaded = load_image(upload.data)
@@ -203,6 +214,7 @@ def image_prepare(upload: UploadFile) -> PreparedImage:
         name=upload.name, data=upload.data, meta=meta, sha256=loaded.sha256,
         frame_index=rendering.frame_index, preview=preview_png(rendering), thumbnail=thumbnail_png(rendering),
         preview_size=preview_size(rendering), analysis=analysis_copy(loaded) if analysed else None,
+        value_range=rendering.value_range,
     )
 
 
@@ -343,7 +355,7 @@ def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, writ
             body_part=meta.body_part or one.body_part, view_position=meta.view_position, laterality=meta.laterality,
             content_date=meta.content_date, photometric=meta.photometric, rows=meta.rows, columns=meta.columns,
             frames=meta.frames, frame_index=image.frame_index, transfer_syntax=meta.transfer_syntax,
-            presets=[p.as_dict() for p in meta.presets], technical=meta.technical(),
+            presets=[p.as_dict() for p in meta.presets], technical=_technical(meta, image.value_range),
             header_patient_id_present=bool(meta.patient_id), preview_width=image.preview_size[0],
             preview_height=image.preview_size[1], sha256=image.sha256, size_bytes=len(image.data),
             created_by=_user(user),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.files.storage import default_storage
@@ -31,9 +32,10 @@ from patients.selectors import patient_get_for_user
 
 from .api import may_upload
 from .dicom import ImageFileError
+from .imagefile import MONOCHROME, Preset
 from .ml.data import model_names_for
 from .models import FindingFeedback, ImagingFinding, ImagingInstance
-from .pixels import load_image, preview_png
+from .pixels import custom_window, load_image, preview_png
 from .selectors import (
     active_imaging_models,
     heatmap_png,
@@ -145,6 +147,10 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
         "study": instance.series.study,
         "series": instance.series,
         "presets": instance.presets,
+        # each preset's window for the window inputs (None for a VOI LUT of the file)
+        "preset_windows": [[p.get("center"), p.get("width")] if p.get("kind") == "window" else None
+                           for p in instance.presets],
+        "value_range": _value_range(instance),
         "groups": groups,
         "heatmaps": heatmaps,
         "first_heatmap": heatmaps[0] if heatmaps else None,
@@ -152,6 +158,17 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
             instance, active_imaging_models(), imaging_jobs_pending(patient=patient)),
     }
     return render(request, "imaging/viewer.html", context)
+
+
+def _value_range(instance: ImagingInstance) -> tuple[float, float] | None:
+    """The range of a grey DICOM image's values after the Modality LUT, recorded at upload (None
+    for colour and PNG/JPEG images, and for images stored before it was recorded: no window input)."""
+    if instance.format != ImagingInstance.Format.DICOM or instance.photometric not in MONOCHROME:
+        return None
+    value = (instance.technical or {}).get("value_range")
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+        return None
+    return (float(value[0]), float(value[1]))
 
 
 def _png(data: bytes) -> HttpResponse:
@@ -173,28 +190,88 @@ def imaging_thumbnail(request: HttpRequest, external_id: uuid.UUID, instance_id:
     return _png(_stored(str(instance.thumbnail.name)))
 
 
+@dataclass(frozen=True)
+class Render:
+    """What a preview request asks for: a frame, a preset of the file or a window of the user's
+    own, and the preview's size or every pixel."""
+
+    frame: int
+    preset: int  # index into the frame's presets (0: the default)
+    window: Preset | None  # a window the user set, instead of a preset
+    full: bool
+
+    def detail(self) -> str:
+        shown = f"window W {self.window.width:g} L {self.window.center:g}" if self.window else f"preset {self.preset}"
+        return f"frame {self.frame} {shown}" + (" full size" if self.full else "")
+
+
+class RenderRequestError(ValueError):
+    pass
+
+
+def _number(raw: str, name: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise RenderRequestError(f"The window {name} must be a number.") from None
+
+
+def render_request(params: Any, instance: ImagingInstance) -> Render:
+    """``?frame=N`` (0-based), ``?preset=N`` or ``?center=C&width=W`` (in the image's values after
+    the Modality LUT, e.g. HU), ``?size=full``; ``RenderRequestError`` names a wrong one."""
+    raw_frame = params.get("frame", "")
+    if raw_frame == "":
+        frame = instance.frame_index
+    elif raw_frame.isdigit() and int(raw_frame) < instance.frames:
+        frame = int(raw_frame)
+    else:
+        raise RenderRequestError(f"No such frame: the image has {instance.frames} (0 to {instance.frames - 1}).")
+    raw_preset = params.get("preset", "")
+    if raw_preset and (not raw_preset.isdigit() or int(raw_preset) >= max(len(instance.presets), 1)):
+        raise RenderRequestError("No such window preset.")
+    center, width = params.get("center", ""), params.get("width", "")
+    window = None
+    if center or width:
+        if not (center and width):
+            raise RenderRequestError("A window needs both its center and its width.")
+        if raw_preset:
+            raise RenderRequestError("Ask for a window preset or a window, not both.")
+        if instance.format != ImagingInstance.Format.DICOM or instance.photometric not in MONOCHROME:
+            raise RenderRequestError("This image has no window to set: it is not a grey-scale DICOM image.")
+        try:
+            window = custom_window(_number(center, "center"), _number(width, "width"))
+        except ValueError as exc:
+            raise RenderRequestError(f"The window is not valid: {exc}.") from None
+    size = params.get("size", "")
+    if size not in ("", "preview", "full"):
+        raise RenderRequestError("The size must be preview or full.")
+    return Render(frame=frame, preset=int(raw_preset or 0), window=window, full=size == "full")
+
+
 @require_GET
 @transaction.atomic
 def imaging_preview(request: HttpRequest, external_id: uuid.UUID, instance_id: uuid.UUID) -> HttpResponse:
-    """The preview PNG; ``?preset=N`` renders window preset N from the stored file."""
+    """The preview PNG as stored at upload; or, rendered from the stored file, another frame
+    (``?frame=N``), window preset (``?preset=N``) or window (``?center=C&width=W``), at the
+    preview's size or with every pixel (``?size=full``)."""
     patient = patient_get_for_user(request.user, external_id)
     instance = imaging_instance_get(patient=patient, external_id=instance_id)
-    raw = request.GET.get("preset", "")
-    if raw in ("", "0"):
+    try:
+        wanted = render_request(request.GET, instance)
+    except RenderRequestError as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    if wanted == Render(frame=instance.frame_index, preset=0, window=None, full=False):
         data = _stored(str(instance.preview.name))
-        preset = 0
     else:
-        if not raw.isdigit() or int(raw) >= len(instance.presets):
-            return HttpResponseBadRequest("No such window preset.", content_type="text/plain; charset=utf-8")
-        preset = int(raw)
         try:
-            loaded = load_image(_stored(str(instance.file.name)), frame=instance.frame_index, preset=preset)
+            loaded = load_image(_stored(str(instance.file.name)), frame=wanted.frame,
+                                preset=wanted.preset or None, window=wanted.window)
         except ImageFileError as exc:
             return HttpResponse(f"The image could not be rendered: {exc.message}", status=422,
                                 content_type="text/plain; charset=utf-8")
-        data = preview_png(loaded.rendering)
+        data = preview_png(loaded.rendering, full=wanted.full)
     audit_record(user=request.user, action="view", target="imaging-image", patient=patient, request=request,
-                 detail=f"instance {instance.external_id} preset {preset}")
+                 detail=f"instance {instance.external_id} {wanted.detail()}")
     return _png(data)
 
 

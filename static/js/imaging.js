@@ -1,29 +1,276 @@
-/* The image viewer (templates/imaging/viewer.html): window presets, heat map overlay toggle,
- * opacity and choice. Presets are rendered by the server (imaging.views.imaging_preview), so a
- * change of preset swaps the image's address; no pixel or patient data is handled here. */
+/* The image viewer (templates/imaging/viewer.html): window presets and a window of the user's own
+ * (level and width, typed or set by Shift + drag), frames of a multi-frame image, zoom and pan, and
+ * the heat map overlay's toggle, opacity and choice.
+ *
+ * Every rendering is made on the server (imaging.views.imaging_preview: ?frame=, ?preset= or
+ * ?center=&width=, ?size=full), so the file's full bit depth stays there and the browser only swaps
+ * images; one rendering is asked for at a time, and while it loads only the latest wanted one
+ * waits. No pixel or patient data is handled here. Zoom and pan move the image and its overlay
+ * together (one CSS transform); zoomed in past the preview's own pixels, the image is asked for
+ * with every pixel of the frame. */
 (function () {
   "use strict";
+
+  var MAX_ZOOM = 16;
+  var ZOOM_STEP = 1.25;
 
   function init() {
     var viewer = document.getElementById("imaging-viewer");
     if (!viewer || viewer.dataset.ready) { return; }
     viewer.dataset.ready = "1";
-    var image = document.getElementById("imaging-image");
-    var overlay = document.getElementById("imaging-overlay");
-    var preset = document.getElementById("imaging-preset");
-    var toggle = document.getElementById("imaging-overlay-toggle");
-    var choice = document.getElementById("imaging-overlay-choice");
-    var opacity = document.getElementById("imaging-opacity");
-    var shown = document.getElementById("imaging-opacity-value");
+    var byId = function (id) { return document.getElementById(id); };
+    var image = byId("imaging-image");
+    var overlay = byId("imaging-overlay");
+    var stage = byId("imaging-stage");
+    var canvas = byId("imaging-canvas");
+    var preset = byId("imaging-preset");
+    var centerInput = byId("imaging-window-center");
+    var widthInput = byId("imaging-window-width");
+    var toggle = byId("imaging-overlay-toggle");
+    var choice = byId("imaging-overlay-choice");
+    var opacity = byId("imaging-opacity");
+    var shownOpacity = byId("imaging-opacity-value");
+    var frameInput = byId("imaging-frame");
+    var frameShown = byId("imaging-frame-value");
+    var frameNote = byId("imaging-overlay-frame-note");
+    var zoomShown = byId("imaging-zoom-value");
+    var problem = byId("imaging-render-problem");
+    var windowsNode = byId("imaging-preset-windows");
+    var presetWindows = windowsNode ? JSON.parse(windowsNode.textContent) : [];
 
-    if (preset && image) {
+    var frames = Number(viewer.dataset.frames) || 1;
+    var analysedFrame = Number(viewer.dataset.analysedFrame) || 0;
+    var previewWidth = Number(viewer.dataset.previewWidth) || 1;
+    var columns = Number(viewer.dataset.columns) || previewWidth;
+    var hasRange = viewer.dataset.valueMin !== undefined && viewer.dataset.valueMax !== undefined;
+    var valueMin = Number(viewer.dataset.valueMin);
+    var valueMax = Number(viewer.dataset.valueMax);
+    var valueSpan = hasRange ? Math.max(valueMax - valueMin, 1) : 1;
+
+    // what is wanted: a frame, a preset or a window, the preview's size or every pixel
+    var state = { frame: analysedFrame, preset: 0, center: null, width: null, full: false };
+    var view = { scale: 1, x: 0, y: 0 };
+
+    function url() {
+      var params = new URLSearchParams();
+      if (state.frame !== analysedFrame) { params.set("frame", String(state.frame)); }
+      if (state.center !== null) {
+        params.set("center", String(state.center));
+        params.set("width", String(state.width));
+      } else if (state.preset !== 0) {
+        params.set("preset", String(state.preset));
+      }
+      if (state.full) { params.set("size", "full"); }
+      var query = params.toString();
+      return viewer.dataset.previewUrl + (query ? "?" + query : "");
+    }
+
+    // one rendering in flight; the latest wanted one waits for it
+    var loading = false;
+    var waiting = null;
+    function show() {
+      var next = url();
+      if (loading) { waiting = next; return; }
+      if (image.getAttribute("src") === next) { return; }
+      loading = true;
+      image.src = next;
+    }
+    function settled() {
+      loading = false;
+      if (waiting !== null) {
+        var next = waiting;
+        waiting = null;
+        if (image.getAttribute("src") !== next) { loading = true; image.src = next; }
+      }
+    }
+    image.addEventListener("load", function () {
+      if (problem) { problem.hidden = true; }
+      settled();
+    });
+    image.addEventListener("error", function () {
+      var failed = image.getAttribute("src");
+      settled();
+      if (!problem || !failed) { return; }
+      // the server's answer names the problem (a refused window, a frame that cannot be decoded)
+      fetch(failed, { credentials: "same-origin" }).then(function (response) {
+        return response.ok ? "" : response.text();
+      }).then(function (text) {
+        if (text && image.getAttribute("src") === failed) {
+          problem.textContent = text;
+          problem.hidden = false;
+        }
+      }).catch(function () { /* the image's own error stays */ });
+    });
+
+    // --- window ---------------------------------------------------------------------------------
+    function number(value) { return Number(value.toPrecision(6)); }
+    function fillWindow(center, width) {
+      if (!centerInput || !widthInput) { return; }
+      centerInput.value = String(number(center));
+      widthInput.value = String(number(width));
+    }
+    // the window shown: the user's, the preset's, or for a VOI LUT or the frame's full range, the range
+    function currentWindow() {
+      if (state.center !== null) { return [state.center, state.width]; }
+      var w = presetWindows[state.preset];
+      if (w && w[0] !== null && w[1] !== null) { return w; }
+      return hasRange ? [(valueMin + valueMax) / 2, valueSpan] : null;
+    }
+    function fillFromPreset() {
+      var w = currentWindow();
+      if (w) { fillWindow(w[0], w[1]); }
+    }
+    function setWindow(center, width) {
+      if (!isFinite(center) || !isFinite(width)) { return; }
+      state.center = number(center);
+      state.width = number(Math.max(width, 1));
+      fillWindow(state.center, state.width);
+      if (preset) { preset.value = "custom"; }
+      show();
+    }
+    if (preset) {
       preset.addEventListener("change", function () {
-        var url = viewer.dataset.previewUrl;
-        image.src = preset.value === "0" ? url : url + "?preset=" + encodeURIComponent(preset.value);
+        if (preset.value === "custom") { return; }
+        state.preset = Number(preset.value);
+        state.center = state.width = null;
+        fillFromPreset();
+        show();
       });
     }
+    fillFromPreset();
+    function typedWindow() {
+      var center = Number(centerInput.value);
+      var width = Number(widthInput.value);
+      if (centerInput.value === "" || widthInput.value === "" || !isFinite(center) || !isFinite(width) || width < 1) {
+        if (problem) {
+          problem.textContent = "The window needs a level and a width of at least 1.";
+          problem.hidden = false;
+        }
+        return;
+      }
+      setWindow(center, width);
+    }
+    if (centerInput && widthInput) {
+      centerInput.addEventListener("change", typedWindow);
+      widthInput.addEventListener("change", typedWindow);
+    }
+
+    // --- frames ---------------------------------------------------------------------------------
+    function setFrame(index) {
+      index = Math.max(0, Math.min(frames - 1, index));
+      if (index === state.frame) { return; }
+      state.frame = index;
+      if (frameInput) { frameInput.value = String(index + 1); }
+      if (frameShown) { frameShown.textContent = "frame " + (index + 1) + " of " + frames; }
+      var other = index !== analysedFrame;
+      if (frameNote) { frameNote.hidden = !other; }
+      if (overlay) { overlay.hidden = other || (toggle ? !toggle.checked : false); }
+      show();
+    }
+    if (frameInput) {
+      frameInput.addEventListener("input", function () { setFrame(Number(frameInput.value) - 1); });
+    }
+    var prev = byId("imaging-frame-prev");
+    var next = byId("imaging-frame-next");
+    if (prev) { prev.addEventListener("click", function () { setFrame(state.frame - 1); }); }
+    if (next) { next.addEventListener("click", function () { setFrame(state.frame + 1); }); }
+
+    // --- zoom and pan ---------------------------------------------------------------------------
+    function clamp() {
+      var w = stage.clientWidth;
+      var h = stage.clientHeight;
+      view.x = Math.min(0, Math.max(w * (1 - view.scale), view.x));
+      view.y = Math.min(0, Math.max(h * (1 - view.scale), view.y));
+    }
+    function apply() {
+      clamp();
+      canvas.style.transform = view.scale === 1 ? "" :
+        "translate(" + view.x + "px, " + view.y + "px) scale(" + view.scale + ")";
+      stage.classList.toggle("is-zoomed", view.scale > 1);
+      if (zoomShown) { zoomShown.textContent = Math.round(view.scale * 100) + "%"; }
+      // past the preview's own pixels: ask once for every pixel of the frame
+      var screenPixels = stage.clientWidth * view.scale * (window.devicePixelRatio || 1);
+      if (!state.full && columns > previewWidth && screenPixels > previewWidth * 1.1) {
+        state.full = true;
+        show();
+      }
+    }
+    function zoomAt(factor, px, py) {
+      var scale = Math.max(1, Math.min(MAX_ZOOM, view.scale * factor));
+      // the point under (px, py) stays where it is
+      view.x = px - (px - view.x) * (scale / view.scale);
+      view.y = py - (py - view.y) * (scale / view.scale);
+      view.scale = scale;
+      apply();
+    }
+    function zoomCentre(factor) { zoomAt(factor, stage.clientWidth / 2, stage.clientHeight / 2); }
+    function fit() { view.scale = 1; view.x = view.y = 0; apply(); }
+    byId("imaging-zoom-in").addEventListener("click", function () { zoomCentre(ZOOM_STEP); });
+    byId("imaging-zoom-out").addEventListener("click", function () { zoomCentre(1 / ZOOM_STEP); });
+    byId("imaging-zoom-fit").addEventListener("click", fit);
+    stage.addEventListener("dblclick", fit);
+
+    stage.addEventListener("wheel", function (event) {
+      if (event.ctrlKey || event.metaKey) {
+        event.preventDefault();
+        var box = stage.getBoundingClientRect();
+        zoomAt(event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP, event.clientX - box.left, event.clientY - box.top);
+      } else if (frames > 1 && event.deltaY !== 0) {
+        event.preventDefault();
+        setFrame(state.frame + (event.deltaY > 0 ? 1 : -1));
+      }
+    }, { passive: false });
+
+    stage.addEventListener("keydown", function (event) {
+      var keys = {
+        "+": function () { zoomCentre(ZOOM_STEP); }, "=": function () { zoomCentre(ZOOM_STEP); },
+        "-": function () { zoomCentre(1 / ZOOM_STEP); }, "0": fit,
+        "ArrowRight": function () { setFrame(state.frame + 1); }, "ArrowDown": function () { setFrame(state.frame + 1); },
+        "ArrowLeft": function () { setFrame(state.frame - 1); }, "ArrowUp": function () { setFrame(state.frame - 1); },
+      };
+      var action = keys[event.key];
+      if (!action || (frames === 1 && event.key.indexOf("Arrow") === 0)) { return; }
+      event.preventDefault();
+      action();
+    });
+
+    // drag: pan when zoomed; with Shift, the window (across: width, up and down: level)
+    var drag = null;
+    stage.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0) { return; }
+      var windowing = event.shiftKey && hasRange;
+      if (!windowing && view.scale === 1) { return; }
+      drag = { x: event.clientX, y: event.clientY, viewX: view.x, viewY: view.y, windowing: windowing,
+               start: windowing ? currentWindow() : null };
+      stage.setPointerCapture(event.pointerId);
+      stage.classList.add("is-dragging");
+      event.preventDefault();
+    });
+    stage.addEventListener("pointermove", function (event) {
+      if (!drag) { return; }
+      var dx = event.clientX - drag.x;
+      var dy = event.clientY - drag.y;
+      if (drag.windowing) {
+        // the stage's width across is the whole range of the image's values
+        var perPixel = valueSpan / Math.max(stage.clientWidth, 1);
+        setWindow(drag.start[0] - dy * perPixel, drag.start[1] + dx * perPixel);
+      } else {
+        view.x = drag.viewX + dx;
+        view.y = drag.viewY + dy;
+        apply();
+      }
+    });
+    function endDrag() {
+      drag = null;
+      stage.classList.remove("is-dragging");
+    }
+    stage.addEventListener("pointerup", endDrag);
+    stage.addEventListener("pointercancel", endDrag);
+    window.addEventListener("resize", apply);
+
+    // --- heat map overlay -----------------------------------------------------------------------
     if (toggle && overlay) {
-      toggle.addEventListener("change", function () { overlay.hidden = !toggle.checked; });
+      toggle.addEventListener("change", function () { overlay.hidden = !toggle.checked || state.frame !== analysedFrame; });
     }
     if (choice && overlay) {
       choice.addEventListener("change", function () { overlay.src = choice.value; });
@@ -31,7 +278,7 @@
     if (opacity && overlay) {
       opacity.addEventListener("input", function () {
         overlay.style.opacity = String(Number(opacity.value) / 100);
-        if (shown) { shown.textContent = opacity.value + "%"; }
+        if (shownOpacity) { shownOpacity.textContent = opacity.value + "%"; }
       });
     }
   }

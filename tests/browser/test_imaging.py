@@ -1,5 +1,6 @@
 """A clinician uploads a DICOM file on the patient page, opens an image with a finding, changes the
-window preset, toggles the heat map overlay and its opacity, and disagrees with the finding.
+window preset, toggles the heat map overlay and its opacity, and disagrees with the finding; sets a
+window of their own, zooms and pans, and moves through the frames of a multi-frame image.
 
 Same browser as the other browser tests: Debian's Chromium through Playwright's sync API against
 pytest-django's live server. The ORM work happens in fixtures requested before ``browser_page``.
@@ -119,7 +120,7 @@ def test_a_clinician_uploads_an_image_and_reads_a_finding_with_its_heat_map(
     assert page.inner_text("#imaging-opacity-value") == "80%"
 
     # CT: four standard windows; the lung window is rendered on the server
-    assert page.locator("#imaging-preset option").count() == len(analysed.presets) == 4
+    assert page.locator("#imaging-preset option:not([value=custom])").count() == len(analysed.presets) == 4
     page.select_option("#imaging-preset", "1")
     page.wait_for_function("document.getElementById('imaging-image').src.endsWith('?preset=1')")
     page.wait_for_function("(() => { const i = document.getElementById('imaging-image');"
@@ -145,3 +146,139 @@ def test_a_clinician_uploads_an_image_and_reads_a_finding_with_its_heat_map(
     thread.start()
     thread.join()
     assert stored == [("disagree", "old scarring"), ("instances", "2")]
+
+
+def login(page: Page, live_server) -> None:
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "dr-img")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def src(page: Page) -> str:
+    return page.get_attribute("#imaging-image", "src") or ""
+
+
+def loaded(page: Page, fragment: str) -> None:
+    """Wait until the viewer's image has loaded from an address holding ``fragment``."""
+    page.wait_for_function(
+        "f => { const i = document.getElementById('imaging-image');"
+        " return i.getAttribute('src').includes(f) && i.complete && i.naturalWidth > 0; }", arg=fragment)
+
+
+@pytest.fixture
+def viewer_images(imaging_patient: tuple[m.Patient, ImagingInstance, Path]) -> dict[str, ImagingInstance]:
+    """Beside the analysed CT: a 10-frame MR (its middle frame analysed, with a heat map) and a
+    1,760 px chest radiograph."""
+    patient, ct, _ = imaging_patient
+    [mr] = imaging_upload(patient=patient, files=[UploadFile("mr.dcm", dicom_bytes("emri_small.dcm",
+                                                                                    patient_id=patient.mrn))]).created
+    [cr] = imaging_upload(patient=patient, files=[UploadFile("cr.dcm", dicom_bytes("RG3_UNCR.dcm",
+                                                                                   patient_id=patient.mrn))]).created
+    finding = ImagingFinding(instance=mr, patient=patient, model_version=ModelVersion.objects.get(), label="pneumonia",
+                             probability=0.7, threshold=0.5, positive=True)
+    heat = np.full((mr.preview_height, mr.preview_width, 4), (255, 0, 0, 255), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(heat).save(out, format="PNG")
+    finding.heatmap.name = default_storage.save("imaging/heatmaps/mr.png", ContentFile(out.getvalue()))
+    finding.save()
+    return {"ct": ct, "mr": mr, "cr": cr}
+
+
+def test_a_clinician_sets_a_window_zooms_pans_and_moves_through_frames(
+    live_server, imaging_patient: tuple[m.Patient, ImagingInstance, Path], viewer_images: dict[str, ImagingInstance],
+    browser_page: Page,
+) -> None:
+    patient = imaging_patient[0]
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    login(page, live_server)
+
+    def open_viewer(instance: ImagingInstance) -> None:
+        page.goto(f"{live_server.url}/patients/{patient.external_id}/imaging/{instance.external_id}/")
+        page.wait_for_selector("#imaging-stage")
+        loaded(page, "preview.png")
+
+    # CT in HU: the default preset's window in the inputs; a typed one rendered on the server
+    open_viewer(viewer_images["ct"])
+    assert (page.input_value("#imaging-window-center"), page.input_value("#imaging-window-width")) == ("40", "400")
+    page.fill("#imaging-window-width", "80")
+    page.press("#imaging-window-width", "Enter")
+    loaded(page, "?center=40&width=80")
+    assert page.input_value("#imaging-preset") == "custom"
+    page.select_option("#imaging-preset", "1")
+    loaded(page, "?preset=1")
+    assert (page.input_value("#imaging-window-center"), page.input_value("#imaging-window-width")) == ("-600", "1500")
+    page.fill("#imaging-window-width", "0")
+    page.press("#imaging-window-width", "Enter")
+    assert page.inner_text("#imaging-render-problem") == "The window needs a level and a width of at least 1."
+    assert src(page).endswith("?preset=1")
+
+    # Shift + drag: across the stage's width is the image's whole range of HU (-896 to 1167)
+    stage = page.locator("#imaging-stage").bounding_box()
+    assert stage is not None
+    x, y = stage["x"] + stage["width"] / 2, stage["y"] + stage["height"] / 2
+    page.keyboard.down("Shift")
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + stage["width"] / 4, y, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    width = float(page.input_value("#imaging-window-width"))
+    assert width == pytest.approx(1500 + (1167 + 896) / 4, abs=(1167 + 896) / stage["width"] * 2)
+    assert float(page.input_value("#imaging-window-center")) == pytest.approx(-600, abs=1)
+    loaded(page, f"width={page.input_value('#imaging-window-width')}")
+
+    # zoom: image and overlay move together; a drag pans; Fit goes back
+    page.click("#imaging-zoom-in")
+    page.click("#imaging-zoom-in")
+    assert page.inner_text("#imaging-zoom-value") == "156%"
+    image_box, overlay_box = page.locator("#imaging-image").bounding_box(), page.locator("#imaging-overlay").bounding_box()
+    assert image_box == overlay_box and image_box is not None
+    assert image_box["width"] == pytest.approx(stage["width"] * 1.5625, abs=1)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 40, y + 30, steps=4)
+    page.mouse.up()
+    panned = page.locator("#imaging-image").bounding_box()
+    assert panned is not None
+    assert (panned["x"] - image_box["x"], panned["y"] - image_box["y"]) == (pytest.approx(40, abs=1), pytest.approx(30, abs=1))
+    page.dblclick("#imaging-stage")
+    assert page.inner_text("#imaging-zoom-value") == "100%"
+    assert page.locator("#imaging-image").bounding_box() == page.locator("#imaging-stage").bounding_box()
+
+    # a 1,760 px radiograph: zoomed in past the preview's 1,024 px, every pixel is asked for
+    open_viewer(viewer_images["cr"])
+    assert "size=full" not in src(page)
+    page.focus("#imaging-stage")
+    for _ in range(4):
+        page.keyboard.press("+")
+    loaded(page, "size=full")
+    assert page.evaluate("document.getElementById('imaging-image').naturalWidth") == 1760
+
+    # 10 frames: the analysed (middle) one first, with its heat map; others by keys, buttons and wheel
+    open_viewer(viewer_images["mr"])
+    assert page.inner_text("#imaging-frame-value") == "frame 6 of 10"
+    assert page.locator("#imaging-overlay").is_visible() and not page.locator("#imaging-overlay-frame-note").is_visible()
+    page.focus("#imaging-stage")
+    page.keyboard.press("ArrowRight")
+    loaded(page, "?frame=6")
+    assert page.inner_text("#imaging-frame-value") == "frame 7 of 10"
+    assert not page.locator("#imaging-overlay").is_visible()
+    assert page.locator("#imaging-overlay-frame-note").is_visible()
+    page.click("#imaging-frame-prev")
+    page.click("#imaging-frame-prev")
+    loaded(page, "?frame=4")
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, 100)
+    loaded(page, "preview.png")
+    assert "frame=" not in src(page)  # back on the analysed frame
+    assert page.locator("#imaging-overlay").is_visible()
+    page.fill("#imaging-frame", "1")
+    loaded(page, "?frame=0")
+    assert page.inner_text("#imaging-frame-value") == "frame 1 of 10"
+    assert errors == []
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.locator("#imaging-viewer").screenshot(path=str(SCREENSHOT_DIR / "imaging-viewer-frames.png"))

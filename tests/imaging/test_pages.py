@@ -174,6 +174,120 @@ def test_a_window_preset_is_rendered_on_the_server(client_a: Client, patient_a: 
     assert AuditEvent.objects.filter(target="imaging-image", patient=patient_a).count() == 2
 
 
+def preview_url(instance: ImagingInstance) -> str:
+    return reverse("imaging-preview", args=[instance.patient.external_id, instance.external_id])
+
+
+def png_array(content: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(content)), dtype=float)
+
+
+def test_a_window_of_the_users_own_renders_as_the_preset_of_the_same_window(
+    client_a: Client, patient_a: m.Patient
+) -> None:
+    """CT in HU: W 400 L 40 is the default (soft tissue) preset, byte for byte the stored preview;
+    W 1500 L -600 is the lung preset; another window renders otherwise; wrong windows are refused
+    with the reason, before anything is read or audited."""
+    [instance] = upload(patient_a)
+    url = preview_url(instance)
+    stored = client_a.get(url).content
+    assert client_a.get(url + "?center=40&width=400").content == stored
+    assert client_a.get(url + "?center=-600&width=1500").content == client_a.get(url + "?preset=1").content
+    narrow = png_array(client_a.get(url + "?center=40&width=80").content)
+    assert narrow.shape == (128, 128) and np.abs(narrow - png_array(stored)).mean() > 5
+    refused = {
+        "?center=40": "both its center and its width",
+        "?center=40&width=0": "width must be at least 1",
+        "?center=nan&width=400": "must be finite",
+        "?center=40&width=inf": "must be finite",
+        "?center=forty&width=400": "The window center must be a number",
+        "?center=40&width=400&preset=1": "not both",
+    }
+    audited = AuditEvent.objects.filter(target="imaging-image", patient=patient_a).count()
+    for query, reason in refused.items():
+        response = client_a.get(url + query)
+        assert response.status_code == 400 and reason in response.content.decode(), query
+    assert AuditEvent.objects.filter(target="imaging-image", patient=patient_a).count() == audited
+    details = list(AuditEvent.objects.filter(target="imaging-image", patient=patient_a).values_list("detail", flat=True))
+    assert f"instance {instance.external_id} frame 0 window W 80 L 40" in details
+
+
+def test_a_colour_or_bitmap_image_has_no_window_to_set(client_a: Client, patient_a: m.Patient) -> None:
+    out = io.BytesIO()
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64).astype(np.uint8)).save(out, format="PNG")
+    [png] = imaging_upload(patient=patient_a, files=[UploadFile("x.png", out.getvalue())], modality="CR",
+                           body_part="CHEST").created
+    [rgb] = imaging_upload(patient=patient_a, files=[UploadFile("rgb.dcm", dicom_bytes(
+        "SC_rgb.dcm", patient_id=patient_a.mrn))]).created
+    for instance in (png, rgb):
+        response = client_a.get(preview_url(instance) + "?center=100&width=50")
+        assert response.status_code == 400 and "not a grey-scale DICOM image" in response.content.decode()
+        content = client_a.get(viewer_url(instance)).content.decode()
+        assert 'id="imaging-window-center"' not in content and "data-value-min" not in content
+        assert "value_range" not in instance.technical
+
+
+def test_every_frame_of_a_multi_frame_image_renders_and_a_missing_one_is_refused(
+    client_a: Client, patient_a: m.Patient
+) -> None:
+    from imaging.pixels import load_image, preview_png
+
+    data = dicom_bytes("emri_small.dcm", patient_id=patient_a.mrn)
+    [instance] = imaging_upload(patient=patient_a, files=[UploadFile("mr.dcm", data)]).created
+    assert (instance.frames, instance.frame_index) == (10, 5)
+    url = preview_url(instance)
+    assert client_a.get(url + "?frame=5").content == client_a.get(url).content  # the stored frame
+    rendered = [client_a.get(url + f"?frame={i}").content for i in range(10)]
+    assert rendered == [preview_png(load_image(data, frame=i).rendering) for i in range(10)]
+    assert len(set(rendered)) == 10  # ten different frames
+    for query in ("?frame=10", "?frame=-1", "?frame=x"):
+        response = client_a.get(url + query)
+        assert response.status_code == 400 and "the image has 10 (0 to 9)" in response.content.decode(), query
+    assert AuditEvent.objects.filter(target="imaging-image", detail=f"instance {instance.external_id} frame 3 preset 0").exists()
+    content = client_a.get(viewer_url(instance)).content.decode()
+    assert 'id="imaging-frame" min="1" max="10" value="6"' in content and "frame 6 of 10" in content
+    single = client_a.get(viewer_url(upload(patient_a)[0])).content.decode()
+    assert 'id="imaging-frame"' not in single and 'id="imaging-zoom-in"' in single
+
+
+def test_every_pixel_is_served_for_a_zoomed_viewer(client_a: Client, patient_a: m.Patient) -> None:
+    """A 1,760 px radiograph: the preview has 1,024 px a side, ``size=full`` every pixel, in the
+    same window (the full rendering shrunk is the preview within a grey level or two)."""
+    [instance] = imaging_upload(patient=patient_a, files=[UploadFile("cr.dcm", dicom_bytes(
+        "RG3_UNCR.dcm", patient_id=patient_a.mrn))]).created
+    url = preview_url(instance)
+    preview = Image.open(io.BytesIO(client_a.get(url).content))
+    full = Image.open(io.BytesIO(client_a.get(url + "?size=full").content))
+    assert preview.size == (1024, 1024) and full.size == (instance.columns, instance.rows) == (1760, 1760)
+    shrunk = np.asarray(full.resize(preview.size, Image.Resampling.LANCZOS), dtype=float)
+    assert np.abs(shrunk - np.asarray(preview, dtype=float)).mean() < 2
+    assert client_a.get(url + "?size=huge").status_code == 400
+    assert AuditEvent.objects.filter(target="imaging-image",
+                                     detail=f"instance {instance.external_id} frame 0 preset 0 full size").exists()
+
+
+def test_the_viewer_offers_the_window_in_the_images_own_values(client_a: Client, patient_a: m.Patient) -> None:
+    """The range of the shown frame's values after the rescale (HU on CT) is recorded at upload
+    and given to the window inputs; each preset's window beside it."""
+    import json
+
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    data = dicom_bytes(patient_id=patient_a.mrn)
+    [instance] = imaging_upload(patient=patient_a, files=[UploadFile("ct.dcm", data)]).created
+    ds = pydicom.dcmread(io.BytesIO(data))
+    hu = apply_modality_lut(ds.pixel_array, ds)
+    assert instance.technical["value_range"] == [float(hu.min()), float(hu.max())]
+    content = client_a.get(viewer_url(instance)).content.decode()
+    assert f'data-value-min="{float(hu.min())!r}" data-value-max="{float(hu.max())!r}"' in content
+    assert 'id="imaging-window-center"' in content and "(HU)" in content
+    windows = re.search(r'<script id="imaging-preset-windows" type="application/json">(.*?)</script>', content)
+    assert windows is not None
+    assert json.loads(windows.group(1)) == [[p["center"], p["width"]] for p in instance.presets]
+    assert json.loads(windows.group(1))[:2] == [[40.0, 400.0], [-600.0, 1500.0]]
+
+
 def test_feedback_is_stored_and_shown_and_audited(client_a: Client, patient_a: m.Patient, clinician_a) -> None:
     [instance] = upload(patient_a)
     finding = finding_for(instance, model_version())

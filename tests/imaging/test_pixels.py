@@ -24,6 +24,7 @@ from imaging.pixels import (
     Rendering,
     analysis_bytes,
     analysis_copy,
+    custom_window,
     fit_size,
     load_image,
     modality_values,
@@ -185,6 +186,42 @@ def test_the_window_of_the_file_is_the_default_and_others_can_be_chosen() -> Non
     assert not np.allclose(first.image, second.image)
     with pytest.raises(ImageFileError, match="preset 7 does not exist"):
         render_dicom(ds, meta, preset=7)
+
+
+def test_a_window_of_the_users_own_maps_the_modality_values_as_a_file_window_would() -> None:
+    """A window set in the viewer (PS3.3 C.11.2.1.2.1 LINEAR) on the CT's HU, and on a MONOCHROME1
+    radiograph (inverted after it); a grey frame reports its range of values, a colour one none and
+    refuses a window."""
+    ds = read_dicom(data("CT_small.dcm"))
+    meta = dicom_meta(ds, digest="x")
+    hu = modality_values(ds, 0)
+    rendering = render_dicom(ds, meta, window=custom_window(0.0, 1000.0))
+    assert rendering.value_range == (-896.0, 1167.0) and rendering.preset is not None
+    assert (rendering.preset.source, rendering.preset.name) == ("custom", "W 1000 L 0")
+    inside = (hu > -490) & (hu < 490)
+    np.testing.assert_allclose(rendering.image[inside], (hu[inside] + 0.5) / 999 + 0.5, atol=1e-5)
+    assert np.all(rendering.image[hu <= -500] == 0.0) and np.all(rendering.image[hu >= 500] == 1.0)
+
+    cr = read_dicom(data("RG1_UNCR.dcm"))
+    cr_meta = dicom_meta(cr, digest="x")
+    own = render_dicom(cr, cr_meta, window=custom_window(15000.0, 30000.0))  # the file's own window
+    np.testing.assert_allclose(own.image, render_dicom(cr, cr_meta).image, atol=1e-6)
+
+    rgb = read_dicom(data("SC_rgb.dcm"))
+    assert render_dicom(rgb, dicom_meta(rgb, digest="x")).value_range is None
+    with pytest.raises(ImageFileError, match="has no window to set"):
+        render_dicom(rgb, dicom_meta(rgb, digest="x"), window=custom_window(100.0, 50.0))
+    for center, width, reason in ((0.0, 0.5, "at least 1"), (float("nan"), 10.0, "finite"),
+                                  (0.0, float("inf"), "finite")):
+        with pytest.raises(ValueError, match=reason):
+            custom_window(center, width)
+
+
+def test_a_full_size_preview_keeps_every_pixel() -> None:
+    rendering = load_image(data("RG1_UNCR.dcm")).rendering
+    full = Image.open(io.BytesIO(preview_png(rendering, full=True)))
+    assert full.size == (rendering.width, rendering.height) and max(full.size) > PREVIEW_MAX_SIDE
+    np.testing.assert_array_equal(np.asarray(full), np.round(rendering.image * 255).astype(np.uint8))
 
 
 def test_a_voi_lut_sequence_is_applied_before_any_window() -> None:
