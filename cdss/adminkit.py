@@ -10,14 +10,27 @@ opened, one ``search`` with the words when a list is searched (a list names no o
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
 from cdss.audit import audit_record
 from cdss.models import AuditEvent
+
+# The periods the admin's statistics pages offer (``?days=N``; templates/admin/_period.html).
+PERIODS = (("30", "Last 30 days"), ("90", "Last 90 days"), ("365", "Last year"))
+
+
+def period_since(request: HttpRequest) -> tuple[dt.datetime | None, str]:
+    """``?days=N`` (1-3650): (the start of the last N days, N as given); (None, "") for all time."""
+    raw = request.GET.get("days", "")
+    if raw.isdigit() and 1 <= int(raw) <= 3650:
+        return timezone.now() - dt.timedelta(days=int(raw)), raw
+    return None, ""
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -32,11 +32,11 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import NoReverseMatch, reverse
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from cdss.adminkit import PERIODS, period_since
 from cdss.audit import audit_record
 from patients.models import Patient
 from patients.selectors import patient_get_for_user
@@ -60,7 +60,6 @@ from .selectors import (
 )
 
 ALERT_LIST_PAGE_SIZE = 25
-PERIODS = (("30", "Last 30 days"), ("90", "Last 90 days"), ("365", "Last year"))
 MAX_COUNT_IDS = 100  # a worklist page holds 25; more is not a page's request
 
 OP_LABELS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "=": "=", "!=": "≠", "between": "between",
@@ -397,20 +396,12 @@ def _admin_context(request: HttpRequest, title: str) -> dict[str, Any]:
     return {**admin.site.each_context(request), "title": title, "opts": Rule._meta, "period_choices": PERIODS}
 
 
-def _since(request: HttpRequest) -> tuple[dt.datetime | None, str]:
-    """``?days=N`` (1-3650): only what happened in the last N days."""
-    raw = request.GET.get("days", "")
-    if raw.isdigit() and 1 <= int(raw) <= 3650:
-        return timezone.now() - dt.timedelta(days=int(raw)), raw
-    return None, ""
-
-
 @staff_member_required
 @never_cache
 @require_GET
 def rule_statistics_overview(request: HttpRequest) -> HttpResponse:
     _rules_admin(request)
-    since, days = _since(request)
+    since, days = period_since(request)
     context = {
         **_admin_context(request, "Rule statistics"),
         "rows": rule_statistics_list(since=since),
@@ -425,7 +416,7 @@ def rule_statistics_overview(request: HttpRequest) -> HttpResponse:
 def rule_statistics_view(request: HttpRequest, slug: str) -> HttpResponse:
     _rules_admin(request)
     rule = get_object_or_404(Rule, slug=slug)
-    since, days = _since(request)
+    since, days = period_since(request)
     stats = rule_statistics_detail(rule=rule, since=since)
     chart = {
         "months": [p.month.isoformat() for p in stats.months],

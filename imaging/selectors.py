@@ -4,15 +4,17 @@ are a 404 here, so a guessed id never crosses patients."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.http import Http404
 
 from cdss.models import Job, ModelVersion
 from patients.models import Patient
+from patients.selectors import patient_list_for_user
 
 from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
 from .pixels import sniff
@@ -124,27 +126,125 @@ class ModelFindings:
     findings: list[FindingView] = field(default_factory=list)
 
 
-def imaging_findings_for_instance(*, instance: ImagingInstance, user: Any) -> list[ModelFindings]:
-    """The image's findings grouped by model version (newest first), each with the user's latest
-    feedback and the counts of everyone's latest verdicts: two queries."""
-    findings = list(_findings().filter(instance=instance))
-    feedback = FindingFeedback.objects.filter(finding__in=findings).order_by("finding_id", "user_id", "-created_at")
+def _with_verdicts(findings: list[ImagingFinding], user: Any) -> list[FindingView]:
+    """Each finding with the user's latest feedback and the counts of everyone's latest verdicts
+    (a change of mind is a new row; a user's latest counts): one query."""
+    feedback = FindingFeedback.objects.filter(finding__in=findings).order_by("finding_id", "user_id", "-created_at", "-pk")
     latest: dict[tuple[int, int], FindingFeedback] = {}
     for row in feedback:
         latest.setdefault((row.finding_id, row.user_id), row)
+    views = {f.pk: FindingView(finding=f, auc=None, auc_split="") for f in findings}
+    for (finding_id, user_id), row in latest.items():
+        view = views[finding_id]
+        if row.verdict == FindingFeedback.Verdict.AGREE:
+            view.agree += 1
+        else:
+            view.disagree += 1
+        if user_id == getattr(user, "pk", None):
+            view.mine = row
+    return [views[f.pk] for f in findings]
+
+
+def imaging_findings_for_instance(*, instance: ImagingInstance, user: Any) -> list[ModelFindings]:
+    """The image's findings grouped by model version (newest first), each with the user's latest
+    feedback and the counts of everyone's latest verdicts: two queries."""
     groups: dict[int, ModelFindings] = {}
-    for finding in findings:
-        mv = finding.model_version
-        auc, split = model_auc(mv)
-        view = FindingView(finding=finding, auc=auc, auc_split=split)
-        for (finding_id, user_id), row in latest.items():
-            if finding_id != finding.pk:
-                continue
-            if row.verdict == FindingFeedback.Verdict.AGREE:
-                view.agree += 1
-            else:
-                view.disagree += 1
-            if user_id == getattr(user, "pk", None):
-                view.mine = row
+    for view in _with_verdicts(list(_findings().filter(instance=instance)), user):
+        mv = view.finding.model_version
+        view.auc, view.auc_split = model_auc(mv)
         groups.setdefault(mv.pk, ModelFindings(model_version=mv)).findings.append(view)
     return sorted(groups.values(), key=lambda g: g.model_version.trained_at, reverse=True)
+
+
+# The review list's choices: flagged findings awaiting the user's verdict, or every flagged one.
+REVIEW_SHOWS = {"awaiting": "Awaiting your verdict", "all": "All flagged"}
+
+
+def imaging_review_list(*, user: Any, show: str = "awaiting") -> QuerySet[ImagingFinding]:
+    """Flagged findings on the images of the patients the user may see (their sites and
+    break-glass grants), newest first: of each image and label only the finding of the newest
+    model version (as the panel shows it), none of an image entered in error; with ``show=
+    "awaiting"`` only those the user has given no verdict on."""
+    newer = ImagingFinding.objects.filter(instance=OuterRef("instance"), label=OuterRef("label"),
+                                          model_version__trained_at__gt=OuterRef("model_version__trained_at"))
+    qs = (
+        ImagingFinding.objects.filter(positive=True, patient__in=patient_list_for_user(user).order_by().values("pk"))
+        .exclude(instance__status=ENTERED_IN_ERROR)
+        .exclude(Exists(newer))
+        .select_related("patient__site", "instance__series__study", "model_version")
+        .defer("instance__presets", "instance__technical", "patient__raw")
+        .order_by("-created_at", "-pk")
+    )
+    if show == "awaiting":
+        qs = qs.exclude(Exists(FindingFeedback.objects.filter(finding=OuterRef("pk"), user=user)))
+    return qs
+
+
+def review_page_views(findings: list[ImagingFinding], user: Any) -> list[FindingView]:
+    """A page of the review list with verdict counts and the user's own (one query)."""
+    views = _with_verdicts(findings, user)
+    for view in views:
+        view.auc, view.auc_split = model_auc(view.finding.model_version)
+    return views
+
+
+@dataclass
+class ModelLabelStatistics:
+    """One label of one imaging model version in use: how many images it read, how many it
+    flagged, and the clinicians' latest verdicts on its flagged and its unflagged findings."""
+
+    model_version: ModelVersion
+    label: str
+    images: int = 0
+    findings: int = 0
+    flagged: int = 0
+    flagged_agree: int = 0
+    flagged_disagree: int = 0
+    unflagged_agree: int = 0
+    unflagged_disagree: int = 0
+
+    @staticmethod
+    def _share(part: int, whole: int) -> float | None:
+        return part / whole if whole else None
+
+    @property
+    def flagged_rate(self) -> float | None:
+        return self._share(self.flagged, self.findings)
+
+    @property
+    def flagged_agreement(self) -> float | None:
+        """Of the flagged findings with a verdict, the share clinicians agreed with (their view of
+        the model's positive predictive value; not a measured one)."""
+        return self._share(self.flagged_agree, self.flagged_agree + self.flagged_disagree)
+
+    @property
+    def unflagged_agreement(self) -> float | None:
+        return self._share(self.unflagged_agree, self.unflagged_agree + self.unflagged_disagree)
+
+
+def imaging_model_statistics(*, since: dt.datetime | None = None) -> list[ModelLabelStatistics]:
+    """Per imaging model version and label, over the findings made since ``since`` (all when None)
+    on images not entered in error: three queries, whatever the number of findings. A verdict is
+    each clinician's latest on a finding (a change of mind replaces it). By model name, its newest
+    version first."""
+    findings = ImagingFinding.objects.exclude(instance__status=ENTERED_IN_ERROR)
+    if since is not None:
+        findings = findings.filter(created_at__gte=since)
+    rows: dict[tuple[int, str], ModelLabelStatistics] = {}
+    counts = list(findings.order_by().values("model_version", "label").annotate(
+        n=Count("pk"), images=Count("instance", distinct=True), flagged=Count("pk", filter=Q(positive=True))))
+    versions = ModelVersion.objects.in_bulk({row["model_version"] for row in counts})
+    for row in counts:
+        rows[(row["model_version"], row["label"])] = ModelLabelStatistics(
+            model_version=versions[row["model_version"]], label=row["label"], images=row["images"],
+            findings=row["n"], flagged=row["flagged"])
+    newer = FindingFeedback.objects.filter(finding=OuterRef("finding"), user=OuterRef("user"), pk__gt=OuterRef("pk"))
+    verdicts = (FindingFeedback.objects.filter(finding__in=findings.values("pk")).exclude(Exists(newer)).order_by()
+                .values("finding__model_version", "finding__label", "finding__positive", "verdict").annotate(n=Count("pk")))
+    for verdict in verdicts:
+        stats = rows.get((verdict["finding__model_version"], verdict["finding__label"]))
+        if stats is None:
+            continue
+        field_name = ("flagged_" if verdict["finding__positive"] else "unflagged_") + verdict["verdict"]
+        setattr(stats, field_name, getattr(stats, field_name) + verdict["n"])
+    return sorted(rows.values(), key=lambda r: (r.model_version.name, -r.model_version.trained_at.timestamp(), r.label))

@@ -3,6 +3,8 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
+    path("imaging/review/", views.imaging_review, name="imaging-review"),
+    path("imaging/statistics/", views.imaging_model_statistics_view, name="imaging-model-statistics"),
     path("patients/<uuid:external_id>/imaging/", views.patient_imaging, name="patient-imaging"),
     path("patients/<uuid:external_id>/imaging/upload/", views.patient_imaging_upload, name="patient-imaging-upload"),
     path("patients/<uuid:external_id>/imaging/<uuid:instance_id>/", views.imaging_viewer, name="imaging-viewer"),

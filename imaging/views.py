@@ -19,14 +19,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from cdss.audit import audit_record
+from cdss.adminkit import PERIODS, period_since
+from cdss.audit import audit_record, audit_record_many
 from patients.models import Patient
 from patients.selectors import patient_get_for_user
 
@@ -37,19 +42,24 @@ from .ml.data import model_names_for
 from .models import FindingFeedback, ImagingFinding, ImagingInstance
 from .pixels import custom_window, load_image, preview_png
 from .selectors import (
+    REVIEW_SHOWS,
     active_imaging_models,
     heatmap_png,
     imaging_finding_get,
     imaging_findings_for_instance,
     imaging_instance_get,
     imaging_jobs_pending,
+    imaging_model_statistics,
+    imaging_review_list,
     imaging_study_list,
+    review_page_views,
 )
 from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
 
 log = logging.getLogger("cdss.imaging")
 
 PANEL_POLL_SECONDS = 3
+REVIEW_PAGE_SIZE = 25
 
 
 def not_analysed_reason(instance: ImagingInstance, active: set[str], pending: bool) -> str:
@@ -313,3 +323,37 @@ def _feedback_fragment(request: HttpRequest, patient: Patient, instance: Imaging
     groups = imaging_findings_for_instance(instance=instance, user=request.user)
     view = next(v for g in groups for v in g.findings if v.finding.pk == finding.pk)
     return render(request, "imaging/_feedback.html", {"patient": patient, "view": view, "saved": True})
+
+
+@never_cache
+@require_GET
+@transaction.atomic
+def imaging_review(request: HttpRequest) -> HttpResponse:
+    """Flagged findings on the images of the user's patients, newest first, for a clinician to read
+    and agree or disagree with (``?show=awaiting``, the default: those without the user's verdict;
+    ``?show=all``). One audit row per patient shown."""
+    show = request.GET.get("show", "")
+    if show not in REVIEW_SHOWS:
+        show = "awaiting"
+    paginator = Paginator(imaging_review_list(user=request.user, show=show), REVIEW_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    views = review_page_views(list(page.object_list), request.user)
+    audit_record_many(user=request.user, action="view", target="imaging-review",
+                      patient_ids=[view.finding.patient_id for view in views], request=request, detail=f"show {show}")
+    return render(request, "imaging/review.html", {"page": page, "views": views, "show": show, "shows": REVIEW_SHOWS})
+
+
+@staff_member_required
+@never_cache
+@require_GET
+def imaging_model_statistics_view(request: HttpRequest) -> HttpResponse:
+    """Admin page: each imaging model version and label in use, what it read and flagged, and how
+    the clinicians' verdicts went (``?days=N``: findings of the last N days). Counts only."""
+    if not request.user.has_perm("imaging.view_imagingfinding"):
+        raise PermissionDenied("Imaging model statistics need the permission imaging.view_imagingfinding.")
+    since, days = period_since(request)
+    context = {
+        **admin.site.each_context(request), "title": "Imaging models in use", "opts": ImagingFinding._meta,
+        "rows": imaging_model_statistics(since=since), "days": days, "period_choices": PERIODS,
+    }
+    return render(request, "admin/imaging/model_statistics.html", context)

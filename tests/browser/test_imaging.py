@@ -282,3 +282,16 @@ def test_a_clinician_sets_a_window_zooms_pans_and_moves_through_frames(
     assert errors == []
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     page.locator("#imaging-viewer").screenshot(path=str(SCREENSHOT_DIR / "imaging-viewer-frames.png"))
+
+    # the review list: both flagged findings await a verdict, the newest (the MR's) first
+    page.click("nav.app-nav a:text('Imaging review')")
+    page.wait_for_selector("#imaging-review")
+    rows = page.locator("#imaging-review tbody tr")
+    assert rows.count() == 2 and "pneumonia 0.700" in " ".join(rows.nth(0).inner_text().split())
+    page.wait_for_function("Array.from(document.querySelectorAll('.imaging-review-thumb'))"
+                           ".every(img => img.complete && img.naturalWidth > 0)")
+    page.screenshot(path=str(SCREENSHOT_DIR / "imaging-review.png"), full_page=True)
+    rows.nth(1).locator("td:nth-child(4) a").click()
+    page.wait_for_selector("#imaging-viewer #imaging-overlay")
+    assert page.inner_text(".imaging-probability") == "0.910"
+    assert errors == []
