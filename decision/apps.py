@@ -9,7 +9,7 @@ class DecisionConfig(AppConfig):
         from django.conf import settings
 
         from cdss.jobs.registry import JobKind, register
-        from cdss.jobs.triggers import on_job_succeeded, on_record_change
+        from cdss.jobs.triggers import on_facts_change, on_job_succeeded, on_record_change
         from imaging.jobs import IMAGING_KIND
         from nlp.jobs import NLP_KIND
         from risk.jobs import RISK_KIND
@@ -21,6 +21,8 @@ class DecisionConfig(AppConfig):
         register(JobKind(name=jobs.BACKTEST_KIND, handler=jobs.run_backtest_chunk, writer=jobs.write_backtest_chunk,
                          queue="default", version="1", description="Backtest of a rule version (one chunk)"))
         on_record_change(jobs.DECISION_KIND)
+        # a clinician's verdict on an image finding (rules read imaging:<label>.reviewed / .disputed)
+        on_facts_change(jobs.DECISION_KIND)
         # new risk scores, note findings or image findings: evaluate the patient again
         for kind in (RISK_KIND, NLP_KIND, IMAGING_KIND):
             on_job_succeeded(kind, jobs.evaluate_after_results)

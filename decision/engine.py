@@ -17,7 +17,7 @@ least ``min_span_days`` apart); ``condition:<value set>``, ``allergy:<value set>
 ``medication:<value set>`` (present/absent) and ``medication:<value set>.dose_mg``;
 ``genomic:<gene or allele>`` (phenotype text; ``=`` takes a list of accepted phenotypes);
 ``risk:<calculator>`` (value, unit as stored) and ``.category``; ``imaging:<label>``
-(probability 0-1) and ``.reported``; ``note:<value set>`` (an affirmed finding in a note);
+(probability 0-1), ``.reported``, ``.reviewed`` and ``.disputed``; ``note:<value set>`` (an affirmed finding in a note);
 ``same-ingredient:medication`` and ``same-ingredient:allergy`` (present/absent): a medication
 (ordered or active) that contains a drug ingredient the patient is allergic to, and that allergy
 (``ingredient_pairs``: no value set, the allergy itself names the ingredient).
@@ -47,6 +47,10 @@ from .valuesets import Members, ValueSetIndex
 NUMERIC_OPS = ("<", "<=", ">", ">=")
 OPERATORS = (*NUMERIC_OPS, "=", "!=", "present", "absent", "between", "changed by")
 SEVERITIES = ("info", "warning", "critical")
+# The yes/no attributes of an imaging finding (``imaging:<label>.<flag>``): a radiology report
+# exists; a clinician has agreed or disagreed with the finding in the viewer; the latest of those
+# verdicts is a disagreement.
+IMAGING_FLAGS = ("reported", "reviewed", "disputed")
 KINDS = ("age", "sex", "pregnant", "observation", "condition", "medication", "allergy", "genomic", "risk", "imaging",
          "note", "same-ingredient")
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)(?:\.(value|unit|date))?\}")
@@ -212,8 +216,9 @@ def _compile_condition(raw: Any, where: str, value_sets: ValueSetIndex, problems
         problems.append(f"{where} ({fact}): a medication has no attribute {attr!r} (dose_mg)")
     if kind == "risk" and attr not in ("", "category"):
         problems.append(f"{where} ({fact}): a risk result has no attribute {attr!r} (category)")
-    if kind == "imaging" and attr not in ("", "reported"):
-        problems.append(f"{where} ({fact}): an imaging finding has no attribute {attr!r} (reported)")
+    if kind == "imaging" and attr not in ("", *IMAGING_FLAGS):
+        problems.append(f"{where} ({fact}): an imaging finding has no attribute {attr!r} "
+                        f"({', '.join(IMAGING_FLAGS)})")
     if kind in ("age", "sex", "pregnant") and arg:
         problems.append(f"{where} ({fact}): {kind} takes no argument")
     if kind in ("genomic", "risk", "imaging") and not arg:
@@ -231,7 +236,7 @@ def _compile_condition(raw: Any, where: str, value_sets: ValueSetIndex, problems
             problems.append(f"{where} ({fact}): '{op}' takes no value")
         return cond
     textual = kind in ("sex", "genomic") or attr in ("category",)
-    boolean = kind == "pregnant" or attr == "reported"
+    boolean = kind == "pregnant" or (kind == "imaging" and attr in IMAGING_FLAGS)
     if textual:
         if op not in ("=", "!="):
             problems.append(f"{where} ({fact}): only '=' or '!=' apply to a text fact")
@@ -585,9 +590,10 @@ def _resolve(cond: Condition, facts: Facts) -> Found:
         return Found(problem="no finding in the window")
     top = max(findings, key=lambda f: f.probability)
     explanation: dict[str, Any] = {"heatmap_url": top.heatmap_url, "viewer_url": top.viewer_url,
-                                   "probability": top.probability, "reported": top.reported}
-    if cond.attr == "reported":
-        return Found(top.reported, at=top.at, source=top.source, present=True, explanation=explanation)
+                                   "probability": top.probability, "reported": top.reported,
+                                   "reviewed": top.reviewed, "disputed": top.disputed}
+    if cond.attr in IMAGING_FLAGS:
+        return Found(getattr(top, cond.attr), at=top.at, source=top.source, present=True, explanation=explanation)
     return Found(top.probability, "1", top.at, top.source, True, explanation=explanation)
 
 

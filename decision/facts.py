@@ -112,10 +112,13 @@ class ImagingFinding:
     heatmap_url: str = ""
     reported: bool = False  # a radiology report exists for the study
     viewer_url: str = ""  # the image in the viewer, this finding's heat map shown
+    reviewed: bool = False  # a clinician has agreed or disagreed with the finding (imaging viewer)
+    disputed: bool = False  # the most recent of those verdicts is a disagreement
 
     def as_dict(self) -> dict[str, Any]:
         return {"label": self.label, "probability": self.probability, "at": _iso(self.at), "source": self.source,
-                "heatmap_url": self.heatmap_url, "reported": self.reported, "viewer_url": self.viewer_url}
+                "heatmap_url": self.heatmap_url, "reported": self.reported, "viewer_url": self.viewer_url,
+                "reviewed": self.reviewed, "disputed": self.disputed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +266,9 @@ class Facts:
             facts.imaging.append(ImagingFinding(
                 label=str(e.get("label", "")), probability=float(e.get("probability", 0.0)), at=at(e, f"imaging[{i}]"),
                 source=str(e.get("source", f"test:imaging[{i}]")), heatmap_url=str(e.get("heatmap_url", "")),
-                reported=bool(e.get("reported", False)), viewer_url=str(e.get("viewer_url", ""))))
+                reported=bool(e.get("reported", False)), viewer_url=str(e.get("viewer_url", "")),
+                reviewed=bool(e.get("reviewed", False) or e.get("disputed", False)),
+                disputed=bool(e.get("disputed", False))))
         for i, e in enumerate(_entries(data.get("notes"), "notes")):
             codes = tuple((str(c[0]), str(c[1])) if isinstance(c, list | tuple) else (str(c.get("system", "")),
                                                                                      str(c.get("code", "")))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
-from django.db.models import BooleanField, Exists, F, FloatField, Model, OuterRef, Q
+from django.db.models import BooleanField, Exists, F, FloatField, Model, OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
@@ -151,7 +151,10 @@ def imaging_findings_bulk(patient_ids: Sequence[int], as_of: dt.datetime) -> dic
     whether the patient has a radiology report (a note whose type is one of
     ``RADIOLOGY_REPORT_CODES``, from a DiagnosticReport or a DocumentReference) written on or after
     the study date (else after the analysis) and by ``as_of``. A report is matched to the patient's
-    imaging by date, not by accession number, which FHIR reports rarely carry."""
+    imaging by date, not by accession number, which FHIR reports rarely carry. ``reviewed``: a
+    clinician agreed or disagreed with the finding in the viewer by ``as_of``; ``disputed``: the
+    latest of those verdicts is a disagreement."""
+    from imaging.models import FindingFeedback
     from imaging.models import ImagingFinding as FindingRow
 
     ids = list(patient_ids)
@@ -168,13 +171,15 @@ def imaging_findings_bulk(patient_ids: Sequence[int], as_of: dt.datetime) -> dic
         .annotate(
             report_since_study=Exists(reports.filter(written_at__date__gte=OuterRef("instance__series__study__study_date"))),
             report_since_reading=Exists(reports.filter(written_at__gte=OuterRef("created_at"))),
+            latest_verdict=Subquery(FindingFeedback.objects.filter(finding=OuterRef("pk"), created_at__lte=as_of)
+                                    .order_by("-created_at", "-pk").values("verdict")[:1]),
         )
         .values_list("patient_id", "patient__external_id", "external_id", "pk", "label", "probability",
                      "instance__series__study__study_date", "created_at", "report_since_study",
-                     "report_since_reading", "instance__external_id")
+                     "report_since_reading", "instance__external_id", "latest_verdict")
     )
     for (patient_id, patient_uuid, finding_uuid, pk, label, probability, study_date, created_at, since_study,
-         since_reading, instance_uuid) in rows:
+         since_reading, instance_uuid, verdict) in rows:
         at = dt.datetime.combine(study_date, dt.time(), tzinfo=dt.UTC) if study_date else created_at
         if at > as_of:
             continue
@@ -182,7 +187,8 @@ def imaging_findings_bulk(patient_ids: Sequence[int], as_of: dt.datetime) -> dic
         viewer = reverse("imaging-viewer", kwargs={"external_id": patient_uuid, "instance_id": instance_uuid})
         out.setdefault(patient_id, []).append(ImagingFinding(
             label=label, probability=probability, at=at, source=f"ImagingFinding:{pk}", heatmap_url=url,
-            reported=bool(since_study if study_date else since_reading), viewer_url=f"{viewer}?finding={finding_uuid}"))
+            reported=bool(since_study if study_date else since_reading), viewer_url=f"{viewer}?finding={finding_uuid}",
+            reviewed=verdict is not None, disputed=verdict == FindingFeedback.Verdict.DISAGREE))
     return out
 
 

@@ -448,11 +448,14 @@ RULES: list[dict[str, Any]] = [
         "conditions": {"all": [
             {"fact": "imaging:pneumonia", "op": ">=", "value": 0.8, "unit": "1", "lookback_days": 7,
              "name": "pneumonia"},
-            {"fact": "imaging:pneumonia.reported", "op": "=", "value": False, "lookback_days": 7}]},
+            {"fact": "imaging:pneumonia.reported", "op": "=", "value": False, "lookback_days": 7},
+            {"fact": "imaging:pneumonia.disputed", "op": "=", "value": False, "lookback_days": 7}]},
         "summary_template": "The image model gives pneumonia a probability of {pneumonia} on {pneumonia.date} and "
                             "no radiology report exists: review the image.",
         "rationale": "A high model probability on an unreported chest radiograph is a prompt to look at the "
-                     "image (with its heat map) before the report arrives; it is not a diagnosis.",
+                     "image (with its heat map) before the report arrives; it is not a diagnosis. A clinician "
+                     "who read the image and disagreed with the finding (in the imaging viewer) ends the prompt; "
+                     "one who agreed does not, as the report is still to come.",
         "citation_source": "Rajpurkar P, et al. CheXNet: radiologist-level pneumonia detection on chest X-rays with "
                            "deep learning. arXiv:1711.05225, 2017 (the task); threshold 0.8 chosen for high "
                            "specificity on the model's held-out validation.",
@@ -463,6 +466,10 @@ RULES: list[dict[str, Any]] = [
              "facts": {"imaging": [{"label": "pneumonia", "probability": 0.91, "days_ago": 2}]}},
             {"name": "already reported", "expect": "does-not-fire",
              "facts": {"imaging": [{"label": "pneumonia", "probability": 0.91, "days_ago": 2, "reported": True}]}},
+            {"name": "a clinician disagreed with the finding", "expect": "does-not-fire",
+             "facts": {"imaging": [{"label": "pneumonia", "probability": 0.91, "days_ago": 2, "disputed": True}]}},
+            {"name": "a clinician agreed, no report yet", "expect": "fires", "expected_message": "0.91",
+             "facts": {"imaging": [{"label": "pneumonia", "probability": 0.91, "days_ago": 2, "reviewed": True}]}},
             {"name": "ten days ago", "expect": "does-not-fire",
              "facts": {"imaging": [{"label": "pneumonia", "probability": 0.95, "days_ago": 10}]}},
         ],

@@ -477,7 +477,11 @@ def imaging_register_folder(
 def finding_feedback_record(
     *, finding: Any, patient: Patient, user: Any, verdict: str, comment: str = "", request: Any = None,
 ) -> Any:
-    """A clinician's agreement or disagreement with a finding, audited in the same transaction."""
+    """A clinician's agreement or disagreement with a finding, audited in the same transaction;
+    the rules that read findings' review state are evaluated again for the patient (a job queued
+    in the same transaction, ``cdss.jobs.triggers.facts_changed``)."""
+    from cdss.jobs.triggers import facts_changed
+
     from .models import FindingFeedback
 
     if verdict not in FindingFeedback.Verdict.values:
@@ -486,6 +490,7 @@ def finding_feedback_record(
         row = FindingFeedback.objects.create(finding=finding, user=user, verdict=verdict, comment=comment.strip()[:2000])
         audit_record(user=user, action="create", target="imaging-feedback", patient=patient, request=request,
                      detail=f"{verdict} on finding {finding.external_id}")
+        facts_changed(patient.pk, user=user, reason="imaging-verdict", ref=f"FindingFeedback:{row.pk}")
     return row
 
 

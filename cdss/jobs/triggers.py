@@ -20,6 +20,8 @@ from django.utils import timezone
 log = logging.getLogger("cdss.jobs")
 
 _KINDS: list[str] = []
+# kinds to queue when what is read from a record changes without the record changing
+_FACT_KINDS: list[str] = []
 # kind -> callbacks(job, result) run after a job of that kind succeeded
 _AFTER: dict[str, list[Callable[[Any, dict[str, Any]], None]]] = {}
 
@@ -45,6 +47,33 @@ def record_changed(patient_ids: Iterable[int], *, user: Any = None, reason: str 
             job_enqueue(kind=kind, patient=patient, user=user,
                         inputs={"reason": reason, "at": timezone.now().isoformat()})
             count += 1
+    return count
+
+
+def on_facts_change(kind: str) -> None:
+    """Queue a job of ``kind`` when something its readers derive from a patient's record changes
+    while the record does not (a clinician's verdict on an imaging finding, which rules read)."""
+    if kind not in _FACT_KINDS:
+        _FACT_KINDS.append(kind)
+
+
+def facts_changed(patient_id: int, *, user: Any = None, reason: str, ref: str) -> int:
+    """Queue one job per registered kind for the patient, inside the caller's transaction (so it
+    exists if and only if the change commits); not when one of that kind is already queued for the
+    patient and not started (it will read the change). ``ref`` names what changed (a row's id:
+    never patient data), which makes the request distinct. Returns the number of jobs queued."""
+    from cdss.models import Job
+    from patients.models import Patient
+
+    from .runner import job_enqueue
+
+    count = 0
+    for kind in _FACT_KINDS:
+        if Job.objects.filter(kind=kind, patient_id=patient_id, status=Job.Status.QUEUED).exists():
+            continue
+        job_enqueue(kind=kind, patient=Patient.objects.only("pk").get(pk=patient_id), user=user,
+                    inputs={"reason": reason, "ref": ref})
+        count += 1
     return count
 
 
