@@ -6,7 +6,7 @@
  * ?center=&width=, ?size=full), so the file's full bit depth stays there and the browser only swaps
  * images; one rendering is asked for at a time, and while it loads only the latest wanted one
  * waits. No pixel or patient data is handled here. Zoom and pan move the image and its overlay
- * together (one CSS transform); zoomed in past the preview's own pixels, the image is asked for
+ * together (one CSS transform; on a touch screen, two fingers pinch); zoomed in past the preview's own pixels, the image is asked for
  * with every pixel of the frame. */
 (function () {
   "use strict";
@@ -234,19 +234,49 @@
       action();
     });
 
-    // drag: pan when zoomed; with Shift, the window (across: width, up and down: level)
+    // drag: pan when zoomed; with Shift, the window (across: width, up and down: level); two
+    // fingers on a touch screen: pinch to zoom around their midpoint
     var drag = null;
+    var touches = {};
+    var pinch = null;
+    function touchPair() {
+      var ids = Object.keys(touches);
+      return ids.length === 2 ? [touches[ids[0]], touches[ids[1]]] : null;
+    }
+    function capture(event) {
+      try { stage.setPointerCapture(event.pointerId); } catch (e) { /* a pointer already released */ }
+    }
     stage.addEventListener("pointerdown", function (event) {
+      if (event.pointerType === "touch") {
+        touches[event.pointerId] = { x: event.clientX, y: event.clientY };
+        var pair = touchPair();
+        if (pair) {
+          drag = null;
+          pinch = { distance: Math.max(Math.hypot(pair[0].x - pair[1].x, pair[0].y - pair[1].y), 1), scale: view.scale };
+          capture(event);
+          event.preventDefault();
+          return;
+        }
+      }
       if (event.button !== 0) { return; }
       var windowing = event.shiftKey && hasRange;
       if (!windowing && view.scale === 1) { return; }
       drag = { x: event.clientX, y: event.clientY, viewX: view.x, viewY: view.y, windowing: windowing,
                start: windowing ? currentWindow() : null };
-      stage.setPointerCapture(event.pointerId);
+      capture(event);
       stage.classList.add("is-dragging");
       event.preventDefault();
     });
     stage.addEventListener("pointermove", function (event) {
+      if (touches[event.pointerId]) { touches[event.pointerId] = { x: event.clientX, y: event.clientY }; }
+      var pair = pinch && touchPair();
+      if (pair) {
+        var box = stage.getBoundingClientRect();
+        var distance = Math.hypot(pair[0].x - pair[1].x, pair[0].y - pair[1].y);
+        zoomAt(pinch.scale * distance / pinch.distance / view.scale,
+               (pair[0].x + pair[1].x) / 2 - box.left, (pair[0].y + pair[1].y) / 2 - box.top);
+        return;
+      }
       if (!drag) { return; }
       var dx = event.clientX - drag.x;
       var dy = event.clientY - drag.y;
@@ -260,7 +290,9 @@
         apply();
       }
     });
-    function endDrag() {
+    function endDrag(event) {
+      delete touches[event.pointerId];
+      if (!touchPair()) { pinch = null; }
       drag = null;
       stage.classList.remove("is-dragging");
     }

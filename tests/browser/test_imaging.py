@@ -248,6 +248,20 @@ def test_a_clinician_sets_a_window_zooms_pans_and_moves_through_frames(
     page.dblclick("#imaging-stage")
     assert page.inner_text("#imaging-zoom-value") == "100%"
     assert page.locator("#imaging-image").bounding_box() == page.locator("#imaging-stage").bounding_box()
+    # two fingers on a touch screen, 100 px apart, moved to 200 px apart: twice the size
+    page.evaluate("""() => {
+        const stage = document.getElementById('imaging-stage');
+        const box = stage.getBoundingClientRect();
+        const touch = (type, id, x, y) => stage.dispatchEvent(new PointerEvent(type, {
+            pointerId: id, pointerType: 'touch', isPrimary: id === 1, bubbles: true, cancelable: true,
+            clientX: box.left + x, clientY: box.top + y}));
+        touch('pointerdown', 11, 100, 100); touch('pointerdown', 12, 200, 100);
+        touch('pointermove', 12, 250, 100); touch('pointermove', 11, 50, 100);
+        touch('pointerup', 11, 50, 100); touch('pointerup', 12, 250, 100);
+    }""")
+    assert page.inner_text("#imaging-zoom-value") == "200%"
+    page.click("#imaging-zoom-fit")
+    assert page.inner_text("#imaging-zoom-value") == "100%"
 
     # a 1,760 px radiograph: zoomed in past the preview's 1,024 px, every pixel is asked for
     open_viewer(viewer_images["cr"])
