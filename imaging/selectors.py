@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.http import Http404
 
 from cdss.models import Job, ModelVersion
@@ -62,6 +62,43 @@ def active_imaging_models() -> set[str]:
 def imaging_jobs_pending(*, patient: Patient) -> bool:
     return Job.objects.filter(patient=patient, kind="imaging",
                               status__in=[Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.FAILED]).exists()
+
+
+OTHER_IMAGES_LIMIT = 30
+
+
+@dataclass
+class OtherImage:
+    """Another image of the patient's, of the same kind, with the latest finding per label."""
+
+    instance: ImagingInstance
+    findings: list[ImagingFinding]
+
+    @property
+    def study_date(self) -> dt.date | None:
+        return self.instance.series.study.study_date
+
+
+def imaging_other_images(*, instance: ImagingInstance) -> list[OtherImage]:
+    """The patient's other images of the same modality (and body part, where both name one), not
+    entered in error, the newest study first, at most ``OTHER_IMAGES_LIMIT``: what a reader
+    compares an image with, and where a finding's earlier probabilities come from. Two queries."""
+    others = (
+        ImagingInstance.objects.filter(patient_id=instance.patient_id, modality=instance.modality)
+        .exclude(pk=instance.pk).exclude(status=ENTERED_IN_ERROR).exclude(series__study__status=ENTERED_IN_ERROR)
+        .select_related("series__study").defer("presets", "technical")
+        .prefetch_related(Prefetch("findings", queryset=_findings()))
+        .order_by(F("series__study__study_date").desc(nulls_last=True), "-created_at", "-pk")
+    )
+    if instance.body_part:
+        others = others.filter(Q(body_part__iexact=instance.body_part) | Q(body_part=""))
+    out = []
+    for other in others[:OTHER_IMAGES_LIMIT]:
+        latest: dict[str, ImagingFinding] = {}
+        for finding in other.findings.all():  # by label, the newest model version first
+            latest.setdefault(finding.label, finding)
+        out.append(OtherImage(instance=other, findings=list(latest.values())))
+    return out
 
 
 def imaging_instance_get(*, patient: Patient, external_id: Any) -> ImagingInstance:
@@ -118,6 +155,8 @@ class FindingView:
     mine: FindingFeedback | None = None
     agree: int = 0
     disagree: int = 0
+    # the same label on the patient's other images of the kind (the viewer's ``attach_history``)
+    history: list[tuple[OtherImage, ImagingFinding]] = field(default_factory=list)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -43,6 +43,7 @@ from .models import FindingFeedback, ImagingFinding, ImagingInstance
 from .pixels import custom_window, load_image, preview_png
 from .selectors import (
     REVIEW_SHOWS,
+    OtherImage,
     active_imaging_models,
     heatmap_png,
     imaging_finding_get,
@@ -50,6 +51,7 @@ from .selectors import (
     imaging_instance_get,
     imaging_jobs_pending,
     imaging_model_statistics,
+    imaging_other_images,
     imaging_review_list,
     imaging_study_list,
     review_page_views,
@@ -146,8 +148,14 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
     patient = patient_get_for_user(request.user, external_id)
     instance = imaging_instance_get(patient=patient, external_id=instance_id)
     groups = imaging_findings_for_instance(instance=instance, user=request.user)
-    audit_record(user=request.user, action="view", target="imaging-viewer", patient=patient, request=request,
-                 detail=f"instance {instance.external_id}")
+
+    others = imaging_other_images(instance=instance)
+    compare = None
+    if wanted_compare := request.GET.get("compare", ""):
+        compare = next((o for o in others if str(o.instance.external_id) == wanted_compare), None)
+        if compare is None:
+            raise Http404("No such image to compare with.")
+    attach_history(groups, others)
     heatmaps = [view.finding for group in groups for view in group.findings if view.finding.heatmap]
     wanted = request.GET.get("finding", "")  # a recommendation's evidence names the finding to show first
     heatmaps.sort(key=lambda f: str(f.external_id) != wanted)  # stable: the others keep their order
@@ -162,12 +170,29 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
                            for p in instance.presets],
         "value_range": _value_range(instance),
         "groups": groups,
+        "others": others,
+        "compare": compare,
+        # the window set on the image applies to the compared one where both have values to window
+        "compare_windowable": bool(compare and _value_range(instance) and _value_range(compare.instance)),
         "heatmaps": heatmaps,
         "first_heatmap": heatmaps[0] if heatmaps else None,
         "not_analysed": "" if groups else not_analysed_reason(
             instance, active_imaging_models(), imaging_jobs_pending(patient=patient)),
     }
+    audit_record(user=request.user, action="view", target="imaging-viewer", patient=patient, request=request,
+                 detail=f"instance {instance.external_id}"
+                 + (f" compared with instance {compare.instance.external_id}" if compare else ""))
     return render(request, "imaging/viewer.html", context)
+
+
+def attach_history(groups: list[Any], others: list[OtherImage]) -> None:
+    """To each of the image's findings, the same label's latest finding on each of the patient's
+    other images of the kind (``view.history``, the newest study first): how the probability moved
+    over the studies."""
+    for group in groups:
+        for view in group.findings:
+            view.history = [(other, finding) for other in others for finding in other.findings
+                            if finding.label == view.finding.label]
 
 
 def _value_range(instance: ImagingInstance) -> tuple[float, float] | None:

@@ -1,6 +1,7 @@
 /* The image viewer (templates/imaging/viewer.html): window presets and a window of the user's own
  * (level and width, typed or set by Shift + drag), frames of a multi-frame image, zoom and pan, and
- * the heat map overlay's toggle, opacity and choice.
+ * the heat map overlay's toggle, opacity and choice; beside it, another image of the patient's to
+ * compare with (it follows the zoom and pan).
  *
  * Every rendering is made on the server (imaging.views.imaging_preview: ?frame=, ?preset= or
  * ?center=&width=, ?size=full), so the file's full bit depth stays there and the browser only swaps
@@ -35,6 +36,11 @@
     var frameNote = byId("imaging-overlay-frame-note");
     var zoomShown = byId("imaging-zoom-value");
     var problem = byId("imaging-render-problem");
+    var compareStage = byId("imaging-compare-stage");
+    var compareCanvas = byId("imaging-compare-canvas");
+    var compareImage = byId("imaging-compare-image");
+    var compareForm = byId("imaging-compare-form");
+    var compareChoice = byId("imaging-compare");
     var windowsNode = byId("imaging-preset-windows");
     var presetWindows = windowsNode ? JSON.parse(windowsNode.textContent) : [];
 
@@ -68,7 +74,18 @@
     // one rendering in flight; the latest wanted one waits for it
     var loading = false;
     var waiting = null;
+    // the compared image takes the same window (in the images' values, e.g. HU), where it has one
+    function showCompare() {
+      if (!compareImage || !compareImage.dataset.windowable) { return; }
+      var w = state.center !== null ? [state.center, state.width] : presetWindows[state.preset];
+      var wanted = compareImage.dataset.previewUrl;
+      if ((state.center !== null || state.preset !== 0) && w && w[0] !== null && w[1] !== null) {
+        wanted += "?center=" + encodeURIComponent(String(w[0])) + "&width=" + encodeURIComponent(String(w[1]));
+      }
+      if (compareImage.getAttribute("src") !== wanted) { compareImage.src = wanted; }
+    }
     function show() {
+      showCompare();
       var next = url();
       if (loading) { waiting = next; return; }
       if (image.getAttribute("src") === next) { return; }
@@ -186,6 +203,12 @@
       clamp();
       canvas.style.transform = view.scale === 1 ? "" :
         "translate(" + view.x + "px, " + view.y + "px) scale(" + view.scale + ")";
+      if (compareCanvas && compareStage) { // the compared image follows: the same scale and place
+        var fx = compareStage.clientWidth / Math.max(stage.clientWidth, 1);
+        var fy = compareStage.clientHeight / Math.max(stage.clientHeight, 1);
+        compareCanvas.style.transform = view.scale === 1 ? "" :
+          "translate(" + view.x * fx + "px, " + view.y * fy + "px) scale(" + view.scale + ")";
+      }
       stage.classList.toggle("is-zoomed", view.scale > 1);
       if (zoomShown) { zoomShown.textContent = Math.round(view.scale * 100) + "%"; }
       // past the preview's own pixels: ask once for every pixel of the frame
@@ -299,6 +322,17 @@
     stage.addEventListener("pointerup", endDrag);
     stage.addEventListener("pointercancel", endDrag);
     window.addEventListener("resize", apply);
+
+    // --- comparison with another image of the patient's (a page of its own: ?compare=ID) ---------
+    if (compareForm && compareChoice) {
+      compareChoice.addEventListener("change", function () {
+        if (compareChoice.value) {
+          compareForm.submit();
+        } else {
+          window.location.assign(window.location.pathname);
+        }
+      });
+    }
 
     // --- heat map overlay -----------------------------------------------------------------------
     if (toggle && overlay) {

@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 from PIL import Image
+from pydicom.uid import generate_uid
 
 from cdss.models import ModelVersion
 from imaging.models import FindingFeedback, ImagingFinding, ImagingInstance
@@ -183,7 +184,12 @@ def viewer_images(imaging_patient: tuple[m.Patient, ImagingInstance, Path]) -> d
     Image.fromarray(heat).save(out, format="PNG")
     finding.heatmap.name = default_storage.save("imaging/heatmaps/mr.png", ContentFile(out.getvalue()))
     finding.save()
-    return {"ct": ct, "mr": mr, "cr": cr}
+    [prior] = imaging_upload(patient=patient, files=[UploadFile("prior.dcm", dicom_bytes(
+        patient_id=patient.mrn, new_instance=True, study_uid=generate_uid(), series_uid=generate_uid(),
+        StudyDate="20031001"))]).created
+    ImagingFinding.objects.create(instance=prior, patient=patient, model_version=ModelVersion.objects.get(),
+                                  label="pneumonia", probability=0.2, threshold=0.5, positive=False)
+    return {"ct": ct, "mr": mr, "cr": cr, "prior": prior}
 
 
 def test_a_clinician_sets_a_window_zooms_pans_and_moves_through_frames(
@@ -262,6 +268,24 @@ def test_a_clinician_sets_a_window_zooms_pans_and_moves_through_frames(
     assert page.inner_text("#imaging-zoom-value") == "200%"
     page.click("#imaging-zoom-fit")
     assert page.inner_text("#imaging-zoom-value") == "100%"
+
+    # the CT beside an earlier one of the patient's: it follows the zoom
+    assert page.inner_text(".imaging-history") == "On other images: 0.200 on 2003-10-01"
+    page.select_option("#imaging-compare", str(viewer_images["prior"].external_id))
+    page.wait_for_selector("#imaging-compare-stage")
+    page.wait_for_function("(() => { const i = document.getElementById('imaging-compare-image');"
+                           " return i.complete && i.naturalWidth > 0; })()")
+    assert "Compared with: 2003-10-01" in page.inner_text("#imaging-compare-figure")
+    page.click("#imaging-zoom-in")
+    assert "scale(1.25)" in (page.get_attribute("#imaging-compare-canvas", "style") or "")
+    page.select_option("#imaging-preset", "1")  # the lung window, on both
+    page.wait_for_function("document.getElementById('imaging-compare-image').getAttribute('src')"
+                           ".endsWith('?center=-600&width=1500')")
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "imaging-compare.png"), full_page=True)
+    page.select_option("#imaging-compare", "")
+    page.wait_for_url(f"**/imaging/{viewer_images['ct'].external_id}/")
+    assert page.locator("#imaging-compare-stage").count() == 0
 
     # a 1,760 px radiograph: zoomed in past the preview's 1,024 px, every pixel is asked for
     open_viewer(viewer_images["cr"])

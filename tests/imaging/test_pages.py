@@ -333,13 +333,14 @@ def test_the_panel_polls_while_an_imaging_job_is_unfinished(client_a: Client, pa
 # Session and user, SAVEPOINT, the patient, the image (with its series and study), its findings
 # (with their model versions), their feedback, the audit INSERT, RELEASE, and the session save
 # with its savepoints: whatever the number of findings and feedback rows.
-VIEWER_QUERIES = 12
+# ... and the patient's other images of the kind with their findings (one query fewer without any)
+VIEWER_QUERIES = 14
 
 
 def test_the_viewer_reads_a_fixed_number_of_queries(
     client_a: Client, patient_a: m.Patient, clinician_a, django_assert_num_queries
 ) -> None:
-    [instance] = upload(patient_a)
+    instance, _ = upload(patient_a, 2)  # another image of the kind: the comparison's queries run
     first = finding_for(instance, model_version())
     with django_assert_num_queries(VIEWER_QUERIES):
         assert client_a.get(viewer_url(instance)).status_code == 200
@@ -351,6 +352,70 @@ def test_the_viewer_reads_a_fixed_number_of_queries(
     with django_assert_num_queries(VIEWER_QUERIES):
         content = client_a.get(viewer_url(instance)).content.decode()
     assert content.count('class="imaging-model"') == 2 and content.count('class="imaging-finding ') == 4
+
+
+def ct_on(patient: m.Patient, day: str, **changes: object) -> ImagingInstance:
+    """A CT image of its own study, dated ``day`` (YYYYMMDD)."""
+    [instance] = imaging_upload(patient=patient, files=[UploadFile("ct.dcm", dicom_bytes(
+        patient_id=patient.mrn, new_instance=True, study_uid=generate_uid(), series_uid=generate_uid(),
+        StudyDate=day, **changes))]).created
+    return instance
+
+
+def test_the_viewer_compares_with_the_patients_other_images_of_the_kind(
+    client_a: Client, patient_a: m.Patient, patient_b: m.Patient
+) -> None:
+    """Other CT images of the patient, the newest study first (not an MR, not one entered in
+    error, not another patient's), offered for comparison and with their probabilities beside the
+    finding's; ``?compare=`` shows one beside the image (audited), anything else is a 404."""
+    mv = model_version()
+    now = ct_on(patient_a, "20261120")
+    older, oldest = ct_on(patient_a, "20261001"), ct_on(patient_a, "20250301")
+    finding_for(now, mv, p=0.91)
+    finding_for(older, mv, p=0.35, positive=False)
+    finding_for(oldest, mv, p=0.62)
+    gone = ct_on(patient_a, "20261101")
+    gone.status = "entered-in-error"
+    gone.save()
+    [mr] = imaging_upload(patient=patient_a, files=[UploadFile("mr.dcm", dicom_bytes(
+        "MR_small.dcm", patient_id=patient_a.mrn))]).created
+    elsewhere = ct_on(patient_b, "20261002")
+
+    content = client_a.get(viewer_url(now)).content.decode()
+    offered = re.findall(r'<option value="([0-9a-f-]{36})"[^>]*>([^<]*)</option>', content)
+    assert [value for value, _ in offered] == [str(older.external_id), str(oldest.external_id)]
+    assert offered[0][1] == "2026-10-01 · CT · pneumonia 0.35" and offered[1][1].startswith("2025-03-01 · CT")
+    assert str(mr.external_id) not in content and str(gone.external_id) not in content
+    history = re.search(r'<p class="imaging-history">(.*?)</p>', content, re.S)
+    assert history is not None
+    assert [re.sub(r"\s+", " ", t) for t in re.findall(r">([^<]+)</a>", history.group(1))] == [
+        "0.350 on 2026-10-01", "0.620 on 2025-03-01 (flagged)"]
+    assert 'id="imaging-compare-stage"' not in content
+
+    paired = client_a.get(viewer_url(now) + f"?compare={older.external_id}").content.decode()
+    assert 'id="imaging-compare-stage"' in paired and "imaging-viewer-comparing" in paired
+    assert 'data-windowable="1"' in paired  # both in HU: the window set applies to both
+    assert reverse("imaging-preview", args=[patient_a.external_id, older.external_id]) in paired
+    assert f'<option value="{older.external_id}" selected>' in paired
+    assert AuditEvent.objects.filter(target="imaging-viewer",
+                                     detail=f"instance {now.external_id} compared with instance {older.external_id}").exists()
+    for wrong in (mr.external_id, gone.external_id, elsewhere.external_id, now.external_id, "not-an-id"):
+        assert client_a.get(viewer_url(now) + f"?compare={wrong}").status_code == 404, wrong
+
+
+def test_the_viewers_comparison_reads_a_fixed_number_of_queries(
+    client_a: Client, patient_a: m.Patient, django_assert_num_queries
+) -> None:
+    mv = model_version()
+    now = ct_on(patient_a, "20261120")
+    finding_for(now, mv)
+    finding_for(ct_on(patient_a, "20261001"), mv)
+    with django_assert_num_queries(VIEWER_QUERIES):
+        client_a.get(viewer_url(now))
+    for day in ("20260101", "20250101", "20240101"):
+        finding_for(ct_on(patient_a, day), mv)
+    with django_assert_num_queries(VIEWER_QUERIES):
+        assert client_a.get(viewer_url(now)).content.decode().count('class="imaging-history"') == 1
 
 
 def png_bytes(grey: int = 128) -> bytes:
