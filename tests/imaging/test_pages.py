@@ -354,11 +354,11 @@ def test_the_viewer_reads_a_fixed_number_of_queries(
     assert content.count('class="imaging-model"') == 2 and content.count('class="imaging-finding ') == 4
 
 
-def ct_on(patient: m.Patient, day: str, **changes: object) -> ImagingInstance:
+def ct_on(patient: m.Patient, day: str) -> ImagingInstance:
     """A CT image of its own study, dated ``day`` (YYYYMMDD)."""
     [instance] = imaging_upload(patient=patient, files=[UploadFile("ct.dcm", dicom_bytes(
         patient_id=patient.mrn, new_instance=True, study_uid=generate_uid(), series_uid=generate_uid(),
-        StudyDate=day, **changes))]).created
+        StudyDate=day))]).created
     return instance
 
 
