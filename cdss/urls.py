@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from imaging.api import PatientImagingListApi
 from nlp.api import PatientNoteCreateApi
 from patients.api import PatientNoteListApi
 
@@ -25,6 +26,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/imaging/", include("imaging.api_urls")),
+    path("api/patients/<uuid:external_id>/imaging/", PatientImagingListApi.as_view(), name="api-patient-imaging"),
     path("api/patients/<uuid:external_id>/notes/", PatientNotesApi.as_view(), name="api-patient-notes"),
     path("api/patients/<uuid:external_id>/jobs/", api_jobs.PatientJobCreateApi.as_view(), name="api-patient-jobs"),
     path("api/jobs/", api_jobs.JobListApi.as_view(), name="api-job-list"),

@@ -1,23 +1,30 @@
-"""REST API of imaging: ``POST /api/imaging/`` stores images for a patient."""
+"""REST API of imaging: ``POST /api/imaging/`` stores images for a patient; ``GET
+/api/patients/{id}/imaging/`` lists the patient's images with their findings; ``POST
+/api/imaging/findings/{id}/feedback/`` records a clinician's verdict on a finding."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db import transaction
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.generics import ListAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from patients.selectors import is_clinician, patient_get_for_user
+from cdss.audit import audit_record
+from patients.selectors import is_clinician, patient_get_for_user, patient_list_for_user
 
-from .services import ImagingUploadError, UploadFile, imaging_upload
+from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
+from .selectors import FindingView, finding_views, imaging_instance_list
+from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
 
 
 class ImagingUploadInputSerializer(serializers.Serializer[Any]):
@@ -79,3 +86,142 @@ def _job_ids(pks: list[int]) -> list[str]:
 
     return [str(x) for x in Job.objects.filter(pk__in=pks).order_by("pk").values_list("external_id", flat=True)]
 
+
+
+class ModelVersionBriefSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    version = serializers.CharField()
+    architecture = serializers.CharField()
+    auc = serializers.FloatField(allow_null=True, help_text="Measured on held-out data (test split, else validation).")
+    auc_split = serializers.CharField(help_text="test or validation; empty when none is recorded.")
+
+
+class VerdictSerializer(serializers.Serializer[Any]):
+    verdict = serializers.ChoiceField(choices=FindingFeedback.Verdict.choices)
+    comment = serializers.CharField(allow_blank=True)
+    at = serializers.DateTimeField()
+
+
+class FindingOutputSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
+    probability = serializers.FloatField(help_text="0 to 1.")
+    threshold = serializers.FloatField()
+    positive = serializers.BooleanField(help_text="Flagged: the probability is at or above the threshold.")
+    model = ModelVersionBriefSerializer()
+    created_at = serializers.DateTimeField()
+    agree = serializers.IntegerField(help_text="Clinicians whose latest verdict agrees.")
+    disagree = serializers.IntegerField(help_text="Clinicians whose latest verdict disagrees.")
+    mine = VerdictSerializer(allow_null=True, help_text="Your latest verdict.")
+
+
+def finding_data(view: FindingView) -> dict[str, Any]:
+    f, mv = view.finding, view.finding.model_version
+    mine = view.mine
+    return {
+        "id": f.external_id, "label": f.label, "probability": f.probability, "threshold": f.threshold,
+        "positive": f.positive, "created_at": f.created_at, "agree": view.agree, "disagree": view.disagree,
+        "model": {"name": mv.name, "version": mv.version, "architecture": mv.architecture, "auc": view.auc,
+                  "auc_split": view.auc_split},
+        "mine": {"verdict": mine.verdict, "comment": mine.comment, "at": mine.created_at} if mine else None,
+    }
+
+
+class StudyBriefSerializer(serializers.Serializer[Any]):
+    study_instance_uid = serializers.CharField()
+    study_date = serializers.DateField(allow_null=True)
+    description = serializers.CharField(allow_blank=True)
+    accession_number = serializers.CharField(allow_blank=True)
+
+
+class SeriesBriefSerializer(serializers.Serializer[Any]):
+    series_instance_uid = serializers.CharField()
+    modality = serializers.CharField(allow_blank=True)
+    body_part = serializers.CharField(allow_blank=True)
+    series_number = serializers.IntegerField(allow_null=True)
+
+
+class InstanceOutputSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    sop_instance_uid = serializers.CharField()
+    format = serializers.ChoiceField(choices=ImagingInstance.Format.choices)
+    modality = serializers.CharField(allow_blank=True)
+    body_part = serializers.CharField(allow_blank=True)
+    view_position = serializers.CharField(allow_blank=True)
+    laterality = serializers.CharField(allow_blank=True)
+    rows = serializers.IntegerField()
+    columns = serializers.IntegerField()
+    frames = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    study = StudyBriefSerializer()
+    series = SeriesBriefSerializer()
+    findings = FindingOutputSerializer(many=True, help_text="Per label, the newest model version's first.")
+
+
+class PatientImagingListApi(ListAPIView[ImagingInstance]):
+    """The patient's images, the newest first, each with its study, series and findings (every
+    model version's, with the clinicians' verdicts). Audited."""
+
+    permission_classes = [IsAuthenticated]
+    serializer_class = InstanceOutputSerializer
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        instances = list(page or [])
+        views = iter(finding_views([f for i in instances for f in i.findings.all()], request.user))
+        rows = []
+        for instance in instances:
+            series, study = instance.series, instance.series.study
+            rows.append({
+                "id": instance.external_id, "sop_instance_uid": instance.sop_instance_uid, "format": instance.format,
+                "modality": instance.modality, "body_part": instance.body_part,
+                "view_position": instance.view_position, "laterality": instance.laterality, "rows": instance.rows,
+                "columns": instance.columns, "frames": instance.frames, "created_at": instance.created_at,
+                "study": {"study_instance_uid": study.study_instance_uid, "study_date": study.study_date,
+                          "description": study.description, "accession_number": study.accession_number},
+                "series": {"series_instance_uid": series.series_instance_uid, "modality": series.modality,
+                           "body_part": series.body_part, "series_number": series.series_number},
+                "findings": [finding_data(next(views)) for _ in instance.findings.all()],
+            })
+        with transaction.atomic():
+            audit_record(user=request.user, action="view", target="api:imaging", patient=self._patient,
+                         request=request)
+        return self.get_paginated_response(InstanceOutputSerializer(rows, many=True).data)
+
+    def get_queryset(self) -> Any:
+        external_id: uuid.UUID = self.kwargs["external_id"]
+        try:
+            self._patient = patient_get_for_user(self.request.user, external_id)
+        except Http404:
+            raise NotFound("No such patient.") from None
+        return imaging_instance_list(patient=self._patient)
+
+
+class FindingFeedbackInputSerializer(serializers.Serializer[Any]):
+    verdict = serializers.ChoiceField(choices=FindingFeedback.Verdict.choices)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class FindingFeedbackApi(APIView):
+    """A clinician's verdict on a finding (agree or disagree, with an optional comment), as in the
+    imaging viewer: append-only (a new verdict replaces the user's earlier one in the counts),
+    audited, and the patient's rules evaluated again. 201 with the finding as it is now."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=FindingFeedbackInputSerializer,
+                   responses={201: FindingOutputSerializer, 404: OpenApiResponse(description="No such finding.")})
+    def post(self, request: Request, finding_id: uuid.UUID) -> Response:
+        finding = (ImagingFinding.objects.select_related("model_version", "patient")
+                   .filter(external_id=finding_id, patient__in=patient_list_for_user(request.user).values("pk"))
+                   .exclude(instance__status=ENTERED_IN_ERROR).first())
+        if finding is None:
+            raise NotFound("No such finding.")
+        serializer = FindingFeedbackInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        with transaction.atomic():
+            finding_feedback_record(finding=finding, patient=finding.patient, user=request.user,
+                                    verdict=data["verdict"], comment=data.get("comment", ""), request=request)
+        [view] = finding_views([finding], request.user)
+        return Response(FindingOutputSerializer(finding_data(view)).data, status=status.HTTP_201_CREATED)

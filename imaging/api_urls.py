@@ -4,4 +4,5 @@ from . import api
 
 urlpatterns = [
     path("", api.ImagingUploadApi.as_view(), name="api-imaging-upload"),
+    path("findings/<uuid:finding_id>/feedback/", api.FindingFeedbackApi.as_view(), name="api-imaging-finding-feedback"),
 ]

@@ -101,6 +101,27 @@ def imaging_other_images(*, instance: ImagingInstance) -> list[OtherImage]:
     return out
 
 
+def imaging_instance_list(*, patient: Patient) -> QuerySet[ImagingInstance]:
+    """The patient's images (not entered in error), the newest first, with their study and series
+    and their findings (by label, the newest model version first)."""
+    return (
+        ImagingInstance.objects.filter(patient=patient).exclude(status=ENTERED_IN_ERROR)
+        .exclude(series__study__status=ENTERED_IN_ERROR)
+        .select_related("series__study").defer("presets", "technical")
+        .prefetch_related(Prefetch("findings", queryset=_findings()))
+        .order_by("-created_at", "-pk")
+    )
+
+
+def finding_views(findings: list[ImagingFinding], user: Any) -> list[FindingView]:
+    """The findings with their verdict counts, the user's own, and their model's measured AUC (one
+    query)."""
+    views = _with_verdicts(findings, user)
+    for view in views:
+        view.auc, view.auc_split = model_auc(view.finding.model_version)
+    return views
+
+
 def imaging_instance_get(*, patient: Patient, external_id: Any) -> ImagingInstance:
     try:
         return ImagingInstance.objects.select_related("series__study").exclude(status=ENTERED_IN_ERROR).get(
@@ -217,14 +238,6 @@ def imaging_review_list(*, user: Any, show: str = "awaiting") -> QuerySet[Imagin
     if show == "awaiting":
         qs = qs.exclude(Exists(FindingFeedback.objects.filter(finding=OuterRef("pk"), user=user)))
     return qs
-
-
-def review_page_views(findings: list[ImagingFinding], user: Any) -> list[FindingView]:
-    """A page of the review list with verdict counts and the user's own (one query)."""
-    views = _with_verdicts(findings, user)
-    for view in views:
-        view.auc, view.auc_split = model_auc(view.finding.model_version)
-    return views
 
 
 @dataclass

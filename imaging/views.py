@@ -45,6 +45,7 @@ from .selectors import (
     REVIEW_SHOWS,
     OtherImage,
     active_imaging_models,
+    finding_views,
     heatmap_png,
     imaging_finding_get,
     imaging_findings_for_instance,
@@ -54,7 +55,6 @@ from .selectors import (
     imaging_other_images,
     imaging_review_list,
     imaging_study_list,
-    review_page_views,
 )
 from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
 
@@ -362,7 +362,7 @@ def imaging_review(request: HttpRequest) -> HttpResponse:
         show = "awaiting"
     paginator = Paginator(imaging_review_list(user=request.user, show=show), REVIEW_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
-    views = review_page_views(list(page.object_list), request.user)
+    views = finding_views(list(page.object_list), request.user)
     audit_record_many(user=request.user, action="view", target="imaging-review",
                       patient_ids=[view.finding.patient_id for view in views], request=request, detail=f"show {show}")
     return render(request, "imaging/review.html", {"page": page, "views": views, "show": show, "shows": REVIEW_SHOWS})
