@@ -79,8 +79,35 @@ for instance in ImagingInstance.objects.select_related("patient"):
     viewer.append([instance.modality, panel.status_code, page.status_code, preview.status_code,
                    preview["Content-Type"], str(instance.external_id) in panel.content.decode()])
 
+# A finding on it, as a trained model writes one: the review list, a clinician's verdict (its
+# evaluation runs in-process), the REST API, the models' statistics, the reading tools.
+from django.utils import timezone
+from cdss.models import ModelVersion
+from imaging.models import ImagingFinding
+reviewing = []
+for instance in ImagingInstance.objects.select_related("patient"):
+    mv = ModelVersion.objects.create(name="pneumonia-probe", version="1", kind="imaging", architecture="resnet18",
+                                     dataset="probe", split="probe", metrics={}, file_path="p.pt", file_sha256="0" * 64,
+                                     trained_at=timezone.now(), active=True)
+    finding = ImagingFinding.objects.create(instance=instance, patient=instance.patient, model_version=mv,
+                                            label="pneumonia", probability=0.91, threshold=0.5, positive=True)
+    client = Client(HTTP_HOST="127.0.0.1")
+    assert client.login(username="demo", password="demo-clinician")
+    pid, fid = instance.patient.external_id, finding.external_id
+    listed = str(fid) in client.get("/imaging/review/").content.decode()
+    verdict = client.post(f"/patients/{pid}/imaging/findings/{fid}/feedback/", {"verdict": "disagree"})
+    still = str(fid) in client.get("/imaging/review/").content.decode()
+    api = client.get(f"/api/patients/{pid}/imaging/").json()["results"][0]["findings"][0]
+    window = client.get(f"/patients/{pid}/imaging/{instance.external_id}/preview.png?center=2000&width=3000&size=full")
+    admin = Client(HTTP_HOST="127.0.0.1")
+    assert admin.login(username="admin", password="demo-admin")
+    stats = admin.get("/imaging/statistics/")
+    reviewing.append([listed, verdict.status_code, still, api["disagree"], window.status_code, window["Content-Type"],
+                      stats.status_code, 'data-model="pneumonia-probe"' in stats.content.decode()])
+
 print(json.dumps({
     "viewer": viewer,
+    "reviewing": reviewing,
     "hooks": sorted(set(hooks)), "cards": cards,
     "jobs": sorted({(kind, status, error[:200]) for kind, status, error in Job.objects.values_list("kind", "status", "error")}),
     "recommendations": Recommendation.objects.count(),
@@ -115,6 +142,9 @@ def test_the_embedded_default_imports_scores_recommends_and_serves_the_patient_p
     assert probe["errors"] == [] and probe["codes"] == [200] and probe["fetches"] == 72, probe
     assert probe["hooks"] == [200] and probe["cards"] >= 1, probe  # CDS Hooks answers from the stored record
     assert probe["viewer"] == [["CR", 200, 200, 200, "image/png", True]], probe["viewer"]  # the demo radiograph
+    # a finding on it: listed for review, a verdict takes it off and is counted, a window of one's own
+    # at full size, the models' statistics (the verdict's evaluation is among the jobs, succeeded)
+    assert probe["reviewing"] == [[True, 200, False, 1, 200, "image/png", 200, True]], probe["reviewing"]
 
     fired = manage("evaluate_rules", "--patients", "all", "--json", "--dry-run", env=env).stdout.splitlines()
     rules = [json.loads(line)["rule"] for line in fired if line.startswith("{")]
