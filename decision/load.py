@@ -404,8 +404,10 @@ def add_notes(out: dict[int, Facts], ids: list[int], as_of: dt.datetime) -> None
     """What each note's current extraction says (``nlp.selectors.note_findings``, one query; the
     most recent extraction of a note counts), for notes written by ``as_of``: the conditions
     (affirmed, possible, negated, a relative's) and the medications the patient takes. Allergy
-    statements are left out: an allergy to a drug is not the drug."""
-    found = note_findings(ids)
+    statements are left out: an allergy to a drug is not the drug; so are the facts a clinician
+    reported wrong by ``as_of`` (another concept, not a finding, the opposite assertion, another
+    person or time, other codes or medication details: ``NoteFactFeedback.DISPUTING``)."""
+    found = note_findings(ids, disputed_by=as_of)
     for patient_id, findings in found.items():
         if patient_id not in out:
             continue

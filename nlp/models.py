@@ -83,6 +83,13 @@ class NoteFactFeedback(models.Model):
         SPAN = "span", "Wrong words highlighted"
         OTHER = "other", "Something else"
 
+    # Reports that say the fact does not hold as extracted (another concept, not a finding, the
+    # opposite assertion, another person or time, other codes or medication details): from then on
+    # decision support does not read the fact (``nlp.selectors.note_findings(disputed_by=...)``).
+    # Wrong section, highlighted words or allergy details, or "something else", leave it read.
+    DISPUTING = ("concept", "not-a-finding", "negation", "experiencer", "historical", "hypothetical", "codes",
+                 "medication")
+
     external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     fact = models.ForeignKey(NoteFact, on_delete=models.PROTECT, related_name="feedback")
     patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")

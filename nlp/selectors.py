@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Case, Count, IntegerField, OuterRef, Subquery, Value, When
+from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
 from django.http import Http404
 
 from patients.models import ENTERED_IN_ERROR, ClinicalNote, Patient
@@ -154,12 +154,14 @@ FINDING_FIELDS = ("extraction__note__external_id", "extraction__note__written_at
                   "stage", "details", "pk")
 
 
-def note_findings(patient_ids: Iterable[int], *, version: str | None = None) -> dict[int, NoteFindings]:
+def note_findings(patient_ids: Iterable[int], *, version: str | None = None,
+                  disputed_by: dt.datetime | None = None) -> dict[int, NoteFindings]:
     """What the current extraction of each note of these patients says (notes marked entered in
     error left out), per patient id; every patient asked for has an entry. One query, whatever
     the number of patients and notes. ``version`` is the current pipeline version (see the module
     docstring: pass ``nlp.lexicon_store.lexicon_current().version``); None: the most recent
-    extraction of each note."""
+    extraction of each note. ``disputed_by``: leave out the facts a clinician reported wrong by
+    then (``NoteFactFeedback.DISPUTING``), as decision support reads them."""
     ids = sorted(set(patient_ids))
     out: dict[int, NoteFindings] = {pid: NoteFindings() for pid in ids}
     if not ids:
@@ -170,6 +172,9 @@ def note_findings(patient_ids: Iterable[int], *, version: str | None = None) -> 
         NoteFact.objects.filter(patient_id__in=ids)
         .exclude(extraction__note__status=ENTERED_IN_ERROR)
         .filter(extraction_id=Subquery(current))
+        .exclude(Exists(NoteFactFeedback.objects.filter(fact=OuterRef("pk"), problem__in=NoteFactFeedback.DISPUTING,
+                                                        created_at__lte=disputed_by))
+                 if disputed_by is not None else Q())
         .order_by("patient_id", "extraction__note__written_at", "extraction__note_id", "start", "pk")
         .values_list(*FINDING_FIELDS)
     )

@@ -132,8 +132,11 @@ def _field(name: str, value: Any) -> Any:
 @transaction.atomic
 def note_fact_feedback_create(*, user: Any, patient: Any, fact: NoteFact, problem: str, comment: str = "",
                               request: Any = None) -> NoteFactFeedback:
-    """Store a clinician's report that ``fact`` (of ``patient``) is wrong, with its audit row."""
+    """Store a clinician's report that ``fact`` (of ``patient``) is wrong, with its audit row; a
+    report that disputes the fact (``NoteFactFeedback.DISPUTING``) takes it out of what the rules
+    read, so the patient's evaluation is queued in the same transaction."""
     from cdss.audit import audit_record
+    from cdss.jobs.triggers import facts_changed
 
     if fact.patient_id != patient.pk:
         raise ValueError("the fact is not about this patient")
@@ -146,6 +149,8 @@ def note_fact_feedback_create(*, user: Any, patient: Any, fact: NoteFact, proble
     )
     audit_record(user=user, action="create", target="note-fact-feedback", patient=patient, request=request,
                  detail=f"fact {fact.external_id}")
+    if problem in NoteFactFeedback.DISPUTING:
+        facts_changed(patient.pk, user=user, reason="note-fact-report", ref=f"NoteFactFeedback:{feedback.pk}")
     return feedback
 
 
