@@ -86,7 +86,7 @@ def imaging_other_images(*, instance: ImagingInstance) -> list[OtherImage]:
     others = (
         ImagingInstance.objects.filter(patient_id=instance.patient_id, modality=instance.modality)
         .exclude(pk=instance.pk).exclude(status=ENTERED_IN_ERROR).exclude(series__study__status=ENTERED_IN_ERROR)
-        .select_related("series__study").defer("presets", "technical")
+        .select_related("series__study").defer("presets")  # ``technical``: the window's range, for a comparison
         .prefetch_related(Prefetch("findings", queryset=_findings()))
         .order_by(F("series__study__study_date").desc(nulls_last=True), "-created_at", "-pk")
     )

@@ -148,7 +148,6 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
     patient = patient_get_for_user(request.user, external_id)
     instance = imaging_instance_get(patient=patient, external_id=instance_id)
     groups = imaging_findings_for_instance(instance=instance, user=request.user)
-
     others = imaging_other_images(instance=instance)
     compare = None
     if wanted_compare := request.GET.get("compare", ""):

@@ -12,7 +12,9 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
@@ -392,7 +394,9 @@ def test_the_viewer_compares_with_the_patients_other_images_of_the_kind(
         "0.350 on 2026-10-01", "0.620 on 2025-03-01 (flagged)"]
     assert 'id="imaging-compare-stage"' not in content
 
-    paired = client_a.get(viewer_url(now) + f"?compare={older.external_id}").content.decode()
+    with CaptureQueriesContext(connection) as comparing:
+        paired = client_a.get(viewer_url(now) + f"?compare={older.external_id}").content.decode()
+    assert len(comparing) == VIEWER_QUERIES  # the compared image was read with the others
     assert 'id="imaging-compare-stage"' in paired and "imaging-viewer-comparing" in paired
     assert 'data-windowable="1"' in paired  # both in HU: the window set applies to both
     assert reverse("imaging-preview", args=[patient_a.external_id, older.external_id]) in paired
