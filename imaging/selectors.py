@@ -35,6 +35,34 @@ def model_auc(mv: ModelVersion) -> tuple[float | None, str]:
     return None, ""
 
 
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How a model's flag performed at its threshold on held-out data: what a flag (or its absence)
+    is worth to the reader."""
+
+    split: str
+    n: int
+    prevalence: float
+    sensitivity: float
+    specificity: float
+
+
+def operating_point(mv: ModelVersion, threshold: float) -> OperatingPoint | None:
+    """Sensitivity and specificity at ``threshold`` on the test split where the registry has them,
+    else validation; None when neither was measured at that threshold (a multi-label model's other
+    labels, a threshold changed after registration)."""
+    for split in ("test", "validation"):
+        figures = mv.split_metrics(split)
+        values = [figures.get(k) for k in ("threshold", "sensitivity", "specificity", "n", "prevalence")]
+        if not all(isinstance(v, int | float) for v in values):
+            continue
+        cut, sensitivity, specificity, n, prevalence = (float(v) for v in values)  # type: ignore[arg-type]
+        if abs(cut - threshold) <= 5e-4:  # the registry keeps 4 decimals
+            return OperatingPoint(split=split, n=int(n), prevalence=prevalence, sensitivity=sensitivity,
+                                  specificity=specificity)
+    return None
+
+
 def _findings() -> QuerySet[ImagingFinding]:
     return ImagingFinding.objects.select_related("model_version").order_by("label", "-model_version__trained_at")
 
@@ -176,6 +204,7 @@ class FindingView:
     mine: FindingFeedback | None = None
     agree: int = 0
     disagree: int = 0
+    operating_point: OperatingPoint | None = None
     # the same label on the patient's other images of the kind (the viewer's ``attach_history``)
     history: list[tuple[OtherImage, ImagingFinding]] = field(default_factory=list)
 
@@ -212,6 +241,7 @@ def imaging_findings_for_instance(*, instance: ImagingInstance, user: Any) -> li
     for view in _with_verdicts(list(_findings().filter(instance=instance)), user):
         mv = view.finding.model_version
         view.auc, view.auc_split = model_auc(mv)
+        view.operating_point = operating_point(mv, view.finding.threshold)
         groups.setdefault(mv.pk, ModelFindings(model_version=mv)).findings.append(view)
     return sorted(groups.values(), key=lambda g: g.model_version.trained_at, reverse=True)
 

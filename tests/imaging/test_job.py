@@ -21,7 +21,7 @@ from imaging.ml import inference
 from imaging.ml.cpuwork import OVERLAY_MAX_SIDE, overlay_dims
 from imaging.models import ImagingFinding, ImagingInstance
 from imaging.pixels import ANALYSIS_MAX_SIDE, load_image, model_image
-from imaging.selectors import heatmap_png
+from imaging.selectors import heatmap_png, operating_point
 from imaging.services import UploadFile, imaging_upload
 from tests.imaging.conftest import chest_image, chest_png, dicom_bytes, png_bytes, stored_files
 
@@ -62,6 +62,9 @@ def test_the_job_stores_one_finding_per_label_with_its_heat_map_once(pneumonia_m
     assert (finding.label, finding.model_version, finding.job) == ("pneumonia", pneumonia_model, jobs[0])
     assert finding.threshold == pytest.approx(loaded.thresholds["pneumonia"])
     assert finding.positive == (finding.probability >= finding.threshold)
+    # the registry measured the flag at this very threshold on validation (the viewer says how it did)
+    point = operating_point(pneumonia_model, finding.threshold)
+    assert point is not None and point.split == "validation" and point.n == 524
     heat = Image.open(io.BytesIO(heatmap_png(finding)))  # its place in the job's heat map pack
     assert str(finding.heatmap.name).endswith(".pack") and finding.heatmap_offset == 0 and finding.heatmap_length
     # at the preview's shape, at most OVERLAY_MAX_SIDE a side (the radiograph's preview is 1,024 px)

@@ -142,6 +142,30 @@ def test_the_viewer_shows_presets_the_overlay_the_model_and_its_measured_auc(
     assert AuditEvent.objects.filter(target="imaging-viewer", patient=patient_a).count() == 1
 
 
+def test_the_viewer_says_how_the_flag_performed_at_its_threshold_on_held_out_data(
+    client_a: Client, patient_a: m.Patient
+) -> None:
+    from imaging.selectors import OperatingPoint, operating_point
+
+    mv = model_version()
+    mv.metrics = {"validation": {"n": 524, "prevalence": 0.7424, "auc": 0.99, "threshold": 0.5, "sensitivity": 0.97,
+                                 "specificity": 0.9012}}
+    mv.save(update_fields=["metrics"])
+    assert operating_point(mv, 0.5) == OperatingPoint("validation", 524, 0.7424, 0.97, 0.9012)
+    assert operating_point(mv, 0.6) is None  # not measured at that threshold
+    mv.metrics["test"] = {"n": 624, "prevalence": 0.625, "auc": 0.95, "threshold": 0.5, "sensitivity": 0.99,
+                          "specificity": 0.7}
+    assert operating_point(mv, 0.5) == OperatingPoint("test", 624, 0.625, 0.99, 0.7)  # the test split first
+    mv.metrics.pop("test")
+    mv.save(update_fields=["metrics"])
+    [instance] = upload(patient_a)
+    finding_for(instance, mv, p=0.83)
+    content = " ".join(client_a.get(viewer_url(instance)).content.decode().split())
+    assert ("At this threshold, on the validation split (524 images, 74% positive): it flagged 97% of the positive "
+            "images (sensitivity) and left 90% of the negative ones unflagged (specificity).") in content
+    assert 'class="imaging-legend"' in content
+
+
 def test_a_recommendation_opens_the_viewer_on_its_findings_heat_map(client_a: Client, patient_a: m.Patient) -> None:
     [instance] = upload(patient_a)
     first = finding_for(instance, model_version(name="pneumonia"))
