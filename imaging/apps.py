@@ -7,8 +7,12 @@ class ImagingConfig(AppConfig):
 
     def ready(self) -> None:
         from cdss.jobs.registry import JobKind, register
+        from patients.fhir.exporter import export_provider
 
         from . import jobs
+        from .fhir import imaging_fhir_resources
+
+        export_provider(imaging_fhir_resources)  # studies and findings in the record's FHIR export
 
         # Images are analysed when they arrive (the upload queues the job), not on every change
         # of the record.

@@ -8,6 +8,7 @@ the system without a FHIR original get a minimal resource built from their colum
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.db import models
@@ -108,8 +109,20 @@ def _fallback(row: models.Model, rtype: str, patient_id: str) -> dict[str, Any]:
     return {k: v for k, v in res.items() if v not in (None, "", [], {})}
 
 
+# Apps above the record add their own resources to the export (in their AppConfig.ready): each
+# provider returns (resource type, id, resource) for one patient, references in Type/id form.
+ExportProvider = Callable[[m.Patient], list[tuple[str, str, dict[str, Any]]]]
+_PROVIDERS: list[ExportProvider] = []
+
+
+def export_provider(provider: ExportProvider) -> None:
+    if provider not in _PROVIDERS:
+        _PROVIDERS.append(provider)
+
+
 def patient_everything(patient: m.Patient) -> dict[str, Any]:
-    """The patient's whole record as a FHIR R4 collection Bundle."""
+    """The patient's whole record as a FHIR R4 collection Bundle, with what the apps above it add
+    (``export_provider``: the imaging studies and their models' findings)."""
     entries: list[dict[str, Any]] = []
 
     def add(rtype: str, fhir_id: str, resource: dict[str, Any]) -> None:
@@ -151,6 +164,8 @@ def patient_everything(patient: m.Patient) -> dict[str, Any]:
                                                      "name": org.name})
     for prac in m.Practitioner.objects.filter(pk__in=practitioner_ids).order_by("pk"):
         add("Practitioner", prac.fhir_id, prac.raw or {"resourceType": "Practitioner", "id": prac.fhir_id})
+    for provider in _PROVIDERS:
+        body.extend(provider(patient))
     for rtype, fhir_id, resource in body:
         add(rtype, fhir_id, resource)
     return {

@@ -678,6 +678,19 @@ def medication_mapper(medications: dict[tuple[str, str], dict[str, Any]]) -> Map
     return mapper
 
 
+# HL7 v3 ObservationValue "AIAST" (Artificial Intelligence asserted): the security label of
+# content an AI system asserted (HL7 FHIR R4 security labels; the code system since THO 5.x).
+V3_OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+AI_ASSERTED = "AIAST"
+
+
+def ai_asserted(res: dict[str, Any]) -> bool:
+    meta = res.get("meta")
+    labels = meta.get("security") if isinstance(meta, dict) else None
+    return any(isinstance(c, dict) and c.get("system") == V3_OBSERVATION_VALUE and c.get("code") == AI_ASSERTED
+               for c in labels or [])
+
+
 def map_unit(unit: Unit) -> MappedUnit:
     """Map every entry of a parsed unit; collect every problem rather than stopping at the first."""
     out = MappedUnit(errors=list(unit.errors))
@@ -707,6 +720,11 @@ def map_unit(unit: Unit) -> MappedUnit:
             continue
         if rtype == "Medication":
             out.skipped["Medication (read into MedicationRequest)"] += 1
+            continue
+        if rtype == "Observation" and ai_asserted(res):
+            # An imaging model's finding (this system's export, or another's): it stays with its
+            # image, not in the record's observations, so an export imported again changes nothing.
+            out.skipped["Observation (asserted by an AI model)"] += 1
             continue
         if rtype == "DiagnosticReport":
             if not res.get("presentedForm"):
