@@ -14,7 +14,6 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Prefetch, QuerySet
-from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -26,8 +25,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdss.audit import audit_record
-from patients.models import Patient
-from patients.selectors import is_clinician, patient_get_for_user, patient_list_for_user
+from patients.api import patient_for_api
+from patients.selectors import is_clinician, patient_list_for_user
 
 from .models import Recommendation, RecommendationAction, Severity
 from .selectors import recommendations_for_patient
@@ -120,7 +119,7 @@ class PatientRecommendationListApi(ListAPIView[Recommendation]):
         filters = RecommendationFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         wanted = filters.validated_data.get("status")
-        self._patient = _get_patient(self.request, self.kwargs["external_id"])
+        self._patient = patient_for_api(self.request, self.kwargs["external_id"])
         if wanted is None:
             return recommendations_for_patient(self._patient, user=self.request.user)
         qs: QuerySet[Recommendation] = Recommendation.objects.filter(patient=self._patient, shadow=False)
@@ -222,8 +221,3 @@ def _detail(rec: Recommendation) -> Any:
     return RecommendationDetailOutputSerializer(rec).data
 
 
-def _get_patient(request: Request, external_id: uuid.UUID) -> Patient:
-    try:
-        return patient_get_for_user(request.user, external_id)
-    except Http404:
-        raise NotFound("No such patient.") from None

@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 from django.db import transaction
-from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -20,7 +19,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdss.audit import audit_record
-from patients.selectors import is_clinician, patient_get_for_user, patient_list_for_user
+from patients.api import patient_for_api
+from patients.selectors import is_clinician, patient_list_for_user
 
 from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
 from .selectors import FindingView, finding_views, imaging_instance_list
@@ -59,10 +59,7 @@ class ImagingUploadApi(APIView):
         serializer = ImagingUploadInputSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         values = serializer.validated_data
-        try:
-            patient = patient_get_for_user(request.user, values["patient"])
-        except Http404:
-            raise NotFound("No such patient.") from None
+        patient = patient_for_api(request, values["patient"])
         files = [UploadFile(f.name or "upload", f.read()) for f in values["files"]]
         try:
             with transaction.atomic():
@@ -189,11 +186,7 @@ class PatientImagingListApi(ListAPIView[ImagingInstance]):
         return self.get_paginated_response(InstanceOutputSerializer(rows, many=True).data)
 
     def get_queryset(self) -> Any:
-        external_id: uuid.UUID = self.kwargs["external_id"]
-        try:
-            self._patient = patient_get_for_user(self.request.user, external_id)
-        except Http404:
-            raise NotFound("No such patient.") from None
+        self._patient = patient_for_api(self.request, self.kwargs["external_id"])
         return imaging_instance_list(patient=self._patient)
 
 

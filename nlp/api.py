@@ -6,18 +6,18 @@ import uuid
 from typing import Any
 
 from django.db import transaction
-from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ParseError, PermissionDenied, ValidationError
+from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
 from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from patients.selectors import is_clinician, patient_get_for_user
+from patients.api import patient_for_api
+from patients.selectors import is_clinician
 
 from .note_input import NoteInputError, note_text_clean, note_text_from_bytes
 from .services import note_create, note_max_bytes
@@ -93,10 +93,7 @@ class PatientNoteCreateApi(APIView):
     def post(self, request: Request, external_id: uuid.UUID) -> Response:
         if not may_add_notes(request.user):
             raise PermissionDenied("You may not add notes.")
-        try:
-            patient = patient_get_for_user(request.user, external_id)
-        except Http404:
-            raise NotFound("No such patient.") from None
+        patient = patient_for_api(request, external_id)
         raw: bytes | None = None
         fields: Any = request.data
         payload: Any

@@ -66,7 +66,7 @@ class PatientDetailApi(APIView):
     @extend_schema(responses=PatientOutputSerializer)
     def get(self, request: Request, external_id: uuid.UUID) -> Response:
         with transaction.atomic():
-            patient = _get_patient(request, external_id)
+            patient = patient_for_api(request, external_id)
             audit_record(user=request.user, action="view", target="api:patient", patient=patient, request=request)
         return Response(PatientOutputSerializer(patient).data)
 
@@ -96,7 +96,7 @@ class PatientEverythingApi(APIView):
     @extend_schema(responses={(200, "application/fhir+json"): OpenApiTypes.OBJECT})
     def get(self, request: Request, external_id: uuid.UUID) -> Response:
         with transaction.atomic():
-            patient = _get_patient(request, external_id)
+            patient = patient_for_api(request, external_id)
             bundle = patient_everything(patient)
             audit_record(user=request.user, action="export", target="api:$everything", patient=patient,
                          request=request)
@@ -205,7 +205,7 @@ class PatientRecordListApi(ListAPIView[Any]):
 
     def patient(self) -> Patient:
         if not hasattr(self, "_patient"):
-            self._patient = _get_patient(self.request, self.kwargs["external_id"])
+            self._patient = patient_for_api(self.request, self.kwargs["external_id"])
         return self._patient
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -323,7 +323,7 @@ class PatientNoteDetailApi(APIView):
     @extend_schema(responses=NoteDetailOutputSerializer)
     def get(self, request: Request, external_id: uuid.UUID, note_id: uuid.UUID) -> Response:
         with transaction.atomic():
-            patient = _get_patient(request, external_id)
+            patient = patient_for_api(request, external_id)
             note = (ClinicalNote.objects.filter(patient=patient, external_id=note_id).exclude(status=ENTERED_IN_ERROR)
                     .defer("raw").annotate(characters=Length("text")).first())
             if note is None:
@@ -343,7 +343,9 @@ def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
 
 
-def _get_patient(request: Request, external_id: uuid.UUID) -> Patient:
+def patient_for_api(request: Request, external_id: uuid.UUID | str) -> Patient:
+    """The patient if the caller may see it; the API's 404 ("No such patient.") otherwise, for
+    another site's patient as for an unknown one (every app's API asks through this)."""
     from django.http import Http404
 
     try:

@@ -4,11 +4,9 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.db import transaction
-from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -20,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cdss.audit import audit_record
-from patients.selectors import patient_get_for_user
+from patients.api import patient_for_api
 from risk.calculators import CalculatorInputError, UnknownCalculator, all_calculators, get
 
 from .models import RiskAssessment
@@ -109,9 +107,5 @@ class PatientRiskListApi(ListAPIView[RiskAssessment]):
         return response
 
     def get_queryset(self) -> Any:
-        external_id: uuid.UUID = self.kwargs["external_id"]
-        try:
-            self._patient = patient_get_for_user(self.request.user, external_id)
-        except Http404:
-            raise NotFound("No such patient.") from None
+        self._patient = patient_for_api(self.request, self.kwargs["external_id"])
         return risk_assessment_latest_list(patient=self._patient)
