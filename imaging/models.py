@@ -147,7 +147,12 @@ class ImagingFinding(models.Model):
                                    | models.Q(heatmap_offset__isnull=False, heatmap_length__isnull=False, heatmap_length__gt=0),
                                    name="imgfinding_heatmap_span"),
         ]
-        indexes = [models.Index(fields=["patient", "-created_at"], name="imgfinding_patient_recent")]
+        indexes = [
+            models.Index(fields=["patient", "-created_at"], name="imgfinding_patient_recent"),
+            # the review list: flagged findings, newest first (imaging.selectors.imaging_review_list)
+            models.Index(fields=["-created_at", "-id"], name="imgfinding_flagged_recent",
+                         condition=models.Q(positive=True)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label}: {self.probability:.3f} ({'positive' if self.positive else 'negative'})"

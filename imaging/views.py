@@ -27,6 +27,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.utils.functional import cached_property
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -62,6 +63,30 @@ log = logging.getLogger("cdss.imaging")
 
 PANEL_POLL_SECONDS = 3
 REVIEW_PAGE_SIZE = 25
+REVIEW_COUNT_CAP = 1000  # the review list counts this many at most ("1000+"): a queue, read newest first
+
+
+class CappedPaginator(Paginator):
+    """A paginator that counts at most ``cap`` rows (one ``COUNT`` over ``LIMIT cap + 1``), so a
+    list of hundreds of thousands of rows costs what its first thousand do; its pages hold the
+    first ``cap`` rows and ``capped`` says there are more."""
+
+    def __init__(self, object_list: Any, per_page: int, *, cap: int) -> None:
+        super().__init__(object_list, per_page)
+        self.cap = cap
+
+    @cached_property
+    def _counted(self) -> int:
+        head: Any = self.object_list[: self.cap + 1]  # a queryset: COUNT(*) over LIMIT cap + 1
+        return int(head.count())
+
+    @cached_property
+    def count(self) -> int:
+        return min(self._counted, self.cap)
+
+    @property
+    def capped(self) -> bool:
+        return self._counted > self.cap
 
 
 def not_analysed_reason(instance: ImagingInstance, active: set[str], pending: bool) -> str:
@@ -359,7 +384,8 @@ def imaging_review(request: HttpRequest) -> HttpResponse:
     show = request.GET.get("show", "")
     if show not in REVIEW_SHOWS:
         show = "awaiting"
-    paginator = Paginator(imaging_review_list(user=request.user, show=show), REVIEW_PAGE_SIZE)
+    paginator = CappedPaginator(imaging_review_list(user=request.user, show=show), REVIEW_PAGE_SIZE,
+                                cap=REVIEW_COUNT_CAP)
     page = paginator.get_page(request.GET.get("page"))
     views = finding_views(list(page.object_list), request.user)
     audit_record_many(user=request.user, action="view", target="imaging-review",

@@ -109,6 +109,24 @@ def test_the_list_is_audited_per_patient_shown_with_a_fixed_number_of_queries(
     assert f"{REVIEW_PAGE_SIZE + 3} findings." in client_a.get(URL).content.decode()
 
 
+def test_a_long_list_is_counted_up_to_its_cap_and_pages_stop_there(
+    client_a: Client, patient_a: m.Patient, monkeypatch
+) -> None:
+    import imaging.views
+
+    monkeypatch.setattr(imaging.views, "REVIEW_PAGE_SIZE", 2)
+    mv = model_version()
+    findings = [finding_for(instance, mv) for instance in upload(patient_a, 5)]
+    assert len(listed(client_a)) == 2 and "5 findings." in client_a.get(URL).content.decode()
+    monkeypatch.setattr(imaging.views, "REVIEW_COUNT_CAP", 3)
+    content = client_a.get(URL).content.decode()
+    assert "More than 3 findings: the newest 3 are listed." in content and "Page 1 of 2" in content
+    assert len(listed(client_a, "?page=2")) == 1  # the third; the two older ones are past the cap
+    assert set(listed(client_a) + listed(client_a, "?page=2")) <= {str(f.external_id) for f in findings}
+    monkeypatch.setattr(imaging.views, "REVIEW_COUNT_CAP", 5)
+    assert "5 findings." in client_a.get(URL).content.decode()  # exactly the cap: not "more than"
+
+
 def test_every_page_links_the_review_list(client_a: Client) -> None:
     assert f'href="{URL}"' in client_a.get(reverse("worklist")).content.decode()
 
