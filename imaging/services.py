@@ -48,7 +48,7 @@ from patients.models import Patient, Site
 from .imagefile import ImageFileError, ImageMeta, uid_from_digest
 from .jobs import HEATMAP_FOLDER, remove_files
 from .ml.data import model_names_for
-from .models import ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
+from .models import ENTERED_IN_ERROR, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
 from .pixels import ANALYSIS_MAX_SIDE, analysis_copy, load_image, preview_png, preview_size, sha256_of, thumbnail_png
 
 log = logging.getLogger("cdss.imaging")
@@ -535,6 +535,45 @@ def heatmap_orphans_sweep(*, older_than: timedelta, delete: bool = False, chunk:
                     default_storage.delete(name)
                     sweep.removed += 1
     return sweep
+
+
+@dataclass
+class ValueRangeBackfill:
+    recorded: int  # images whose range of values is now recorded
+    no_values: int  # frames without a finite value (nothing to record)
+    unreadable: int  # originals missing from storage or no longer readable
+
+
+def value_ranges_backfill(*, limit: int | None = None,
+                          progress: Callable[[int], None] | None = None) -> ValueRangeBackfill:
+    """Records the range of the shown frame's values after the Modality LUT
+    (``technical["value_range"]``, what the viewer's window inputs and Shift + drag work in) of
+    every grey-scale DICOM image stored before it was recorded at upload, oldest first, at most
+    ``limit``. Run again, it records nothing new. ``progress`` gets the count of images looked at.
+    Nothing here names a patient."""
+    from .imagefile import MONOCHROME
+
+    out = ValueRangeBackfill(0, 0, 0)
+    todo = (ImagingInstance.objects.filter(format="dicom", photometric__in=MONOCHROME)
+            .exclude(status=ENTERED_IN_ERROR).exclude(technical__has_key="value_range")
+            .order_by("pk").values_list("pk", "file", "frame_index", "technical"))
+    rows = todo[:limit] if limit is not None else todo.iterator(chunk_size=200)
+    for seen, (pk, name, frame, technical) in enumerate(rows, start=1):
+        if progress is not None:
+            progress(seen)
+        try:
+            with default_storage.open(name, "rb") as fh:
+                value_range = load_image(fh.read(), frame=frame).rendering.value_range
+        except (OSError, ImageFileError):
+            out.unreadable += 1
+            continue
+        if value_range is None:
+            out.no_values += 1
+            continue
+        ImagingInstance.objects.filter(pk=pk).update(technical={**(technical or {}),
+                                                                "value_range": [value_range[0], value_range[1]]})
+        out.recorded += 1
+    return out
 
 
 @dataclass

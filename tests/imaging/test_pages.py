@@ -238,6 +238,38 @@ def test_a_window_of_the_users_own_renders_as_the_preset_of_the_same_window(
     assert f"instance {instance.external_id} frame 0 window W 80 L 40" in details
 
 
+def test_images_stored_before_the_range_was_recorded_get_it_from_a_command(
+    client_a: Client, patient_a: m.Patient
+) -> None:
+    from django.core.management import call_command
+
+    [ct] = upload(patient_a)
+    [mr] = imaging_upload(patient=patient_a, files=[UploadFile("mr.dcm", dicom_bytes(
+        "emri_small.dcm", patient_id=patient_a.mrn))]).created
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(out, format="PNG")
+    [png] = imaging_upload(patient=patient_a, files=[UploadFile("x.png", out.getvalue())]).created
+    recorded = {i.pk: i.technical["value_range"] for i in (ct, mr)}
+    for instance in (ct, mr):  # as stored before the range was recorded
+        instance.technical = {k: v for k, v in instance.technical.items() if k != "value_range"}
+        instance.save(update_fields=["technical"])
+    assert 'id="imaging-window-center"' not in client_a.get(viewer_url(ct)).content.decode()
+
+    stdout = io.StringIO()
+    call_command("imaging_value_ranges", stdout=stdout)
+    assert "2 image(s) now with their range of values; 0 without a finite value; 0 original(s)" in stdout.getvalue()
+    for instance in (ct, mr):
+        instance.refresh_from_db()
+        assert instance.technical["value_range"] == recorded[instance.pk]  # as the upload records it
+        assert instance.technical["sop_class_uid"]  # the header's fields kept
+    png.refresh_from_db()
+    assert "value_range" not in png.technical
+    assert 'id="imaging-window-center"' in client_a.get(viewer_url(ct)).content.decode()
+    stdout = io.StringIO()
+    call_command("imaging_value_ranges", stdout=stdout)
+    assert stdout.getvalue().startswith("0 image(s)")  # run again: nothing new
+
+
 def test_a_colour_or_bitmap_image_has_no_window_to_set(client_a: Client, patient_a: m.Patient) -> None:
     out = io.BytesIO()
     Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64).astype(np.uint8)).save(out, format="PNG")
