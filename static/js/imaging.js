@@ -334,6 +334,23 @@
       });
     }
 
+    // --- the findings as text for a report: copied to the clipboard (or selected, to copy by hand) ---
+    Array.prototype.forEach.call(document.querySelectorAll(".imaging-report-text"), function (box) {
+      var text = box.querySelector("textarea");
+      var copy = box.querySelector(".imaging-copy");
+      if (!text || !copy) { return; }
+      text.addEventListener("focus", function () { text.select(); });
+      copy.addEventListener("click", function () {
+        text.select();
+        var done = function () { copy.textContent = "Copied"; };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(text.value).then(done, function () { copy.textContent = "Selected: copy it"; });
+        } else {
+          copy.textContent = "Selected: copy it";
+        }
+      });
+    });
+
     // --- heat map overlay -----------------------------------------------------------------------
     if (toggle && overlay) {
       toggle.addEventListener("change", function () { overlay.hidden = !toggle.checked || state.frame !== analysedFrame; });

@@ -127,6 +127,14 @@ def test_a_clinician_uploads_an_image_and_reads_a_finding_with_its_heat_map(
     page.wait_for_function("(() => { const i = document.getElementById('imaging-image');"
                            " return i.complete && i.naturalWidth === 128; })()")
 
+    # the findings as text for a report: copied, or at least selected to copy by hand
+    page.click(".imaging-report-text summary")
+    page.click(".imaging-copy")
+    page.wait_for_function("['Copied', 'Selected: copy it'].includes(document.querySelector('.imaging-copy').textContent)")
+    assert page.evaluate("(() => { const t = document.querySelector('.imaging-report-textarea');"
+                         " return t.selectionEnd - t.selectionStart === t.value.length && t.value.length > 50; })()")
+    assert "pneumonia probability 0.910, flagged" in page.input_value(".imaging-report-textarea")
+
     page.fill(".feedback-form input[name=comment]", "old scarring")
     page.click(".feedback-form button:text('Disagree')")
     page.wait_for_selector(".feedback-mine:has-text('You disagreed')")

@@ -138,6 +138,10 @@ def test_the_viewer_shows_presets_the_overlay_the_model_and_its_measured_auc(
     assert '<span class="imaging-probability">0.830</span>' in content
     assert "version 2026.11.25-1 · resnet18" in content
     assert "Measured AUC 0.951 on the test split" in content
+    report = re.search(r'<textarea readonly rows="4" class="imaging-report-textarea"[^>]*>(.*?)</textarea>', content, re.S)
+    assert report is not None and report.group(1) == (
+        "Image analysis by a model (pneumonia 2026.11.25-1, resnet18; measured AUC 0.951 on held-out data, test "
+        "split), 2004-01-19: pneumonia probability 0.830, flagged (threshold 0.500). A model's output, not a diagnosis.")
     assert 'name="verdict" value="agree"' in content and 'name="verdict" value="disagree"' in content
     assert AuditEvent.objects.filter(target="imaging-viewer", patient=patient_a).count() == 1
 
@@ -340,6 +344,12 @@ def test_the_viewer_offers_the_window_in_the_images_own_values(client_a: Client,
     content = client_a.get(viewer_url(instance)).content.decode()
     assert f'data-value-min="{float(hu.min())!r}" data-value-max="{float(hu.max())!r}"' in content
     assert 'id="imaging-window-center"' in content and "(HU)" in content
+    about = re.search(r'<details class="imaging-technical" id="imaging-technical">(.*?)</details>', content, re.S)
+    assert about is not None
+    text = " ".join(re.sub(r"<[^>]+>", " ", about.group(1)).split())
+    assert "128 \u00d7 128 pixels" in text and "MONOCHROME2, 16 bits stored" in text
+    assert f"Values {hu.min():g} to {hu.max():g} HU" in text and instance.sop_instance_uid in text
+    assert "CT Image Storage" in text and "Explicit VR Little Endian" in text
     windows = re.search(r'<script id="imaging-preset-windows" type="application/json">(.*?)</script>', content)
     assert windows is not None
     assert json.loads(windows.group(1)) == [[p["center"], p["width"]] for p in instance.presets]
