@@ -313,13 +313,15 @@ def imaging_model_statistics(*, since: dt.datetime | None = None) -> list[ModelL
     if since is not None:
         findings = findings.filter(created_at__gte=since)
     rows: dict[tuple[int, str], ModelLabelStatistics] = {}
+    # one finding per image, model version and label (``imgfinding_once_per_model``): the findings
+    # of a version and label are its images, counted without a DISTINCT
     counts = list(findings.order_by().values("model_version", "label").annotate(
-        n=Count("pk"), images=Count("instance", distinct=True), flagged=Count("pk", filter=Q(positive=True))))
+        n=Count("pk"), flagged=Count("pk", filter=Q(positive=True))))
     versions = ModelVersion.objects.in_bulk({row["model_version"] for row in counts})
     for row in counts:
         rows[(row["model_version"], row["label"])] = ModelLabelStatistics(
-            model_version=versions[row["model_version"]], label=row["label"], images=row["images"],
-            findings=row["n"], flagged=row["flagged"])
+            model_version=versions[row["model_version"]], label=row["label"], images=row["n"], findings=row["n"],
+            flagged=row["flagged"])
     newer = FindingFeedback.objects.filter(finding=OuterRef("finding"), user=OuterRef("user"), pk__gt=OuterRef("pk"))
     verdicts = (FindingFeedback.objects.filter(finding__in=findings.values("pk")).exclude(Exists(newer)).order_by()
                 .values("finding__model_version", "finding__label", "finding__positive", "verdict").annotate(n=Count("pk")))
