@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import recreate_database  # noqa: E402
+from bench.common import production_django  # noqa: E402
 
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -93,16 +93,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/cdss_bench_cds_hooks")
     args = parser.parse_args()
 
-    recreate_database(args.database_url)
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ.pop("CELERY_BROKER_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdss.settings")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["DJANGO_LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
-    import django
-
-    django.setup()
+    production_django(args.database_url)
     import jwt
     from cryptography.hazmat.primitives.asymmetric import rsa
     from django.core.management import call_command

@@ -23,6 +23,21 @@ def recreate_database(url: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def production_django(url: str) -> None:
+    """Recreate the scratch database ``url``, point Django at it with the production settings
+    (debug off, no broker: jobs in-process, warnings only in the log) and set Django up."""
+    recreate_database(url)
+    os.environ["DATABASE_URL"] = url
+    os.environ.pop("CELERY_BROKER_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdss.settings")
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ["DJANGO_LOG_LEVEL"] = "WARNING"
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
+    import django
+
+    django.setup()
+
+
 def data_dir(given: Path | None) -> Path:
     """The data folder: ``given``, else CDSS_DATA_DIR, else ../shared/data beside the checkout."""
     return given or Path(os.environ.get("CDSS_DATA_DIR") or ROOT.parent / "shared" / "data")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import random
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import recreate_database
+from bench.common import production_django
 
 
 def main() -> None:
@@ -40,16 +39,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/cdss_bench_imaging_review")
     args = parser.parse_args()
 
-    recreate_database(args.database_url)
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ.pop("CELERY_BROKER_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdss.settings")
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["DJANGO_LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
-    import django
-
-    django.setup()
+    production_django(args.database_url)
     from django.conf import settings
 
     # the pages' static addresses without collectstatic's manifest (nothing is served here)

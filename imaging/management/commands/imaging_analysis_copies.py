@@ -10,27 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
+from imaging.management.backfill import BackfillCommand
 from imaging.services import analysis_copies_backfill
 
 
-class Command(BaseCommand):
+class Command(BackfillCommand):
     help = "Write the analysis copy (what the models read) of every stored image that has none."
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--limit", type=int, help="At most this many images (default: all)")
-
     def handle(self, *args: Any, **options: Any) -> None:
-        limit = options["limit"]
-        if limit is not None and limit < 1:
-            raise CommandError("--limit must be at least 1")
-
-        def progress(seen: int) -> None:
-            if seen % 500 == 0:
-                self.stderr.write(f"{seen} image(s) looked at")
-
-        done = analysis_copies_backfill(limit=limit, progress=progress)
+        done = analysis_copies_backfill(limit=self.limit(options), progress=self.progress)
         self.stdout.write(f"{done.made} analysis copy(ies) written ({done.bytes / 1024 / 1024:.1f} MiB); "
                           f"{done.unreadable} original(s) that could not be read; "
                           f"{done.no_model} image(s) no model reads (no copy needed)")

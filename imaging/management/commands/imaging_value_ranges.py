@@ -10,26 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
+from imaging.management.backfill import BackfillCommand
 from imaging.services import value_ranges_backfill
 
 
-class Command(BaseCommand):
+class Command(BackfillCommand):
     help = "Record the range of values of every grey-scale DICOM image stored without it (the viewer's window)."
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--limit", type=int, help="At most this many images (default: all)")
-
     def handle(self, *args: Any, **options: Any) -> None:
-        limit = options["limit"]
-        if limit is not None and limit < 1:
-            raise CommandError("--limit must be at least 1")
-
-        def progress(seen: int) -> None:
-            if seen % 500 == 0:
-                self.stderr.write(f"{seen} image(s) looked at")
-
-        done = value_ranges_backfill(limit=limit, progress=progress)
+        done = value_ranges_backfill(limit=self.limit(options), progress=self.progress)
         self.stdout.write(f"{done.recorded} image(s) now with their range of values; {done.no_values} without a "
                           f"finite value; {done.unreadable} original(s) that could not be read")
