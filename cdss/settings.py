@@ -277,6 +277,10 @@ CDSS_IMAGING_PROCESSES: int = env.int("CDSS_IMAGING_PROCESSES", default=0)
 # On a CUDA device the imaging model's forward pass (with Grad-CAM) is captured as one CUDA graph per
 # batch shape and replayed (one launch instead of hundreds); false keeps it eager.
 CDSS_IMAGING_CUDA_GRAPHS: bool = env.bool("CDSS_IMAGING_CUDA_GRAPHS", default=True)
+# Bytes of stored image files each web process keeps in memory for the viewer's renderings (other
+# frames, windows, full size), so that scrolling through a multi-frame file reads it from storage
+# once, not once a frame (from an object store: one GET per frame). 0 turns it off.
+CDSS_IMAGING_RENDER_CACHE_BYTES: int = env.int("CDSS_IMAGING_RENDER_CACHE_BYTES", default=256 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CDSS_FHIR_MAX_UPLOAD_BYTES
 # CDS Hooks (cdshooks/): JWT authentication of EHR clients; false only for local testing
 # (`check --deploy` warns). The base URL, when set, is what tokens' `aud` and card links use.

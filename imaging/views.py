@@ -15,10 +15,13 @@ preset's preview is stored at upload and served as it is.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
@@ -242,6 +245,41 @@ def _stored(name: str) -> bytes:
         return bytes(fh.read())
 
 
+class RenderSources:
+    """The stored files the viewer's renderings were last made from, most recent last, up to
+    ``CDSS_IMAGING_RENDER_CACHE_BYTES`` in all (a file larger than a quarter of it is not kept):
+    a reader scrolling through the frames of one file, or trying windows on it, reads it from
+    storage once. Keyed by the file's name and digest (a stored original never changes); one per
+    process, its own lock (threads of one process share it; another process keeps its own)."""
+
+    def __init__(self) -> None:
+        self._files: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, instance: ImagingInstance) -> bytes:
+        limit = int(getattr(settings, "CDSS_IMAGING_RENDER_CACHE_BYTES", 0))
+        key = (str(instance.file.name), instance.sha256)
+        with self._lock:
+            data = self._files.get(key)
+            if data is not None:
+                self._files.move_to_end(key)
+                return data
+        data = _stored(key[0])
+        if 0 < len(data) <= limit // 4:
+            with self._lock:
+                self._files[key] = data
+                while sum(len(v) for v in self._files.values()) > limit:
+                    self._files.popitem(last=False)
+        return data
+
+    def clear(self) -> None:
+        with self._lock:
+            self._files.clear()
+
+
+RENDER_SOURCES = RenderSources()
+
+
 @require_GET
 def imaging_thumbnail(request: HttpRequest, external_id: uuid.UUID, instance_id: uuid.UUID) -> HttpResponse:
     patient = patient_get_for_user(request.user, external_id)
@@ -323,7 +361,7 @@ def imaging_preview(request: HttpRequest, external_id: uuid.UUID, instance_id: u
         data = _stored(str(instance.preview.name))
     else:
         try:
-            loaded = load_image(_stored(str(instance.file.name)), frame=wanted.frame,
+            loaded = load_image(RENDER_SOURCES.read(instance), frame=wanted.frame,
                                 preset=wanted.preset or None, window=wanted.window)
         except ImageFileError as exc:
             return HttpResponse(f"The image could not be rendered: {exc.message}", status=422,

@@ -312,6 +312,33 @@ def test_every_frame_of_a_multi_frame_image_renders_and_a_missing_one_is_refused
     assert 'id="imaging-frame"' not in single and 'id="imaging-zoom-in"' in single
 
 
+def test_scrolling_through_frames_reads_the_stored_file_once(
+    client_a: Client, patient_a: m.Patient, monkeypatch, settings
+) -> None:
+    from imaging.views import RENDER_SOURCES
+
+    RENDER_SOURCES.clear()
+    [mr] = imaging_upload(patient=patient_a, files=[UploadFile("mr.dcm", dicom_bytes(
+        "emri_small.dcm", patient_id=patient_a.mrn))]).created
+    opened: list[str] = []
+    real_open = default_storage.open
+
+    def counting_open(name: str, mode: str = "rb"):
+        opened.append(name)
+        return real_open(name, mode)
+
+    monkeypatch.setattr(default_storage, "open", counting_open)
+    url = preview_url(mr)
+    frames = [client_a.get(url + f"?frame={i}").content for i in (0, 1, 2, 3, 4, 6, 7, 8, 9)]
+    assert len(set(frames)) == 9 and client_a.get(url + "?center=300&width=400").status_code == 200
+    assert opened.count(str(mr.file.name)) == 1  # read once, rendered ten times
+    settings.CDSS_IMAGING_RENDER_CACHE_BYTES = 0  # off: every rendering reads the file
+    RENDER_SOURCES.clear()
+    for i in (0, 1):
+        assert client_a.get(url + f"?frame={i}").content == frames[i]
+    assert opened.count(str(mr.file.name)) == 3
+
+
 def test_every_pixel_is_served_for_a_zoomed_viewer(client_a: Client, patient_a: m.Patient) -> None:
     """A 1,760 px radiograph: the preview has 1,024 px a side, ``size=full`` every pixel, in the
     same window (the full rendering shrunk is the preview within a grey level or two)."""
