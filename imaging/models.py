@@ -115,6 +115,13 @@ class ImagingInstance(models.Model):
     def __str__(self) -> str:
         return f"{self.modality or self.format} image {self.instance_number or ''}".strip()
 
+    @property
+    def grey_dicom(self) -> bool:
+        """A grey-scale DICOM image: one whose values (after the Modality LUT) a window maps."""
+        from .imagefile import MONOCHROME
+
+        return self.format == self.Format.DICOM and self.photometric in MONOCHROME
+
 
 class ImagingFinding(models.Model):
     """One label of one model version on one image: probability, threshold, the finding, and

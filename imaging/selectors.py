@@ -5,6 +5,7 @@ are a 404 here, so a guessed id never crosses patients."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,14 @@ def _findings() -> QuerySet[ImagingFinding]:
     return ImagingFinding.objects.select_related("model_version").order_by("label", "-model_version__trained_at")
 
 
+def latest_per_label(findings: Iterable[ImagingFinding]) -> list[ImagingFinding]:
+    """Of an image's findings in ``_findings()`` order, the newest model version's per label."""
+    latest: dict[str, ImagingFinding] = {}
+    for finding in findings:
+        latest.setdefault(finding.label, finding)
+    return list(latest.values())
+
+
 def imaging_study_list(*, patient: Patient) -> list[ImagingStudy]:
     """The patient's studies with their series, images and findings: four queries, whatever the
     number of images."""
@@ -120,13 +129,8 @@ def imaging_other_images(*, instance: ImagingInstance) -> list[OtherImage]:
     )
     if instance.body_part:
         others = others.filter(Q(body_part__iexact=instance.body_part) | Q(body_part=""))
-    out = []
-    for other in others[:OTHER_IMAGES_LIMIT]:
-        latest: dict[str, ImagingFinding] = {}
-        for finding in other.findings.all():  # by label, the newest model version first
-            latest.setdefault(finding.label, finding)
-        out.append(OtherImage(instance=other, findings=list(latest.values())))
-    return out
+    return [OtherImage(instance=other, findings=latest_per_label(other.findings.all()))
+            for other in others[:OTHER_IMAGES_LIMIT]]
 
 
 def imaging_instance_list(*, patient: Patient) -> QuerySet[ImagingInstance]:
@@ -238,9 +242,8 @@ def imaging_findings_for_instance(*, instance: ImagingInstance, user: Any) -> li
     """The image's findings grouped by model version (newest first), each with the user's latest
     feedback and the counts of everyone's latest verdicts: two queries."""
     groups: dict[int, ModelFindings] = {}
-    for view in _with_verdicts(list(_findings().filter(instance=instance)), user):
+    for view in finding_views(list(_findings().filter(instance=instance)), user):
         mv = view.finding.model_version
-        view.auc, view.auc_split = model_auc(mv)
         view.operating_point = operating_point(mv, view.finding.threshold)
         groups.setdefault(mv.pk, ModelFindings(model_version=mv)).findings.append(view)
     return sorted(groups.values(), key=lambda g: g.model_version.trained_at, reverse=True)
@@ -277,8 +280,7 @@ class ModelLabelStatistics:
 
     model_version: ModelVersion
     label: str
-    images: int = 0
-    findings: int = 0
+    images: int = 0  # one finding per image, version and label: also its number of findings
     flagged: int = 0
     flagged_agree: int = 0
     flagged_disagree: int = 0
@@ -290,8 +292,12 @@ class ModelLabelStatistics:
         return part / whole if whole else None
 
     @property
+    def findings(self) -> int:
+        return self.images
+
+    @property
     def flagged_rate(self) -> float | None:
-        return self._share(self.flagged, self.findings)
+        return self._share(self.flagged, self.images)
 
     @property
     def flagged_agreement(self) -> float | None:
@@ -320,8 +326,7 @@ def imaging_model_statistics(*, since: dt.datetime | None = None) -> list[ModelL
     versions = ModelVersion.objects.in_bulk({row["model_version"] for row in counts})
     for row in counts:
         rows[(row["model_version"], row["label"])] = ModelLabelStatistics(
-            model_version=versions[row["model_version"]], label=row["label"], images=row["n"], findings=row["n"],
-            flagged=row["flagged"])
+            model_version=versions[row["model_version"]], label=row["label"], images=row["n"], flagged=row["flagged"])
     newer = FindingFeedback.objects.filter(finding=OuterRef("finding"), user=OuterRef("user"), pk__gt=OuterRef("pk"))
     verdicts = (FindingFeedback.objects.filter(finding__in=findings.values("pk")).exclude(Exists(newer)).order_by()
                 .values("finding__model_version", "finding__label", "finding__positive", "verdict").annotate(n=Count("pk")))

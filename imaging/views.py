@@ -41,7 +41,7 @@ from patients.selectors import patient_get_for_user
 
 from .api import may_upload
 from .dicom import ImageFileError
-from .imagefile import MONOCHROME, Preset
+from .imagefile import Preset
 from .ml.data import model_names_for
 from .models import FindingFeedback, ImagingFinding, ImagingInstance
 from .pixels import custom_window, load_image, preview_png
@@ -59,6 +59,7 @@ from .selectors import (
     imaging_other_images,
     imaging_review_list,
     imaging_study_list,
+    latest_per_label,
 )
 from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
 
@@ -115,10 +116,8 @@ def _panel(request: HttpRequest, patient: Patient, **extra: Any) -> HttpResponse
             for instance in series.instances.all():
                 # The latest model version's finding per label (findings come ordered by label,
                 # newest version first).
-                summary: dict[str, ImagingFinding] = {}
-                for finding in instance.findings.all():
-                    summary.setdefault(finding.label, finding)
-                instance.finding_summary = list(summary.values())  # type: ignore[attr-defined]
+                summary = latest_per_label(instance.findings.all())
+                instance.finding_summary = summary  # type: ignore[attr-defined]
                 if not summary:
                     if active is None:
                         active = active_imaging_models()
@@ -225,7 +224,7 @@ def attach_history(groups: list[Any], others: list[OtherImage]) -> None:
 def _value_range(instance: ImagingInstance) -> tuple[float, float] | None:
     """The range of a grey DICOM image's values after the Modality LUT, recorded at upload (None
     for colour and PNG/JPEG images, and for images stored before it was recorded: no window input)."""
-    if instance.format != ImagingInstance.Format.DICOM or instance.photometric not in MONOCHROME:
+    if not instance.grey_dicom:
         return None
     value = (instance.technical or {}).get("value_range")
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
@@ -333,7 +332,7 @@ def render_request(params: Any, instance: ImagingInstance) -> Render:
             raise RenderRequestError("A window needs both its center and its width.")
         if raw_preset:
             raise RenderRequestError("Ask for a window preset or a window, not both.")
-        if instance.format != ImagingInstance.Format.DICOM or instance.photometric not in MONOCHROME:
+        if not instance.grey_dicom:
             raise RenderRequestError("This image has no window to set: it is not a grey-scale DICOM image.")
         try:
             window = custom_window(_number(center, "center"), _number(width, "width"))
