@@ -281,6 +281,13 @@ CDSS_IMAGING_CUDA_GRAPHS: bool = env.bool("CDSS_IMAGING_CUDA_GRAPHS", default=Tr
 # frames, windows, full size), so that scrolling through a multi-frame file reads it from storage
 # once, not once a frame (from an object store: one GET per frame). 0 turns it off.
 CDSS_IMAGING_RENDER_CACHE_BYTES: int = env.int("CDSS_IMAGING_RENDER_CACHE_BYTES", default=256 * 1024 * 1024)
+# The PACS that findings' DICOM results (heat map over the image, with the model's figures) are
+# sent to by C-STORE: dicom://CALLED_AE@host:port (empty: none; imaging/pacs.py). CDSS_PACS_SEND:
+# what goes after each imaging job by itself: off (only what a clinician sends), flagged or all.
+CDSS_PACS_URL: str = env.str("CDSS_PACS_URL", default="")
+CDSS_PACS_CALLING_AE: str = env.str("CDSS_PACS_CALLING_AE", default="CDSS")
+CDSS_PACS_SEND: str = env.str("CDSS_PACS_SEND", default="off")
+CDSS_PACS_TIMEOUT_SECONDS: float = env.float("CDSS_PACS_TIMEOUT_SECONDS", default=30.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CDSS_FHIR_MAX_UPLOAD_BYTES
 # CDS Hooks (cdshooks/): JWT authentication of EHR clients; false only for local testing
 # (`check --deploy` warns). The base URL, when set, is what tokens' `aud` and card links use.

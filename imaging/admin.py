@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin
 
-from .models import FindingFeedback, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
+from .models import FindingFeedback, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy, ResultDelivery
 
 INSTANCE_FILES = (("file", "uploaded file"), ("preview", "preview"), ("thumbnail", "thumbnail"),
                   ("analysis", "analysis copy"))
@@ -103,3 +103,14 @@ class FindingFeedbackAdmin(ImagingAdmin):
     list_filter = ("verdict",)
     raw_id_fields = ("finding", "user")
     list_select_related = ("finding", "user")
+
+
+@admin.register(ResultDelivery)
+class ResultDeliveryAdmin(ImagingAdmin):
+    """Sendings of findings' DICOM results to the PACS, with its answers: an operator looks here
+    for refusals (the job's page has the errors of a PACS that could not be reached)."""
+
+    list_display = ("sop_instance_uid", "finding", "destination", "status", "detail", "created_at")
+    list_filter = ("status", "destination")
+    raw_id_fields = ("finding", "patient", "job")
+    list_select_related = ("finding",)

@@ -1,6 +1,8 @@
 """REST API of imaging: ``POST /api/imaging/`` stores images for a patient; ``GET
 /api/patients/{id}/imaging/`` lists the patient's images with their findings; ``POST
-/api/imaging/findings/{id}/feedback/`` records a clinician's verdict on a finding."""
+/api/imaging/findings/{id}/feedback/`` records a clinician's verdict on a finding; ``GET
+/api/imaging/findings/{id}/heatmap/`` and ``.../result/`` give its heat map (PNG) and its result
+as a DICOM Secondary Capture."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -23,7 +27,8 @@ from patients.api import patient_for_api
 from patients.selectors import is_clinician, patient_list_for_user
 
 from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
-from .selectors import FindingView, finding_views, imaging_instance_list
+from .results import ResultUnavailable, finding_result_dicom
+from .selectors import FindingView, finding_views, heatmap_png, imaging_instance_list
 from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
 
 
@@ -195,6 +200,76 @@ class FindingFeedbackInputSerializer(serializers.Serializer[Any]):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
+def _finding_for_api(request: Request, finding_id: uuid.UUID) -> ImagingFinding:
+    """A finding of one of the user's patients, on an image not entered in error; else 404."""
+    finding = (ImagingFinding.objects.select_related("model_version", "patient", "instance__series__study")
+               .filter(external_id=finding_id, patient__in=patient_list_for_user(request.user).values("pk"))
+               .exclude(instance__status=ENTERED_IN_ERROR).first())
+    if finding is None:
+        raise NotFound("No such finding.")
+    return finding
+
+
+class FindingFileApi(APIView):
+    """A file of a finding. Errors are JSON whatever the Accept header asks for (negotiation is
+    forced to the API's renderers); the file itself is the response's body with its own type."""
+
+    permission_classes = [IsAuthenticated]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return super().perform_content_negotiation(request, force=True)
+
+    @staticmethod
+    def file_response(data: bytes, content_type: str, filename: str = "") -> HttpResponse:
+        response = HttpResponse(data, content_type=content_type)
+        if filename:
+            response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["Cache-Control"] = "private, no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+_NO_FILE = OpenApiResponse(description="No such finding, or it has no heat map (or its file is gone).")
+
+
+class FindingHeatmapApi(FindingFileApi):
+    """The finding's Grad-CAM heat map: a PNG (palette with transparency) of the image's shape, at
+    most 128 px a side, to be stretched over the analysed frame. Audited."""
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 404: _NO_FILE})
+    def get(self, request: Request, finding_id: uuid.UUID) -> HttpResponse:
+        with transaction.atomic():
+            finding = _finding_for_api(request, finding_id)
+            if not finding.heatmap:
+                raise NotFound("This finding has no heat map.")
+            try:
+                data = heatmap_png(finding)
+            except (OSError, ValueError):
+                raise NotFound("This finding's heat map could not be read from storage.") from None
+            audit_record(user=request.user, action="view", target="api:imaging-heatmap", patient=finding.patient,
+                         request=request, detail=f"finding {finding.external_id}")
+        return self.file_response(data, "image/png")
+
+
+class FindingResultApi(FindingFileApi):
+    """The finding as a DICOM Secondary Capture for a PACS (the analysed frame with the heat map
+    blended over it and a caption: label, probability, threshold, model and version, measured AUC,
+    "not a diagnosis"), in the image's study; the same finding always has the same UIDs. Audited as
+    an export."""
+
+    @extend_schema(responses={(200, "application/dicom"): OpenApiTypes.BINARY, 404: _NO_FILE})
+    def get(self, request: Request, finding_id: uuid.UUID) -> HttpResponse:
+        with transaction.atomic():
+            finding = _finding_for_api(request, finding_id)
+            try:
+                result = finding_result_dicom(finding)
+            except ResultUnavailable as exc:
+                raise NotFound(str(exc)) from None
+            audit_record(user=request.user, action="export", target="api:imaging-result", patient=finding.patient,
+                         request=request, detail=f"finding {finding.external_id} as DICOM {result.sop_instance_uid}")
+        return self.file_response(result.data, "application/dicom", result.name)
+
+
 class FindingFeedbackApi(APIView):
     """A clinician's verdict on a finding (agree or disagree, with an optional comment), as in the
     imaging viewer: append-only (a new verdict replaces the user's earlier one in the counts),
@@ -205,11 +280,7 @@ class FindingFeedbackApi(APIView):
     @extend_schema(request=FindingFeedbackInputSerializer,
                    responses={201: FindingOutputSerializer, 404: OpenApiResponse(description="No such finding.")})
     def post(self, request: Request, finding_id: uuid.UUID) -> Response:
-        finding = (ImagingFinding.objects.select_related("model_version", "patient")
-                   .filter(external_id=finding_id, patient__in=patient_list_for_user(request.user).values("pk"))
-                   .exclude(instance__status=ENTERED_IN_ERROR).first())
-        if finding is None:
-            raise NotFound("No such finding.")
+        finding = _finding_for_api(request, finding_id)
         serializer = FindingFeedbackInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

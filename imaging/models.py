@@ -186,3 +186,29 @@ class FindingFeedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_verdict_display()} ({self.created_at:%Y-%m-%d})"
+
+
+class ResultDelivery(models.Model):
+    """One sending of a finding's DICOM result (``imaging.results``) to a PACS by C-STORE
+    (``imaging.pacs``): where to, the object's SOP Instance UID and how the PACS answered. A
+    sending again is a new row (the same UID: the PACS replaces its copy)."""
+
+    class Status(models.TextChoices):
+        SENT = "sent", "Sent"
+        REFUSED = "refused", "Refused by the PACS"
+
+    finding = models.ForeignKey(ImagingFinding, on_delete=models.PROTECT, related_name="deliveries")
+    patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")
+    destination = models.CharField(max_length=200, help_text="Called AE title @ host:port.")
+    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    detail = models.CharField(max_length=200, blank=True, help_text="The PACS's status code and its meaning.")
+    job = models.ForeignKey("cdss.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["finding", "-created_at"], name="imgdelivery_finding_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.sop_instance_uid} to {self.destination}: {self.status}"

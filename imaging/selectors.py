@@ -17,7 +17,15 @@ from cdss.models import Job, ModelVersion
 from patients.models import Patient
 from patients.selectors import patient_list_for_user
 
-from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
+from .models import (
+    ENTERED_IN_ERROR,
+    FindingFeedback,
+    ImagingFinding,
+    ImagingInstance,
+    ImagingSeries,
+    ImagingStudy,
+    ResultDelivery,
+)
 from .pixels import sniff
 
 
@@ -211,6 +219,8 @@ class FindingView:
     operating_point: OperatingPoint | None = None
     # the same label on the patient's other images of the kind (the viewer's ``attach_history``)
     history: list[tuple[OtherImage, ImagingFinding]] = field(default_factory=list)
+    # the latest sending of its DICOM result to the PACS (the viewer's ``attach_deliveries``)
+    delivery: ResultDelivery | None = None
 
 
 @dataclass
@@ -247,6 +257,15 @@ def imaging_findings_for_instance(*, instance: ImagingInstance, user: Any) -> li
         view.operating_point = operating_point(mv, view.finding.threshold)
         groups.setdefault(mv.pk, ModelFindings(model_version=mv)).findings.append(view)
     return sorted(groups.values(), key=lambda g: g.model_version.trained_at, reverse=True)
+
+
+def attach_deliveries(views: list[FindingView]) -> None:
+    """Each view's latest sending to the PACS (one query)."""
+    by_pk = {view.finding.pk: view for view in views}
+    for row in ResultDelivery.objects.filter(finding__in=list(by_pk)).order_by("finding_id", "-created_at", "-pk"):
+        view = by_pk[row.finding_id]
+        if view.delivery is None:
+            view.delivery = row
 
 
 # The review list's choices: flagged findings awaiting the user's verdict, or every flagged one.

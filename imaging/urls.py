@@ -14,6 +14,10 @@ urlpatterns = [
          name="imaging-preview"),
     path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/heatmap.png", views.imaging_heatmap,
          name="imaging-heatmap"),
+    path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/result.dcm", views.imaging_result_dicom,
+         name="imaging-result-dicom"),
+    path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/send/", views.imaging_result_send,
+         name="imaging-result-send"),
     path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/feedback/", views.finding_feedback,
          name="imaging-finding-feedback"),
 ]

@@ -43,12 +43,15 @@ from .api import may_upload
 from .dicom import ImageFileError
 from .imagefile import Preset
 from .ml.data import model_names_for
-from .models import FindingFeedback, ImagingFinding, ImagingInstance
+from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
+from .pacs import pacs_for_pages, pacs_send_enqueue
 from .pixels import custom_window, load_image, preview_png
+from .results import ResultFile, ResultUnavailable, finding_result_dicom
 from .selectors import (
     REVIEW_SHOWS,
     OtherImage,
     active_imaging_models,
+    attach_deliveries,
     finding_views,
     heatmap_png,
     imaging_finding_get,
@@ -182,6 +185,9 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
         if compare is None:
             raise Http404("No such image to compare with.")
     attach_history(groups, others)
+    pacs = pacs_for_pages()
+    if pacs is not None:
+        attach_deliveries([view for group in groups for view in group.findings])
     heatmaps = [view.finding for group in groups for view in group.findings if view.finding.heatmap]
     wanted = request.GET.get("finding", "")  # a recommendation's evidence names the finding to show first
     heatmaps.sort(key=lambda f: str(f.external_id) != wanted)  # stable: the others keep their order
@@ -201,6 +207,7 @@ def imaging_viewer(request: HttpRequest, external_id: uuid.UUID, instance_id: uu
         # the window set on the image applies to the compared one where both have values to window
         "compare_windowable": bool(compare and _value_range(instance) and _value_range(compare.instance)),
         "heatmaps": heatmaps,
+        "pacs": pacs,
         "first_heatmap": heatmaps[0] if heatmaps else None,
         "not_analysed": "" if groups else not_analysed_reason(
             instance, active_imaging_models(), imaging_jobs_pending(patient=patient)),
@@ -387,6 +394,51 @@ def imaging_heatmap(request: HttpRequest, external_id: uuid.UUID, finding_id: uu
     audit_record(user=request.user, action="view", target="imaging-heatmap", patient=patient, request=request,
                  detail=f"finding {finding.external_id}")
     return _png(data)
+
+
+def dicom_download(result: ResultFile) -> HttpResponse:
+    response = HttpResponse(result.data, content_type="application/dicom")
+    response["Content-Disposition"] = f'attachment; filename="{result.name}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+@transaction.atomic
+def imaging_result_dicom(request: HttpRequest, external_id: uuid.UUID, finding_id: uuid.UUID) -> HttpResponse:
+    """The finding as a DICOM Secondary Capture (``imaging.results``), to keep or import into a
+    PACS by hand; audited as an export."""
+    patient = patient_get_for_user(request.user, external_id)
+    finding = imaging_finding_get(patient=patient, external_id=finding_id)
+    try:
+        result = finding_result_dicom(finding)
+    except ResultUnavailable as exc:
+        return HttpResponse(str(exc), status=404, content_type="text/plain; charset=utf-8")
+    audit_record(user=request.user, action="export", target="imaging-result", patient=patient, request=request,
+                 detail=f"finding {finding.external_id} as DICOM {result.sop_instance_uid}")
+    return dicom_download(result)
+
+
+@never_cache
+@require_POST
+@transaction.atomic
+def imaging_result_send(request: HttpRequest, external_id: uuid.UUID, finding_id: uuid.UUID) -> HttpResponse:
+    """Queue the sending of the finding's DICOM result to the PACS (``imaging.pacs``); answers the
+    finding's result fragment. Audited as an export."""
+    patient = patient_get_for_user(request.user, external_id)
+    finding = imaging_finding_get(patient=patient, external_id=finding_id)
+    pacs = pacs_for_pages()
+    if pacs is None:
+        return HttpResponse("No PACS is configured.", status=409, content_type="text/plain; charset=utf-8")
+    if finding.instance.status == ENTERED_IN_ERROR or not finding.heatmap:
+        return HttpResponse("This finding has no result to send.", status=409, content_type="text/plain; charset=utf-8")
+    job = pacs_send_enqueue([finding], user=request.user, reason="viewer")
+    audit_record(user=request.user, action="export", target="imaging-result-pacs", patient=patient, request=request,
+                 detail=f"finding {finding.external_id} queued for the PACS {pacs} (job {job.external_id if job else '-'})")
+    [view] = finding_views([finding], request.user)
+    attach_deliveries([view])
+    return render(request, "imaging/_result.html", {"patient": patient, "view": view, "pacs": pacs, "queued": True})
 
 
 @never_cache

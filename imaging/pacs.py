@@ -1,0 +1,222 @@
+"""Findings' DICOM results (``imaging.results``) sent to the hospital's PACS by C-STORE
+(pynetdicom), so radiologists see the heat map and the model's figures in their own viewer beside
+the image.
+
+Configured by ``CDSS_PACS_URL`` (``dicom://CALLED_AE@host:port``; empty: no PACS, nothing is
+sent) and ``CDSS_PACS_CALLING_AE``; ``CDSS_PACS_SEND`` says what goes automatically after each
+imaging job (``flagged``: the findings it flagged; ``all``; ``off``, the default: only what a
+clinician sends from the viewer). Sending is a job (``imaging.pacs``, default queue) whose params
+hold finding ids only; the objects are made in the worker, sent in one association, and each
+answer is kept (``ResultDelivery``). A PACS that cannot be reached, or refuses the association, is
+the job's error (retried as any job's); a PACS that refuses an object (a failure status) is that
+object's ``refused`` row with its status code, and the others go on.
+
+References: DICOM PS3.4 Annex B (Storage Service Class, C-STORE statuses B.2.3), PS3.7 9.1.1
+(C-STORE), PS3.8 (upper layer: association, AE titles of at most 16 characters).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+
+from cdss.models import Job
+
+from .models import ENTERED_IN_ERROR, ImagingFinding, ResultDelivery
+
+log = logging.getLogger("cdss.imaging")
+# pynetdicom logs associations at INFO and datasets at DEBUG; only its warnings and errors pass.
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+PACS_KIND = "imaging.pacs"
+SEND_CHOICES = ("off", "flagged", "all")
+_AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # PS3.5 6.2 AE: 16 characters, no backslash
+
+
+class PacsConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PacsDestination:
+    called_ae: str
+    host: str
+    port: int
+    calling_ae: str
+
+    def __str__(self) -> str:
+        return f"{self.called_ae}@{self.host}:{self.port}"
+
+
+def parse_pacs_url(url: str, calling_ae: str) -> PacsDestination:
+    """``dicom://CALLED_AE@host:port``, or ``PacsConfigError`` naming what is wrong."""
+    parts = urlsplit(url.strip())
+    if parts.scheme != "dicom":
+        raise PacsConfigError("the PACS address must look like dicom://AE_TITLE@host:port")
+    called = parts.username or ""
+    if not _AE_TITLE.fullmatch(called) or not called.strip():
+        raise PacsConfigError("the PACS address needs the PACS's AE title (1-16 characters) before the @")
+    if not _AE_TITLE.fullmatch(calling_ae) or not calling_ae.strip():
+        raise PacsConfigError("the calling AE title must be 1-16 characters without a backslash")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise PacsConfigError("the PACS address needs a host and a port (dicom://AE_TITLE@host:port)")
+    return PacsDestination(called_ae=called, host=parts.hostname, port=port, calling_ae=calling_ae)
+
+
+def pacs_destination() -> PacsDestination | None:
+    """The configured PACS, or None where there is none."""
+    url = str(getattr(settings, "CDSS_PACS_URL", "") or "")
+    if not url:
+        return None
+    return parse_pacs_url(url, str(getattr(settings, "CDSS_PACS_CALLING_AE", "CDSS")))
+
+
+def pacs_for_pages() -> PacsDestination | None:
+    """The configured PACS for a page to offer; None where there is none or its address is wrong
+    (the system check ``imaging.E001`` names the problem at start)."""
+    try:
+        return pacs_destination()
+    except PacsConfigError:
+        return None
+
+
+def pacs_checks() -> list[str]:
+    """What is wrong with the PACS settings (for the system check), if anything."""
+    problems = []
+    try:
+        pacs_destination()
+    except PacsConfigError as exc:
+        problems.append(f"CDSS_PACS_URL: {exc}")
+    mode = str(getattr(settings, "CDSS_PACS_SEND", "off"))
+    if mode not in SEND_CHOICES:
+        problems.append(f"CDSS_PACS_SEND must be one of {', '.join(SEND_CHOICES)}")
+    return problems
+
+
+def pacs_send_enqueue(findings: list[ImagingFinding], *, user: Any = None, reason: str) -> Job | None:
+    """Queue the sending of these findings' results (those with a heat map, on images not entered
+    in error), in the caller's transaction; None where there is no PACS or nothing to send. One job
+    per patient. ``reason`` names why (``viewer``, ``automatic``); a request made again while its
+    job waits is that job."""
+    from cdss.jobs.runner import job_enqueue
+
+    if pacs_destination() is None:
+        return None
+    wanted = [f for f in findings if f.heatmap]
+    if not wanted:
+        return None
+    patient_ids = {f.patient_id for f in wanted}
+    if len(patient_ids) != 1:
+        raise ValueError("one patient's findings per sending")
+    ids = sorted(str(f.external_id) for f in wanted)
+    job = job_enqueue(kind=PACS_KIND, patient=wanted[0].patient, params={"finding_ids": ids}, user=user,
+                      inputs={"reason": reason, "sent": ResultDelivery.objects.filter(
+                          finding__in=wanted).count()})
+    return job
+
+
+@dataclass(frozen=True)
+class Answer:
+    finding_id: int
+    patient_id: int
+    sop_instance_uid: str
+    status: str
+    detail: str
+
+
+def _status_text(code: int) -> str:
+    from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+    category = code_to_category(code)
+    meaning = STORAGE_SERVICE_CLASS_STATUS.get(code, ("", ""))[1]
+    return f"0x{code:04X} {category}{': ' + meaning if meaning else ''}"[:200]
+
+
+def send(job: Job, ctx: Any) -> list[Answer]:
+    """The job's handler: the results made and sent in one association; the answers for the
+    writer. Findings gone, entered in error or without a heat map since are left out."""
+    from pydicom import dcmread
+    from pynetdicom import AE
+    from pydicom.uid import SecondaryCaptureImageStorage
+    from pynetdicom.status import code_to_category
+
+    from .results import ResultUnavailable, finding_result_dicom
+
+    destination = pacs_destination()
+    if destination is None:
+        raise RuntimeError("no PACS is configured (CDSS_PACS_URL)")
+    findings = list(ImagingFinding.objects.select_related("model_version", "patient", "instance__series__study")
+                    .filter(external_id__in=job.params.get("finding_ids", []))
+                    .exclude(instance__status=ENTERED_IN_ERROR).order_by("pk"))
+    made = []
+    for finding in findings:
+        try:
+            made.append((finding, finding_result_dicom(finding)))
+        except ResultUnavailable:
+            continue
+    if not made:
+        return []
+    ae = AE(ae_title=destination.calling_ae)
+    ae.add_requested_context(SecondaryCaptureImageStorage)
+    timeout = float(getattr(settings, "CDSS_PACS_TIMEOUT_SECONDS", 30.0))
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
+    if not assoc.is_established:
+        why = "refused the association" if assoc.is_rejected else "could not be reached"
+        raise ConnectionError(f"the PACS {destination} {why}")
+    answers: list[Answer] = []
+    try:
+        for i, (finding, result) in enumerate(made):
+            status = assoc.send_c_store(dcmread(io.BytesIO(result.data)))
+            if "Status" not in status:
+                raise ConnectionError(f"the PACS {destination} gave no answer (timed out or aborted)")
+            code = int(status.Status)
+            ok = code_to_category(code) in ("Success", "Warning")
+            answers.append(Answer(finding_id=finding.pk, patient_id=finding.patient_id,
+                                  sop_instance_uid=result.sop_instance_uid,
+                                  status=ResultDelivery.Status.SENT if ok else ResultDelivery.Status.REFUSED,
+                                  detail=_status_text(code)))
+            ctx.progress(int(100 * (i + 1) / len(made)), f"{i + 1} of {len(made)} sent")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return answers
+
+
+def write(job: Job, answers: list[Answer]) -> dict[str, Any]:
+    destination = str(pacs_destination() or "")
+    ResultDelivery.objects.bulk_create([
+        ResultDelivery(finding_id=a.finding_id, patient_id=a.patient_id, destination=destination,
+                       sop_instance_uid=a.sop_instance_uid, status=a.status, detail=a.detail, job=job)
+        for a in answers])
+    sent = sum(a.status == ResultDelivery.Status.SENT for a in answers)
+    log.info("pacs job %s: %s result(s) sent, %s refused", job.pk, sent, len(answers) - sent)
+    return {"sent": sent, "refused": len(answers) - sent, "destination": destination}
+
+
+def after_imaging_job(job: Job, result: dict[str, Any]) -> None:
+    """After an imaging job: queue the sending of its findings, as ``CDSS_PACS_SEND`` says."""
+    mode = str(getattr(settings, "CDSS_PACS_SEND", "off"))
+    if mode == "off" or pacs_destination() is None:
+        return
+    findings = ImagingFinding.objects.filter(job=job).exclude(heatmap="").select_related("patient")
+    if mode == "flagged":
+        findings = findings.filter(positive=True)
+    by_patient: dict[int, list[ImagingFinding]] = {}
+    for finding in findings:
+        by_patient.setdefault(finding.patient_id, []).append(finding)
+    with transaction.atomic():
+        for rows in by_patient.values():
+            pacs_send_enqueue(rows, reason="automatic")
