@@ -147,8 +147,8 @@ def send(job: Job, ctx: Any) -> list[Answer]:
     """The job's handler: the results made and sent in one association; the answers for the
     writer. Findings gone, entered in error or without a heat map since are left out."""
     from pydicom import dcmread
-    from pynetdicom import AE
     from pydicom.uid import SecondaryCaptureImageStorage
+    from pynetdicom import AE
     from pynetdicom.status import code_to_category
 
     from .results import ResultUnavailable, finding_result_dicom
