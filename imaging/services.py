@@ -277,12 +277,15 @@ def imaging_upload(
 
 def images_store(
     *, patient: Patient, images: list[PreparedImage], user: Any = None, request: Any = None, source: str = "upload",
+    queue_jobs: bool = True,
 ) -> UploadResult:
-    """Rows, files, jobs and the audit row in one transaction; files removed again if it fails."""
+    """Rows, files, jobs and the audit row in one transaction; files removed again if it fails.
+    ``queue_jobs=False``: no analysis queued (a caller receiving a study image by image queues it
+    for the whole study with ``imaging_jobs_queue``)."""
     written: list[str] = []
     try:
         with transaction.atomic():
-            result = _store_locked(patient, images, user, written)
+            result = _store_locked(patient, images, user, written, queue_jobs)
             audit_record(user=user, action="create", target=f"imaging-{source}", patient=patient, request=request,
                          detail=f"{len(result.created)} new image(s), {len(result.already_stored)} already stored")
     except IntegrityError:
@@ -297,9 +300,8 @@ def images_store(
     return result
 
 
-def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, written: list[str]) -> UploadResult:
-    from cdss.jobs.runner import job_enqueue
-
+def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, written: list[str],
+                  queue_jobs: bool) -> UploadResult:
     # One upload per patient at a time: the existence checks below then hold until commit.
     Patient.objects.select_for_update().filter(pk=patient.pk).first()
     result = UploadResult(patient=patient)
@@ -369,12 +371,19 @@ def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, writ
             instance.analysis.name = _save(f"{folder}/{ANALYSIS_FILE}", image.analysis, written)
         instance.save(force_insert=True)
         result.created.append(instance)
-    ids = [i.pk for i in result.created]
-    for start in range(0, len(ids), JOB_BATCH):
-        job = job_enqueue(kind=IMAGING_KIND, patient=patient, params={"instance_ids": ids[start:start + JOB_BATCH]},
-                          user=user)
-        result.job_ids.append(job.pk)
+    if queue_jobs:
+        result.job_ids = imaging_jobs_queue(patient=patient, instance_ids=[i.pk for i in result.created], user=user)
     return result
+
+
+def imaging_jobs_queue(*, patient: Patient, instance_ids: list[int], user: Any = None) -> list[int]:
+    """The analysis of these images of the patient, ``JOB_BATCH`` to a job, in the caller's
+    transaction; the jobs' ids."""
+    from cdss.jobs.runner import job_enqueue
+
+    return [job_enqueue(kind=IMAGING_KIND, patient=patient, params={"instance_ids": instance_ids[start:start + JOB_BATCH]},
+                        user=user).pk
+            for start in range(0, len(instance_ids), JOB_BATCH)]
 
 
 def _user(user: Any) -> Any:

@@ -59,6 +59,7 @@ def pacs(settings) -> Iterator[Scp]:
     ae.add_supported_context(SecondaryCaptureImageStorage)
     scp.ae = ae
     server = ae.start_server(("127.0.0.1", scp.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
     settings.CDSS_PACS_URL = scp.url
     settings.CDSS_PACS_CALLING_AE = "CDSS_TEST"
     settings.CDSS_PACS_TIMEOUT_SECONDS = 5

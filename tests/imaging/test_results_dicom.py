@@ -239,7 +239,7 @@ def test_the_api_gives_a_findings_heat_map_and_its_result(patient_a: m.Patient, 
     finding = real_finding(instance)
     heat = api.get(reverse("api-imaging-finding-heatmap", args=[finding.external_id]))
     assert heat.status_code == 200 and heat["Content-Type"] == "image/png"
-    with default_storage.open(finding.heatmap.name, "rb") as fh:
+    with default_storage.open(str(finding.heatmap.name), "rb") as fh:
         assert heat.content == fh.read()
     result = api.get(reverse("api-imaging-finding-result", args=[finding.external_id]), HTTP_ACCEPT="application/dicom")
     assert result.status_code == 200 and result["Content-Type"] == "application/dicom"

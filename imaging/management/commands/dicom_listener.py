@@ -1,0 +1,67 @@
+"""python manage.py dicom_listener [--port 11112] [--ae-title CDSS] [--site CODE] [--allow AE,AE]"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from imaging.listener import DicomListener
+from patients.models import Site
+from patients.services import site_get_default
+
+_AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
+
+
+def _ae_title(value: str, what: str) -> str:
+    if not _AE_TITLE.fullmatch(value) or not value.strip():
+        raise CommandError(f"{what} must be 1-16 characters without a backslash: {value!r}.")
+    return value.strip()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class Command(BaseCommand):
+    help = ("Receive images by DICOM C-STORE (a Storage SCP): each is stored for the patient of the site whose MRN "
+            "is its PatientID, with the upload's checks, and analysed; C-ECHO answers. Runs until stopped.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=11112, help="TCP port (default 11112)")
+        parser.add_argument("--host", default="127.0.0.1",
+                            help="Address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every "
+                                 "interface, where modalities and the PACS send from the network)")
+        parser.add_argument("--ae-title", default="CDSS", help="This system's AE title, which callers must call")
+        parser.add_argument("--site", help="Site code of the patients (default: CDSS_DEFAULT_SITE_CODE)")
+        parser.add_argument("--allow", default="", help="Comma-separated AE titles allowed to send (default: any)")
+        parser.add_argument("--max-associations", type=int, default=10)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not 0 < options["port"] < 65536:
+            raise CommandError("The port must be between 1 and 65535.")
+        ae_title = _ae_title(options["ae_title"], "The AE title")
+        allowed = [_ae_title(a.strip(), "An allowed AE title") for a in options["allow"].split(",") if a.strip()]
+        if options["site"]:
+            try:
+                site = Site.objects.get(code=options["site"])
+            except Site.DoesNotExist:
+                raise CommandError(f"No site with code {options['site']!r}.") from None
+        else:
+            site = site_get_default()
+        listener = DicomListener(site=site, ae_title=ae_title, allowed_callers=allowed, host=options["host"],
+                                 port=options["port"], max_associations=options["max_associations"])
+        def ready() -> None:
+            self.stdout.write(f"Listening as {ae_title} on {options['host']}:{options['port']} for site {site.code}"
+                              f" ({'callers ' + ', '.join(allowed) if allowed else 'any caller'}).")
+            self.stdout.flush()
+
+        signal.signal(signal.SIGTERM, _stop)  # a service manager's stop: as Ctrl+C, with the summary
+        with contextlib.suppress(KeyboardInterrupt):
+            listener.serve_until_interrupted(ready)
+        counts = listener.counts
+        self.stdout.write(f"Stopped: {counts.associations} association(s), {counts.stored} image(s) stored, "
+                          f"{counts.already_stored} already stored, {counts.refused} refused, {counts.jobs} job(s).")

@@ -1,0 +1,42 @@
+"""A finding's DICOM result sent to a PACS by a real Celery worker process (PostgreSQL, Redis, the
+worker's own storage settings) to a real DICOM Storage SCP listening in this test's process."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from django.db import connection, transaction
+
+from cdss.models import Job
+from imaging.models import ResultDelivery
+from imaging.pacs import PACS_KIND, pacs_send_enqueue
+from tests.imaging.test_pacs import Scp, pacs  # noqa: F401 - the SCP fixture
+from tests.imaging.test_pages import upload
+from tests.imaging.test_results_dicom import real_finding
+from tests.integration.workers import wait_until
+
+pytestmark = [
+    pytest.mark.skipif(connection.vendor != "postgresql",
+                       reason="workers share the test database: needs PostgreSQL (CI sets DATABASE_URL)"),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def test_a_worker_sends_a_result_to_the_pacs(platform, pacs: Scp, patient_a, settings, tmp_path) -> None:  # noqa: F811
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    [instance] = upload(patient_a)
+    Job.objects.filter(kind="imaging").delete()  # no model to run here: only the sending is under test
+    finding = real_finding(instance)
+    platform.worker(DJANGO_MEDIA_ROOT=settings.MEDIA_ROOT, CDSS_PACS_URL=pacs.url, CDSS_PACS_CALLING_AE="WORKER_AE")
+    with transaction.atomic():
+        job = pacs_send_enqueue([finding], reason="test")
+    assert job is not None and job.kind == PACS_KIND
+    wait_until(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.SUCCEEDED).exists(), timeout=90,
+               what=lambda: f"the sending job to succeed: {platform.describe()}")
+    [received] = pacs.received
+    delivery = ResultDelivery.objects.get(finding=finding)
+    assert delivery.status == "sent" and delivery.sop_instance_uid == received.SOPInstanceUID
+    assert received.StudyInstanceUID == instance.series.study.study_instance_uid
+    assert pacs.calling == ["WORKER_AE"]  # the worker's own settings
