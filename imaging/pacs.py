@@ -195,6 +195,34 @@ def send(job: Job, ctx: Any) -> list[Answer]:
     return answers
 
 
+def pacs_echo(destination: PacsDestination) -> float:
+    """A C-ECHO (Verification, PS3.4 Annex A) to the PACS: the round trip in seconds, or
+    ``ConnectionError`` saying what went wrong."""
+    import time
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=destination.calling_ae)
+    ae.add_requested_context(Verification)
+    timeout = float(getattr(settings, "CDSS_PACS_TIMEOUT_SECONDS", 30.0))
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
+    started = time.monotonic()
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
+    if not assoc.is_established:
+        why = "refused the association" if assoc.is_rejected else "could not be reached"
+        raise ConnectionError(f"the PACS {destination} {why}")
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if "Status" not in status:
+        raise ConnectionError(f"the PACS {destination} gave no answer to C-ECHO")
+    if int(status.Status) != 0:
+        raise ConnectionError(f"the PACS {destination} answered C-ECHO with status 0x{int(status.Status):04X}")
+    return time.monotonic() - started
+
+
 def write(job: Job, answers: list[Answer]) -> dict[str, Any]:
     destination = str(pacs_destination() or "")
     ResultDelivery.objects.bulk_create([

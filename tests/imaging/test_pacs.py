@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 import pydicom
 import pytest
 from django.core.management import call_command
-from django.core.management.base import SystemCheckError
+from django.core.management.base import CommandError, SystemCheckError
 from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 from pydicom.uid import SecondaryCaptureImageStorage
 from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from cdss.jobs.runner import job_run
 from cdss.jobs.triggers import job_succeeded
@@ -57,6 +58,7 @@ def pacs(settings) -> Iterator[Scp]:
 
     ae = AE(ae_title="TESTPACS")
     ae.add_supported_context(SecondaryCaptureImageStorage)
+    ae.add_supported_context(Verification)
     scp.ae = ae
     server = ae.start_server(("127.0.0.1", scp.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     assert server is not None
@@ -218,6 +220,21 @@ def test_after_an_imaging_job_its_flagged_findings_go_by_themselves_when_set(
         after_imaging_job(imaging_job, {})
     latest = Job.objects.filter(kind=PACS_KIND).latest("pk")
     assert sorted(latest.params["finding_ids"]) == sorted([str(flagged.external_id), str(unflagged.external_id)])
+
+
+def test_pacs_echo_says_whether_the_pacs_answers(pacs: Scp, settings) -> None:
+    out = io.StringIO()
+    call_command("pacs_echo", stdout=out)
+    assert f"The PACS TESTPACS@127.0.0.1:{pacs.port} answered C-ECHO as CDSS_TEST" in out.getvalue()
+    settings.CDSS_PACS_URL = f"dicom://TESTPACS@127.0.0.1:{free_port()}"
+    with pytest.raises(CommandError, match="could not be reached"):
+        call_command("pacs_echo")
+    settings.CDSS_PACS_URL = ""
+    with pytest.raises(CommandError, match="No PACS is configured"):
+        call_command("pacs_echo")
+    settings.CDSS_PACS_URL = "dicom://host:104"
+    with pytest.raises(CommandError, match="AE title"):
+        call_command("pacs_echo")
 
 
 @pytest.mark.parametrize(("url", "problem"), [
