@@ -14,21 +14,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pydicom
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 from PIL import Image
-from pydicom.uid import generate_uid
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
-from cdss.models import ModelVersion
+from cdss.models import Job, ModelVersion
 from imaging.models import FindingFeedback, ImagingFinding, ImagingInstance
 from imaging.services import UploadFile, imaging_upload
 from patients import models as m
 from tests.browser.conftest import PASSWORD, SCREENSHOT_DIR
 from tests.factories import PatientFactory, SiteFactory, clinician_of
 from tests.imaging.conftest import dicom_bytes
+from tests.imaging.test_pacs import Scp, pacs  # noqa: F401 - the PACS fixture
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -341,3 +343,37 @@ def test_a_clinician_sets_a_window_zooms_pans_and_moves_through_frames(
     page.wait_for_selector("#imaging-viewer #imaging-overlay")
     assert page.inner_text(".imaging-probability") == "0.910"
     assert errors == []
+
+
+def test_a_clinician_downloads_a_findings_dicom_result_and_sends_it_to_the_pacs(
+    live_server, imaging_patient: tuple[m.Patient, ImagingInstance, Path], pacs: Scp, browser_page: Page
+) -> None:
+    patient, analysed, _cr = imaging_patient
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    login(page, live_server)
+    page.goto(f"{live_server.url}/patients/{patient.external_id}/imaging/{analysed.external_id}/")
+    with page.expect_download() as download:
+        page.click(".imaging-result-dicom a")
+    ds = pydicom.dcmread(download.value.path())
+    assert ds.SOPClassUID == SecondaryCaptureImageStorage and ds.PatientID == patient.mrn
+    assert ds.StudyInstanceUID == analysed.series.study.study_instance_uid
+
+    page.click(".imaging-result-send button")
+    page.wait_for_selector(f".imaging-result-status:has-text('Queued for TESTPACS@127.0.0.1:{pacs.port}')")
+    assert errors == []
+    jobs: list[dict] = []
+    finding_ids: list[str] = []
+
+    def read() -> None:  # a thread of its own: no ORM calls where Playwright's loop runs
+        try:
+            jobs.extend(Job.objects.filter(kind="imaging.pacs").values("params"))
+            finding_ids.extend(str(f) for f in ImagingFinding.objects.values_list("external_id", flat=True))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    assert jobs == [{"params": {"finding_ids": finding_ids}}] and len(finding_ids) == 1
