@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
@@ -346,7 +346,8 @@ def test_a_clinician_sets_a_window_zooms_pans_and_moves_through_frames(
 
 
 def test_a_clinician_downloads_a_findings_dicom_result_and_sends_it_to_the_pacs(
-    live_server, imaging_patient: tuple[m.Patient, ImagingInstance, Path], pacs: Scp, browser_page: Page
+    live_server, imaging_patient: tuple[m.Patient, ImagingInstance, Path], pacs: Scp,  # noqa: F811
+    browser_page: Page,
 ) -> None:
     patient, analysed, _cr = imaging_patient
     page = browser_page
@@ -363,7 +364,7 @@ def test_a_clinician_downloads_a_findings_dicom_result_and_sends_it_to_the_pacs(
     page.click(".imaging-result-send button")
     page.wait_for_selector(f".imaging-result-status:has-text('Queued for TESTPACS@127.0.0.1:{pacs.port}')")
     assert errors == []
-    jobs: list[dict] = []
+    jobs: list[Any] = []
     finding_ids: list[str] = []
 
     def read() -> None:  # a thread of its own: no ORM calls where Playwright's loop runs
