@@ -34,6 +34,7 @@ from pydicom.uid import UID
 
 from patients.models import Patient, Site
 
+from .models import ImagingInstance
 from .services import ImagingUploadError, UploadFile, images_prepare, images_store, imaging_jobs_queue
 
 log = logging.getLogger("cdss.imaging")
@@ -163,6 +164,13 @@ class DicomListener:
         if patient is None:
             return _failure(CANNOT_UNDERSTAND, f"no patient at site {self.site.code} has this PatientID")
         sop = UID(str(event.request.AffectedSOPInstanceUID))
+        if ImagingInstance.objects.filter(sop_instance_uid=sop, patient=patient).exists():
+            # sent again (a study sent twice, a retry after a lost answer): stored already, as the
+            # upload would say after decoding it
+            with self._lock:
+                received.already += 1
+                self.counts.already_stored += 1
+            return 0x0000
         prepared, problems = images_prepare([UploadFile(f"{sop}.dcm", data)], patient=patient)
         if problems:
             return _failure(CANNOT_UNDERSTAND, f"{problems[0].code}: {problems[0].message}")
