@@ -49,8 +49,8 @@ def dataset(name: str = "CT_small.dcm", *, patient_id: str, study_uid: str | Non
 def send(port: int, datasets: list[pydicom.Dataset], *, calling: str = "MODALITY", called: str = "CDSS") -> list[int]:
     """The statuses of each C-STORE, sent in one association (raises if it is not accepted)."""
     ae = AE(ae_title=calling)
-    ae.add_requested_context(CTImageStorage)
-    ae.add_requested_context(MRImageStorage)
+    for sop_class in sorted({CTImageStorage, MRImageStorage} | {ds.SOPClassUID for ds in datasets}):
+        ae.add_requested_context(sop_class)
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
     if not assoc.is_established:
         raise ConnectionError("association not accepted")

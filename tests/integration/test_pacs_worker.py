@@ -11,10 +11,11 @@ from django.db import connection, transaction
 from cdss.models import Job
 from imaging.models import ResultDelivery
 from imaging.pacs import PACS_KIND, pacs_send_enqueue
+from tests.imaging.conftest import pneumonia_model, trained  # noqa: F401 - the model fixtures
 from tests.imaging.test_pacs import Scp, pacs  # noqa: F401 - the SCP fixture
 from tests.imaging.test_pages import upload
 from tests.imaging.test_results_dicom import real_finding
-from tests.integration.workers import wait_until
+from tests.integration.workers import free_port, wait_until
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql",
@@ -40,3 +41,33 @@ def test_a_worker_sends_a_result_to_the_pacs(platform, pacs: Scp, patient_a, set
     assert delivery.status == "sent" and delivery.sop_instance_uid == received.SOPInstanceUID
     assert received.StudyInstanceUID == instance.series.study.study_instance_uid
     assert pacs.calling == ["WORKER_AE"]  # the worker's own settings
+
+
+def test_a_radiograph_routed_by_the_pacs_comes_back_to_it_with_its_result(
+    platform, pacs: Scp, pneumonia_model, patient_a, settings, tmp_path  # noqa: F811
+) -> None:
+    """The whole loop a hospital runs: the PACS sends a chest radiograph to the listener by C-STORE,
+    a worker analyses it with the active model, and the result goes back to the PACS by itself."""
+    from imaging.listener import DicomListener
+    from imaging.models import ImagingFinding
+    from tests.imaging.test_listener import dataset, send
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    listener = DicomListener(site=patient_a.site, ae_title="CDSS", allowed_callers=["PACS"], port=free_port())
+    server = listener.start()
+    try:
+        platform.worker(DJANGO_MEDIA_ROOT=settings.MEDIA_ROOT, CDSS_MODEL_DIR=str(settings.CDSS_MODEL_DIR),
+                        CDSS_PACS_URL=pacs.url, CDSS_PACS_SEND="all")
+        radiograph = dataset("RG1_UNCR.dcm", patient_id=patient_a.mrn)  # a real chest CR, 1,841 x 1,955
+        assert send(listener.address[1], [radiograph], calling="PACS") == [0]
+        wait_until(lambda: len(pacs.received) == 1, timeout=180,
+                   what=lambda: f"the result to reach the PACS: {platform.describe()}")
+    finally:
+        server.shutdown()
+    [result] = pacs.received
+    finding = ImagingFinding.objects.get(instance__sop_instance_uid=radiograph.SOPInstanceUID)
+    assert finding.model_version_id == pneumonia_model.pk and 0.0 <= finding.probability <= 1.0
+    assert result.StudyInstanceUID == radiograph.StudyInstanceUID and result.Modality == "CR"
+    assert result.SourceImageSequence[0].ReferencedSOPInstanceUID == radiograph.SOPInstanceUID
+    assert f"probability {finding.probability:.3f}" in result.DerivationDescription
+    assert ResultDelivery.objects.get(finding=finding).status == "sent"
