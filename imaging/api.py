@@ -27,7 +27,7 @@ from patients.api import patient_for_api
 from patients.selectors import is_clinician, patient_list_for_user
 
 from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
-from .results import ResultUnavailable, finding_result_dicom
+from .results import ResultUnavailable, finding_result_dicom, private_file
 from .selectors import FindingView, finding_views, heatmap_png, imaging_instance_list
 from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
 
@@ -219,15 +219,6 @@ class FindingFileApi(APIView):
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
         return super().perform_content_negotiation(request, force=True)
 
-    @staticmethod
-    def file_response(data: bytes, content_type: str, filename: str = "") -> HttpResponse:
-        response = HttpResponse(data, content_type=content_type)
-        if filename:
-            response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        response["Cache-Control"] = "private, no-store"
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
-
 
 _NO_FILE = OpenApiResponse(description="No such finding, or it has no heat map (or its file is gone).")
 
@@ -248,7 +239,7 @@ class FindingHeatmapApi(FindingFileApi):
                 raise NotFound("This finding's heat map could not be read from storage.") from None
             audit_record(user=request.user, action="view", target="api:imaging-heatmap", patient=finding.patient,
                          request=request, detail=f"finding {finding.external_id}")
-        return self.file_response(data, "image/png")
+        return private_file(data, "image/png")
 
 
 class FindingResultApi(FindingFileApi):
@@ -267,7 +258,7 @@ class FindingResultApi(FindingFileApi):
                 raise NotFound(str(exc)) from None
             audit_record(user=request.user, action="export", target="api:imaging-result", patient=finding.patient,
                          request=request, detail=f"finding {finding.external_id} as DICOM {result.sop_instance_uid}")
-        return self.file_response(result.data, "application/dicom", result.name)
+        return private_file(result.data, "application/dicom", result.name)
 
 
 class FindingFeedbackApi(APIView):

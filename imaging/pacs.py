@@ -40,6 +40,11 @@ SEND_CHOICES = ("off", "flagged", "all")
 _AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # PS3.5 6.2 AE: 16 characters, no backslash
 
 
+def valid_ae_title(value: str) -> bool:
+    """An AE title (PS3.5 6.2: 1-16 characters of the default repertoire, no backslash, not blank)."""
+    return bool(_AE_TITLE.fullmatch(value)) and bool(value.strip())
+
+
 class PacsConfigError(ValueError):
     pass
 
@@ -61,9 +66,9 @@ def parse_pacs_url(url: str, calling_ae: str) -> PacsDestination:
     if parts.scheme != "dicom":
         raise PacsConfigError("the PACS address must look like dicom://AE_TITLE@host:port")
     called = parts.username or ""
-    if not _AE_TITLE.fullmatch(called) or not called.strip():
+    if not valid_ae_title(called):
         raise PacsConfigError("the PACS address needs the PACS's AE title (1-16 characters) before the @")
-    if not _AE_TITLE.fullmatch(calling_ae) or not calling_ae.strip():
+    if not valid_ae_title(calling_ae):
         raise PacsConfigError("the calling AE title must be 1-16 characters without a backslash")
     try:
         port = parts.port
@@ -143,12 +148,27 @@ def _status_text(code: int) -> str:
     return f"0x{code:04X} {category}{': ' + meaning if meaning else ''}"[:200]
 
 
+def _associate(destination: PacsDestination, sop_class: str) -> Any:
+    """An association with the PACS for one SOP class (the settings' timeouts), or
+    ``ConnectionError`` saying whether it could not be reached or refused."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=destination.calling_ae)
+    ae.add_requested_context(sop_class)
+    timeout = float(getattr(settings, "CDSS_PACS_TIMEOUT_SECONDS", 30.0))
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
+    if not assoc.is_established:
+        why = "refused the association" if assoc.is_rejected else "could not be reached"
+        raise ConnectionError(f"the PACS {destination} {why}")
+    return assoc
+
+
 def send(job: Job, ctx: Any) -> list[Answer]:
     """The job's handler: the results made and sent in one association; the answers for the
     writer. Findings gone, entered in error or without a heat map since are left out."""
     from pydicom import dcmread
     from pydicom.uid import SecondaryCaptureImageStorage
-    from pynetdicom import AE
     from pynetdicom.status import code_to_category
 
     from .results import ResultUnavailable, finding_result_dicom
@@ -167,15 +187,7 @@ def send(job: Job, ctx: Any) -> list[Answer]:
             continue
     if not made:
         return []
-    ae = AE(ae_title=destination.calling_ae)
-    ae.add_requested_context(SecondaryCaptureImageStorage)
-    timeout = float(getattr(settings, "CDSS_PACS_TIMEOUT_SECONDS", 30.0))
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
-    if not assoc.is_established:
-        why = "refused the association" if assoc.is_rejected else "could not be reached"
-        raise ConnectionError(f"the PACS {destination} {why}")
+    assoc = _associate(destination, SecondaryCaptureImageStorage)
     answers: list[Answer] = []
     try:
         for i, (finding, result) in enumerate(made):
@@ -200,18 +212,10 @@ def pacs_echo(destination: PacsDestination) -> float:
     ``ConnectionError`` saying what went wrong."""
     import time
 
-    from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-    ae = AE(ae_title=destination.calling_ae)
-    ae.add_requested_context(Verification)
-    timeout = float(getattr(settings, "CDSS_PACS_TIMEOUT_SECONDS", 30.0))
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     started = time.monotonic()
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
-    if not assoc.is_established:
-        why = "refused the association" if assoc.is_rejected else "could not be reached"
-        raise ConnectionError(f"the PACS {destination} {why}")
+    assoc = _associate(destination, Verification)
     try:
         status = assoc.send_c_echo()
     finally:

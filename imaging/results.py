@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from django.http import HttpResponse
 from django.utils import timezone
 from PIL import Image
 
@@ -67,3 +68,14 @@ def finding_result_dicom(finding: ImagingFinding) -> ResultFile:
     data = secondary_capture(facts, frame, heat, now=timezone.localtime())
     _series, sop_uid = result_uids(facts)
     return ResultFile(name=f"{sop_uid}.dcm", data=data, sop_instance_uid=sop_uid)
+
+
+def private_file(data: bytes, content_type: str, filename: str = "") -> HttpResponse:
+    """A patient's file as a response: kept by no cache, its type not guessed by the browser, and
+    with ``filename`` a download."""
+    response = HttpResponse(data, content_type=content_type)
+    if filename:
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -46,7 +46,7 @@ from .ml.data import model_names_for
 from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
 from .pacs import pacs_for_pages, pacs_send_enqueue
 from .pixels import custom_window, load_image, preview_png
-from .results import ResultFile, ResultUnavailable, finding_result_dicom
+from .results import ResultUnavailable, finding_result_dicom, private_file
 from .selectors import (
     REVIEW_SHOWS,
     OtherImage,
@@ -240,10 +240,7 @@ def _value_range(instance: ImagingInstance) -> tuple[float, float] | None:
 
 
 def _png(data: bytes) -> HttpResponse:
-    response = HttpResponse(data, content_type="image/png")
-    response["Cache-Control"] = "private, no-store"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return private_file(data, "image/png")
 
 
 def _stored(name: str) -> bytes:
@@ -396,14 +393,6 @@ def imaging_heatmap(request: HttpRequest, external_id: uuid.UUID, finding_id: uu
     return _png(data)
 
 
-def dicom_download(result: ResultFile) -> HttpResponse:
-    response = HttpResponse(result.data, content_type="application/dicom")
-    response["Content-Disposition"] = f'attachment; filename="{result.name}"'
-    response["Cache-Control"] = "private, no-store"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
 @require_GET
 @transaction.atomic
 def imaging_result_dicom(request: HttpRequest, external_id: uuid.UUID, finding_id: uuid.UUID) -> HttpResponse:
@@ -417,7 +406,7 @@ def imaging_result_dicom(request: HttpRequest, external_id: uuid.UUID, finding_i
         return HttpResponse(str(exc), status=404, content_type="text/plain; charset=utf-8")
     audit_record(user=request.user, action="export", target="imaging-result", patient=patient, request=request,
                  detail=f"finding {finding.external_id} as DICOM {result.sop_instance_uid}")
-    return dicom_download(result)
+    return private_file(result.data, "application/dicom", result.name)
 
 
 @never_cache

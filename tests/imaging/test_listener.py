@@ -169,3 +169,18 @@ def test_the_command_listens_until_stopped_and_says_what_it_did(patient_a: m.Pat
     assert instance.modality == "MR"
     assert (tmp_path / "media" / str(instance.file.name)).is_file()
 
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--ae-title", "A\\B"], "The AE title must be 1-16 characters"),
+    (["--ae-title", "ANAETITLEOFSEVENTEEN"], "The AE title must be 1-16 characters"),
+    (["--allow", "PACS,TOO_LONG_AE_TITLE_X"], "An allowed AE title must be 1-16 characters"),
+    (["--site", "no-such-site"], "No site with code 'no-such-site'"),
+    (["--port", "70000"], "The port must be between 1 and 65535"),
+])
+def test_the_command_names_a_wrong_option_before_it_listens(args: list[str], problem: str) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=problem):
+        call_command("dicom_listener", *args)

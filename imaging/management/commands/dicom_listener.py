@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from imaging.listener import DicomListener
+from imaging.pacs import valid_ae_title
 from patients.models import Site
 from patients.services import site_get_default
 
-_AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
-
 
 def _ae_title(value: str, what: str) -> str:
-    if not _AE_TITLE.fullmatch(value) or not value.strip():
+    if not valid_ae_title(value):
         raise CommandError(f"{what} must be 1-16 characters without a backslash: {value!r}.")
     return value.strip()
 
