@@ -144,8 +144,7 @@ class DicomListener:
         except Exception as exc:  # noqa: BLE001 - the sender is told to try again later; nothing is half-stored
             log.error("dicom listener: an image could not be stored (%s)", type(exc).__name__)
             status = _failure(OUT_OF_RESOURCES, "the image could not be stored now; send it again later")
-        finally:
-            connections.close_all()  # this thread's connection: associations come and go in threads
+            connections.close_all()  # it may be broken: the next image connects afresh
         with self._lock:
             if isinstance(status, Dataset):
                 received.refused += 1
@@ -192,6 +191,7 @@ class DicomListener:
         with self._lock:
             received = self._received.pop(id(event.assoc), None)
         if received is None or not received.by_patient:
+            connections.close_all()
             return
         try:
             jobs = 0
@@ -207,4 +207,6 @@ class DicomListener:
             log.error("dicom listener: the analysis of %s stored image(s) could not be queued (%s)",
                       sum(len(v) for v in received.by_patient.values()), type(exc).__name__)
         finally:
+            # the association's thread (released, aborted) kept one connection for all its images;
+            # threads come and go with associations, so it is closed with it
             connections.close_all()
