@@ -10,8 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from imaging.listener import DicomListener
 from imaging.pacs import valid_ae_title
-from patients.models import Site
-from patients.services import site_get_default
+from patients.management.sites import site_option
 
 
 def _ae_title(value: str, what: str) -> str:
@@ -43,13 +42,7 @@ class Command(BaseCommand):
             raise CommandError("The port must be between 1 and 65535.")
         ae_title = _ae_title(options["ae_title"], "The AE title")
         allowed = [_ae_title(a.strip(), "An allowed AE title") for a in options["allow"].split(",") if a.strip()]
-        if options["site"]:
-            try:
-                site = Site.objects.get(code=options["site"])
-            except Site.DoesNotExist:
-                raise CommandError(f"No site with code {options['site']!r}.") from None
-        else:
-            site = site_get_default()
+        site = site_option(options["site"])
         listener = DicomListener(site=site, ae_title=ae_title, allowed_callers=allowed, host=options["host"],
                                  port=options["port"], max_associations=options["max_associations"])
         def ready() -> None:

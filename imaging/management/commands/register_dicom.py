@@ -9,8 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from imaging.services import imaging_register_folder
-from patients.models import Site
-from patients.services import site_get_default
+from patients.management.sites import site_option
 
 
 class Command(BaseCommand):
@@ -26,13 +25,7 @@ class Command(BaseCommand):
         folder = Path(options["folder"])
         if not folder.is_dir():
             raise CommandError(f"{folder} is not a folder.")
-        if options["site"]:
-            try:
-                site = Site.objects.get(code=options["site"])
-            except Site.DoesNotExist:
-                raise CommandError(f"No site with code {options['site']!r}.") from None
-        else:
-            site = site_get_default()
+        site = site_option(options["site"])
         summary = imaging_register_folder(folder, site=site)
         data = summary.as_dict()
         if options["json"]:

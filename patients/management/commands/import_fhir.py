@@ -10,8 +10,8 @@ from tqdm import tqdm
 
 from patients.fhir.importer import UnitResult
 from patients.fhir.parse import InputError, discover_files, units_from_files
-from patients.models import Site
-from patients.services import fhir_import_units, site_get_default
+from patients.management.sites import site_option
+from patients.services import fhir_import_units
 
 
 class Command(BaseCommand):
@@ -24,13 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["site"]:
-            try:
-                site = Site.objects.get(code=options["site"])
-            except Site.DoesNotExist:
-                raise CommandError(f"No site with code {options['site']!r}.") from None
-        else:
-            site = site_get_default()
+        site = site_option(options["site"])
         try:
             files = discover_files(options["paths"])
         except InputError as exc:
