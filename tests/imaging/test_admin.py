@@ -14,7 +14,14 @@ from django.db.models import Model
 from django.urls import reverse
 
 from cdss.models import AuditEvent
-from imaging.models import FindingFeedback, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy
+from imaging.models import (
+    FindingFeedback,
+    ImagingFinding,
+    ImagingInstance,
+    ImagingSeries,
+    ImagingStudy,
+    ResultDelivery,
+)
 from patients import models as m
 from tests.imaging.test_pages import heatmap_png, model_version, upload
 
@@ -39,6 +46,9 @@ def rows(patient_a: m.Patient, admin_user) -> dict[type[Model], Any]:
         ImagingInstance: instance,
         ImagingFinding: finding,
         FindingFeedback: FindingFeedback.objects.create(finding=finding, user=admin_user, verdict="agree"),
+        ResultDelivery: ResultDelivery.objects.create(finding=finding, patient=finding.patient,
+                                                      destination="PACS@pacs.example:104", sop_instance_uid="2.25.1",
+                                                      status="refused", detail="0xA700 Failure: Out of Resources"),
     }
 
 
