@@ -288,6 +288,11 @@ CDSS_PACS_URL: str = env.str("CDSS_PACS_URL", default="")
 CDSS_PACS_CALLING_AE: str = env.str("CDSS_PACS_CALLING_AE", default="CDSS")
 CDSS_PACS_SEND: str = env.str("CDSS_PACS_SEND", default="off")
 CDSS_PACS_TIMEOUT_SECONDS: float = env.float("CDSS_PACS_TIMEOUT_SECONDS", default=30.0)
+# DICOM over TLS to the PACS: the CA certificates to trust it by (set: TLS), and this system's own
+# certificate and key where the PACS asks for one.
+CDSS_PACS_TLS_CA: str = env.str("CDSS_PACS_TLS_CA", default="")
+CDSS_PACS_TLS_CERT: str = env.str("CDSS_PACS_TLS_CERT", default="")
+CDSS_PACS_TLS_KEY: str = env.str("CDSS_PACS_TLS_KEY", default="")
 DATA_UPLOAD_MAX_MEMORY_SIZE = CDSS_FHIR_MAX_UPLOAD_BYTES
 # CDS Hooks (cdshooks/): JWT authentication of EHR clients; false only for local testing
 # (`check --deploy` warns). The base URL, when set, is what tokens' `aud` and card links use.

@@ -22,6 +22,7 @@ C.4.2 (Error Comment, 64 characters), PS3.4 Annex A (Verification).
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -71,17 +72,31 @@ class ListenerCounts:
     jobs: int = 0
 
 
+def listener_tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:
+    """TLS for the listener (DICOM over TLS, PS3.15 B.9: TLS 1.2 or later): its certificate and
+    key; with ``client_ca``, only senders with a certificate signed by those CAs may connect."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key or None)
+    if client_ca:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 class DicomListener:
     """The Storage SCP of one site: ``start()`` (in threads, returns the server) or
     ``serve_forever()``; ``counts`` adds up what it did."""
 
     def __init__(self, *, site: Site, ae_title: str = "CDSS", allowed_callers: list[str] | None = None,
-                 host: str = "127.0.0.1", port: int = 11112, max_associations: int = 10) -> None:
+                 host: str = "127.0.0.1", port: int = 11112, max_associations: int = 10,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.site = site
         self.ae_title = ae_title
         self.allowed_callers = [c.strip() for c in allowed_callers or [] if c.strip()]
         self.address = (host, port)
         self.max_associations = max_associations
+        self.tls = tls
         self.counts = ListenerCounts()
         self._received: dict[int, _Received] = {}
         self._lock = threading.Lock()
@@ -111,7 +126,7 @@ class DicomListener:
 
     def start(self) -> Any:
         """Listen in background threads; the server (``shutdown()`` stops it)."""
-        return self._ae().start_server(self.address, block=False, evt_handlers=self._handlers())
+        return self._ae().start_server(self.address, block=False, ssl_context=self.tls, evt_handlers=self._handlers())
 
     def serve_until_interrupted(self, ready: Callable[[], None] | None = None, *, grace: float = 60.0) -> None:
         """Listen until KeyboardInterrupt (Ctrl+C, or a signal handler raising it); ``ready`` is

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,6 +107,11 @@ def pacs_checks() -> list[str]:
     mode = str(getattr(settings, "CDSS_PACS_SEND", "off"))
     if mode not in SEND_CHOICES:
         problems.append(f"CDSS_PACS_SEND must be one of {', '.join(SEND_CHOICES)}")
+    try:
+        pacs_tls_context()
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(f"CDSS_PACS_TLS_CA / CDSS_PACS_TLS_CERT / CDSS_PACS_TLS_KEY could not be loaded "
+                        f"({type(exc).__name__}: {exc.strerror or exc})")
     return problems
 
 
@@ -148,8 +154,24 @@ def _status_text(code: int) -> str:
     return f"0x{code:04X} {category}{': ' + meaning if meaning else ''}"[:200]
 
 
+def pacs_tls_context() -> ssl.SSLContext | None:
+    """The TLS context for the PACS where ``CDSS_PACS_TLS_CA`` names the CA certificates to trust
+    it by (its certificate must name the URL's host); with ``CDSS_PACS_TLS_CERT`` and
+    ``CDSS_PACS_TLS_KEY`` this system shows its own certificate (a PACS that requires one). None:
+    plain TCP. DICOM over TLS: PS3.15 B.9 (TLS 1.2 or later, BCP 195)."""
+    ca = str(getattr(settings, "CDSS_PACS_TLS_CA", "") or "")
+    if not ca:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    cert = str(getattr(settings, "CDSS_PACS_TLS_CERT", "") or "")
+    if cert:
+        context.load_cert_chain(cert, str(getattr(settings, "CDSS_PACS_TLS_KEY", "") or "") or None)
+    return context
+
+
 def _associate(destination: PacsDestination, sop_class: str) -> Any:
-    """An association with the PACS for one SOP class (the settings' timeouts), or
+    """An association with the PACS for one SOP class (the settings' timeouts, TLS where set), or
     ``ConnectionError`` saying whether it could not be reached or refused."""
     from pynetdicom import AE
 
@@ -157,7 +179,9 @@ def _associate(destination: PacsDestination, sop_class: str) -> Any:
     ae.add_requested_context(sop_class)
     timeout = float(getattr(settings, "CDSS_PACS_TIMEOUT_SECONDS", 30.0))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
+    tls = pacs_tls_context()
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae,
+                         tls_args=(tls, destination.host) if tls is not None else None)
     if not assoc.is_established:
         why = "refused the association" if assoc.is_rejected else "could not be reached"
         raise ConnectionError(f"the PACS {destination} {why}")

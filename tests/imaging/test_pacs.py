@@ -4,8 +4,10 @@ port of the test's own) receives them over the network, as a hospital's PACS wou
 from __future__ import annotations
 
 import io
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pydicom
 import pytest
@@ -45,8 +47,8 @@ class Scp:
         return f"dicom://TESTPACS@127.0.0.1:{self.port}"
 
 
-@pytest.fixture
-def pacs(settings) -> Iterator[Scp]:
+def start_scp(ssl_context: ssl.SSLContext | None = None) -> tuple[Scp, Any]:
+    """A Storage SCP (and Verification) on a free port of this process; (its record, its server)."""
     scp = Scp(port=free_port())
 
     def on_store(event):  # the SCP's own thread
@@ -60,8 +62,15 @@ def pacs(settings) -> Iterator[Scp]:
     ae.add_supported_context(SecondaryCaptureImageStorage)
     ae.add_supported_context(Verification)
     scp.ae = ae
-    server = ae.start_server(("127.0.0.1", scp.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = ae.start_server(("127.0.0.1", scp.port), block=False, ssl_context=ssl_context,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
     assert server is not None
+    return scp, server
+
+
+@pytest.fixture
+def pacs(settings) -> Iterator[Scp]:
+    scp, server = start_scp()
     settings.CDSS_PACS_URL = scp.url
     settings.CDSS_PACS_CALLING_AE = "CDSS_TEST"
     settings.CDSS_PACS_TIMEOUT_SECONDS = 5

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import ssl
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imaging.listener import DicomListener
+from imaging.listener import DicomListener, listener_tls_context
 from imaging.pacs import valid_ae_title
 from patients.management.sites import site_option
 
@@ -36,17 +37,30 @@ class Command(BaseCommand):
         parser.add_argument("--site", help="Site code of the patients (default: CDSS_DEFAULT_SITE_CODE)")
         parser.add_argument("--allow", default="", help="Comma-separated AE titles allowed to send (default: any)")
         parser.add_argument("--max-associations", type=int, default=10)
+        parser.add_argument("--tls-cert", default="", help="DICOM over TLS: this listener's certificate (PEM)")
+        parser.add_argument("--tls-key", default="", help="its private key (PEM), unless in the certificate's file")
+        parser.add_argument("--tls-client-ca", default="",
+                            help="only senders with a certificate signed by these CAs (PEM) may connect")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not 0 < options["port"] < 65536:
             raise CommandError("The port must be between 1 and 65535.")
         ae_title = _ae_title(options["ae_title"], "The AE title")
         allowed = [_ae_title(a.strip(), "An allowed AE title") for a in options["allow"].split(",") if a.strip()]
+        tls = None
+        if options["tls_cert"]:
+            try:
+                tls = listener_tls_context(options["tls_cert"], options["tls_key"], options["tls_client_ca"])
+            except (OSError, ssl.SSLError) as exc:
+                raise CommandError(f"The TLS certificate, key or client CAs could not be loaded ({type(exc).__name__}).") from None
+        elif options["tls_key"] or options["tls_client_ca"]:
+            raise CommandError("--tls-key and --tls-client-ca need --tls-cert.")
         site = site_option(options["site"])
         listener = DicomListener(site=site, ae_title=ae_title, allowed_callers=allowed, host=options["host"],
-                                 port=options["port"], max_associations=options["max_associations"])
+                                 port=options["port"], max_associations=options["max_associations"], tls=tls)
         def ready() -> None:
-            self.stdout.write(f"Listening as {ae_title} on {options['host']}:{options['port']} for site {site.code}"
+            self.stdout.write(f"Listening as {ae_title} on {options['host']}:{options['port']}{' (TLS)' if tls else ''}"
+                              f" for site {site.code}"
                               f" ({'callers ' + ', '.join(allowed) if allowed else 'any caller'}).")
             self.stdout.flush()
 
