@@ -35,6 +35,7 @@ from pydicom.uid import UID
 
 from patients.models import Patient, Site
 
+from . import services
 from .models import ImagingInstance
 from .services import ImagingUploadError, UploadFile, images_prepare, images_store, imaging_jobs_queue
 
@@ -168,6 +169,8 @@ class DicomListener:
 
     def _store(self, event: Any, received: _Received) -> Any:
         data = event.encoded_dataset(include_meta=True)
+        if len(data) > services.MAX_TOTAL_BYTES:  # an upload's limit (CDSS_IMAGING_MAX_UPLOAD_BYTES)
+            return _failure(CANNOT_UNDERSTAND, f"larger than {services.MAX_TOTAL_BYTES} bytes, the limit")
         try:
             patient_id = str(event.dataset.get("PatientID") or "").strip()
         except Exception:  # noqa: BLE001 - a data set that cannot be read is refused below

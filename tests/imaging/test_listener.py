@@ -130,6 +130,21 @@ def test_what_cannot_be_stored_is_refused_with_its_reason_and_nothing_is_kept(
     assert listener.counts.refused == 4
 
 
+def test_an_image_over_the_uploads_byte_limit_is_refused_by_name(
+    listener: DicomListener, patient_a: m.Patient, monkeypatch
+) -> None:
+    from imaging import services
+
+    monkeypatch.setattr(services, "MAX_TOTAL_BYTES", 10_000)  # CT_small is 39 KB
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", listener.address[1], ae_title="CDSS")
+    status = assoc.send_c_store(dataset(patient_id=patient_a.mrn))
+    assoc.release()
+    assert int(status.Status) == 0xC000 and status.ErrorComment == "larger than 10000 bytes, the limit"
+    assert ImagingInstance.objects.count() == 0
+
+
 def _bytes(ds: pydicom.Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
