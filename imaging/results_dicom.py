@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ CONVERSION_TYPE = "WSD"
 MANUFACTURER = "CDSS"
 HEATMAP_OPACITY = 0.75  # scales the overlay's own alpha (at most 200/255), as the viewer's default
 CAPTION_NOTICE = "AI RESULT - NOT A DIAGNOSIS - to be read by a clinician beside the original image"
+MIN_WIDTH = 512  # a smaller frame (an MR of 256 px) is magnified, so the caption stays legible beside it
 SERIES_NUMBER = 9000  # high, so the series sorts after the modality's own in a PACS viewer
 
 
@@ -97,11 +99,21 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default()  # Pillow's bitmap font (about 11 px) where FreeType is missing
 
 
+def magnification(width: int) -> int:
+    """The whole factor a frame narrower than ``MIN_WIDTH`` is magnified by (1: none)."""
+    return max(1, math.ceil(MIN_WIDTH / max(width, 1)))
+
+
 def composite(frame: Image.Image, heatmap_png: bytes, lines: list[str]) -> np.ndarray:
-    """RGB pixels: the frame with the heat map (an RGBA or palette-with-transparency PNG of any
-    size, stretched bilinearly to the frame) blended over it, and a black band below with the
-    caption in white. ``ValueError`` if the heat map is not an image."""
+    """RGB pixels: the frame (magnified by a whole factor, each pixel a block, where it is
+    narrower than ``MIN_WIDTH``: no value made up) with the heat map (an RGBA or
+    palette-with-transparency PNG of any size, stretched bilinearly to the frame) blended over it,
+    and a black band below with the caption in white. ``ValueError`` if the heat map is not an
+    image."""
     base = frame.convert("RGB")
+    factor = magnification(base.width)
+    if factor > 1:
+        base = base.resize((base.width * factor, base.height * factor), Image.Resampling.NEAREST)
     try:
         opened = Image.open(io.BytesIO(heatmap_png))
         opened.load()

@@ -95,23 +95,29 @@ def test_a_multi_frame_source_names_its_frame_and_a_bitmap_upload_references_not
 
 
 def test_the_pixels_are_the_frame_with_the_heat_map_over_its_hot_part_and_the_caption_below() -> None:
-    frame = grey_frame(200, 160)
-    ds = read(secondary_capture(facts(), frame, hot_top_left(64, 51), now=NOW))
+    frame = grey_frame(520, 400)
+    ds = read(secondary_capture(facts(), frame, hot_top_left(64, 49), now=NOW))
     assert (ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated) == (3, "RGB", 8)
     pixels = ds.pixel_array
-    assert ds.Columns == 200 and ds.Rows > 160 and pixels.shape == (ds.Rows, 200, 3)
-    image = pixels[:160]
+    assert ds.Columns == 520 and ds.Rows > 400 and pixels.shape == (ds.Rows, 520, 3)
+    image = pixels[:400]
     # cold: the frame as it is (grey 90 in every channel); hot: the colour map's yellow blended in
-    assert (image[120:, 120:] == 90).all()
-    hot = image[10:60, 10:80].reshape(-1, 3).mean(axis=0)
+    assert (image[300:, 300:] == 90).all()
+    hot = image[20:150, 20:200].reshape(-1, 3).mean(axis=0)
     assert hot[0] > 150 and hot[1] > 150 and hot[2] < hot[0]
-    band = pixels[160:]
+    band = pixels[400:]
     assert (band == 0).mean() > 0.6 and (band == 255).any()  # black band, white letters
     assert len(caption_lines(facts())) == 4
-    # a narrow image wraps the caption into more rows than a wide one needs
-    wide = read(secondary_capture(facts(), grey_frame(1000, 160), hot_top_left(64, 51), now=NOW))
-    wide_band, narrow_band = wide.Rows - 160, ds.Rows - 160
-    assert narrow_band > wide_band * 1.5
+
+
+def test_a_small_frame_is_magnified_by_a_whole_factor_with_no_value_made_up() -> None:
+    values = np.arange(200 * 160, dtype=np.uint32).reshape(160, 200) % 251
+    frame = Image.fromarray(values.astype(np.uint8), "L")
+    cold = heatmap_overlay_png(np.zeros((8, 8), dtype=np.float32), width=50, height=40)
+    ds = read(secondary_capture(facts(), frame, cold, now=NOW))
+    assert ds.Columns == 600 and ds.Rows > 480  # 3 x 200: the first whole factor to reach 512
+    blocks = np.repeat(np.repeat(values.astype(np.uint8), 3, axis=0), 3, axis=1)
+    assert np.array_equal(ds.pixel_array[:480, :, 0], blocks) and np.array_equal(ds.pixel_array[:480, :, 2], blocks)
 
 
 def test_the_caption_wraps_whole_words_to_the_room_it_has() -> None:
@@ -123,10 +129,10 @@ def test_the_caption_wraps_whole_words_to_the_room_it_has() -> None:
 
 
 def test_a_colour_frame_keeps_its_colours_where_the_map_is_cold() -> None:
-    rgb = np.zeros((100, 120, 3), dtype=np.uint8)
+    rgb = np.zeros((400, 600, 3), dtype=np.uint8)
     rgb[..., 2] = 200
-    out = composite(Image.fromarray(rgb, "RGB"), hot_top_left(60, 50), ["x"])
-    assert (out[60:100, 70:, 2] == 200).all() and (out[60:100, 70:, :2] == 0).all()
+    out = composite(Image.fromarray(rgb, "RGB"), hot_top_left(60, 40), ["x"])
+    assert (out[250:400, 350:, 2] == 200).all() and (out[250:400, 350:, :2] == 0).all()
 
 
 def test_a_heat_map_that_is_not_an_image_is_refused_by_name() -> None:
@@ -176,11 +182,12 @@ def test_a_findings_result_is_made_from_its_image_its_study_and_the_patients_rec
     source = ds.SourceImageSequence[0]
     assert (source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID) == (instance.sop_class_uid,
                                                                               instance.sop_instance_uid)
-    assert (ds.Columns, ds.Rows - ds.Columns) == (instance.preview_width, ds.Rows - instance.preview_width)
-    assert ds.Rows > instance.preview_height
+    # CT_small's 128 px preview, magnified 4 times
+    assert ds.Columns == instance.preview_width * 4 == 512 and ds.Rows > instance.preview_height * 4
     # the image part is the stored preview (grey), coloured where the map is hot
     with instance.preview.open("rb") as fh:
         preview = np.asarray(Image.open(fh).convert("RGB"))
+    preview = np.repeat(np.repeat(preview, 4, axis=0), 4, axis=1)
     h, w = preview.shape[:2]
     image = ds.pixel_array[:h]
     assert np.array_equal(image[h * 3 // 4:, w * 3 // 4:], preview[h * 3 // 4:, w * 3 // 4:])
