@@ -131,10 +131,13 @@ def pacs_send_enqueue(findings: list[ImagingFinding], *, user: Any = None, reaso
     if len(patient_ids) != 1:
         raise ValueError("one patient's findings per sending")
     ids = sorted(str(f.external_id) for f in wanted)
-    job = job_enqueue(kind=PACS_KIND, patient=wanted[0].patient, params={"finding_ids": ids}, user=user,
-                      inputs={"reason": reason, "sent": ResultDelivery.objects.filter(
-                          finding__in=wanted).count()})
-    return job
+    # A request made while an earlier one waits (queued, running, failed and due again) is that
+    # job; once the patient's sendings have ended (succeeded, or dead after its attempts), a new
+    # request is a new job: the finished ones are counted into its inputs.
+    finished = Job.objects.filter(kind=PACS_KIND, patient=wanted[0].patient,
+                                  status__in=[Job.Status.SUCCEEDED, Job.Status.DEAD]).count()
+    return job_enqueue(kind=PACS_KIND, patient=wanted[0].patient, params={"finding_ids": ids}, user=user,
+                       inputs={"reason": reason, "after": finished})
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,14 @@ def test_a_pacs_that_cannot_be_reached_fails_the_job_with_its_address_only(
     assert patient_a.mrn not in job.error and patient_a.family_name not in job.error
     assert job.status == Job.Status.FAILED  # retried later, as any job
     assert ResultDelivery.objects.count() == 0
+    with transaction.atomic():
+        assert pacs_send_enqueue([finding], reason="test") == job  # asked again while it is due again
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.DEAD)  # its attempts spent
+    settings.CDSS_PACS_URL = pacs.url  # the PACS is back: a clinician sends it again
+    with transaction.atomic():
+        again = pacs_send_enqueue([finding], reason="test")
+    assert again is not None and again.pk != job.pk and job_run(again.pk) == "succeeded"
+    assert len(pacs.received) == 1
 
 
 def test_a_pacs_that_refuses_the_association_fails_the_job(patient_a: m.Patient, pacs: Scp, settings) -> None:
