@@ -55,22 +55,20 @@ def _failure(code: int, comment: str) -> Dataset:
 
 
 @dataclass
-class _Received:
-    """What one association stored, per patient, for the jobs queued at its end."""
-
-    by_patient: dict[int, list[int]] = field(default_factory=dict)
-    stored: int = 0
-    already: int = 0
-    refused: int = 0
-
-
-@dataclass
 class ListenerCounts:
     associations: int = 0
     stored: int = 0
     already_stored: int = 0
     refused: int = 0
     jobs: int = 0
+
+
+@dataclass
+class _Received:
+    """What one association stored, per patient, for the jobs queued at its end, and its counts."""
+
+    by_patient: dict[int, list[int]] = field(default_factory=dict)
+    counts: ListenerCounts = field(default_factory=ListenerCounts)
 
 
 def listener_tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:
@@ -161,11 +159,15 @@ class DicomListener:
             log.error("dicom listener: an image could not be stored (%s)", type(exc).__name__)
             status = _failure(OUT_OF_RESOURCES, "the image could not be stored now; send it again later")
             connections.close_all()  # it may be broken: the next image connects afresh
-        with self._lock:
-            if isinstance(status, Dataset):
-                received.refused += 1
-                self.counts.refused += 1
+        if isinstance(status, Dataset):
+            self._tally(received, "refused")
         return status
+
+    def _tally(self, received: _Received, name: str) -> None:
+        """One more of ``name`` for the association and the listener."""
+        with self._lock:
+            for counts in (received.counts, self.counts):
+                setattr(counts, name, getattr(counts, name) + 1)
 
     def _store(self, event: Any, received: _Received) -> Any:
         data = event.encoded_dataset(include_meta=True)
@@ -184,9 +186,7 @@ class DicomListener:
         if ImagingInstance.objects.filter(sop_instance_uid=sop, patient=patient).exists():
             # sent again (a study sent twice, a retry after a lost answer): stored already, as the
             # upload would say after decoding it
-            with self._lock:
-                received.already += 1
-                self.counts.already_stored += 1
+            self._tally(received, "already_stored")
             return 0x0000
         prepared, problems = images_prepare([UploadFile(f"{sop}.dcm", data)], patient=patient)
         if problems:
@@ -195,14 +195,10 @@ class DicomListener:
             result = images_store(patient=patient, images=prepared, source=SOURCE, queue_jobs=False)
         except ImagingUploadError as exc:
             return _failure(CANNOT_UNDERSTAND, f"{exc.problems[0].code}: {exc.problems[0].message}")
-        with self._lock:
-            if result.created:
+        if result.created:
+            with self._lock:
                 received.by_patient.setdefault(patient.pk, []).extend(i.pk for i in result.created)
-                received.stored += 1
-                self.counts.stored += 1
-            else:
-                received.already += 1
-                self.counts.already_stored += 1
+        self._tally(received, "stored" if result.created else "already_stored")
         return 0x0000
 
     def _on_end(self, event: Any) -> None:
@@ -220,7 +216,7 @@ class DicomListener:
             with self._lock:
                 self.counts.jobs += jobs
             log.info("dicom listener: %s image(s) stored, %s already stored, %s refused; %s analysis job(s) queued",
-                     received.stored, received.already, received.refused, jobs)
+                     received.counts.stored, received.counts.already_stored, received.counts.refused, jobs)
         except Exception as exc:  # noqa: BLE001 - the images are stored; the patient page's "Run" analyses them
             log.error("dicom listener: the analysis of %s stored image(s) could not be queued (%s)",
                       sum(len(v) for v in received.by_patient.values()), type(exc).__name__)

@@ -124,7 +124,7 @@ def pacs_send_enqueue(findings: list[ImagingFinding], *, user: Any = None, reaso
 
     if pacs_destination() is None:
         return None
-    wanted = [f for f in findings if f.heatmap]
+    wanted = [f for f in findings if f.heatmap and f.instance.status != ENTERED_IN_ERROR]
     if not wanted:
         return None
     patient_ids = {f.patient_id for f in wanted}
@@ -192,8 +192,8 @@ def _associate(destination: PacsDestination, sop_class: str) -> Any:
 
 
 def send(job: Job, ctx: Any) -> list[Answer]:
-    """The job's handler: the results made and sent in one association; the answers for the
-    writer. Findings gone, entered in error or without a heat map since are left out."""
+    """The job's handler: the results made and sent one by one in one association; the answers
+    for the writer. Findings gone, entered in error or without a heat map since are left out."""
     from pydicom import dcmread
     from pydicom.uid import SecondaryCaptureImageStorage
     from pynetdicom.status import code_to_category
@@ -205,19 +205,19 @@ def send(job: Job, ctx: Any) -> list[Answer]:
         raise RuntimeError("no PACS is configured (CDSS_PACS_URL)")
     findings = list(ImagingFinding.objects.select_related("model_version", "patient", "instance__series__study")
                     .filter(external_id__in=job.params.get("finding_ids", []))
-                    .exclude(instance__status=ENTERED_IN_ERROR).order_by("pk"))
-    made = []
-    for finding in findings:
-        try:
-            made.append((finding, finding_result_dicom(finding)))
-        except ResultUnavailable:
-            continue
-    if not made:
+                    .exclude(instance__status=ENTERED_IN_ERROR).exclude(heatmap="").order_by("pk"))
+    if not findings:
         return []
+    # each result is made just before it is sent: a job's worth of them (up to 0.9 MB each) is never
+    # held in memory at once
     assoc = _associate(destination, SecondaryCaptureImageStorage)
     answers: list[Answer] = []
     try:
-        for i, (finding, result) in enumerate(made):
+        for i, finding in enumerate(findings):
+            try:
+                result = finding_result_dicom(finding)
+            except ResultUnavailable:
+                continue
             status = assoc.send_c_store(dcmread(io.BytesIO(result.data)))
             if "Status" not in status:
                 raise ConnectionError(f"the PACS {destination} gave no answer (timed out or aborted)")
@@ -227,7 +227,7 @@ def send(job: Job, ctx: Any) -> list[Answer]:
                                   sop_instance_uid=result.sop_instance_uid,
                                   status=ResultDelivery.Status.SENT if ok else ResultDelivery.Status.REFUSED,
                                   detail=_status_text(code)))
-            ctx.progress(int(100 * (i + 1) / len(made)), f"{i + 1} of {len(made)} sent")
+            ctx.progress(int(100 * (i + 1) / len(findings)), f"{i + 1} of {len(findings)} done")
     finally:
         if assoc.is_established:
             assoc.release()

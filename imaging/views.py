@@ -43,7 +43,7 @@ from .api import may_upload
 from .dicom import ImageFileError
 from .imagefile import Preset
 from .ml.data import model_names_for
-from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
+from .models import FindingFeedback, ImagingFinding, ImagingInstance
 from .pacs import pacs_for_pages, pacs_send_enqueue
 from .pixels import custom_window, load_image, preview_png
 from .results import ResultUnavailable, finding_result_dicom, private_file
@@ -420,11 +420,11 @@ def imaging_result_send(request: HttpRequest, external_id: uuid.UUID, finding_id
     pacs = pacs_for_pages()
     if pacs is None:
         return HttpResponse("No PACS is configured.", status=409, content_type="text/plain; charset=utf-8")
-    if finding.instance.status == ENTERED_IN_ERROR or not finding.heatmap:
-        return HttpResponse("This finding has no result to send.", status=409, content_type="text/plain; charset=utf-8")
     job = pacs_send_enqueue([finding], user=request.user, reason="viewer")
+    if job is None:  # no heat map, or an image entered in error
+        return HttpResponse("This finding has no result to send.", status=409, content_type="text/plain; charset=utf-8")
     audit_record(user=request.user, action="export", target="imaging-result-pacs", patient=patient, request=request,
-                 detail=f"finding {finding.external_id} queued for the PACS {pacs} (job {job.external_id if job else '-'})")
+                 detail=f"finding {finding.external_id} queued for the PACS {pacs} (job {job.external_id})")
     [view] = finding_views([finding], request.user)
     attach_deliveries([view])
     return render(request, "imaging/_result.html", {"patient": patient, "view": view, "pacs": pacs, "queued": True})
