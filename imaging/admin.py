@@ -12,14 +12,31 @@ which check that the user may see the patient and audit what they serve.
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin
+from cdss.audit import audit_record
 
-from .models import FindingFeedback, ImagingFinding, ImagingInstance, ImagingSeries, ImagingStudy, ResultDelivery
+from .held import held_images_discard, held_images_file
+from .models import (
+    FindingFeedback,
+    HeldImage,
+    ImagingFinding,
+    ImagingInstance,
+    ImagingSeries,
+    ImagingStudy,
+    ResultDelivery,
+)
 
 INSTANCE_FILES = (("file", "uploaded file"), ("preview", "preview"), ("thumbnail", "thumbnail"),
                   ("analysis", "analysis copy"))
@@ -114,3 +131,86 @@ class ResultDeliveryAdmin(ImagingAdmin):
     list_filter = ("status", "destination")
     raw_id_fields = ("finding", "patient", "job")
     list_select_related = ("finding",)
+
+
+class DiscardForm(forms.Form):
+    reason = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"size": 80}),
+                             help_text="Why these images are not to be filed (e.g. sent again with the right "
+                                       "PatientID). Kept on each row.")
+
+
+@admin.register(HeldImage)
+class HeldImageAdmin(ImagingAdmin):
+    """Images the DICOM listener holds for a PatientID the record has no patient for (yet): an
+    operator sees what waits, files what can be filed now (the schedule does it within a minute
+    anyway) and discards what never will be. Filing and discarding need the permission "Can file
+    or discard held images"; each is audited. Opening a row is audited, under its patient once
+    it is filed."""
+
+    patient_path = "instance.patient"
+    list_display = ("received_at", "patient_identifier", "accession_number", "modality", "study_date", "calling_ae",
+                    "site", "status", "detail")
+    list_filter = ("status", "site", "modality")
+    search_fields = ("=patient_identifier", "=accession_number", "=study_instance_uid", "=sop_instance_uid")
+    raw_id_fields = ("site", "instance", "resolved_by")
+    list_select_related = ("site",)
+    exclude = ("file",)
+    readonly_fields = ("stored_file",)
+    actions = ("file_now", "discard")
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None and obj.instance_id is None:  # no patient to name: the row is the target
+            audit_record(user=request.user, action="view", target="admin:heldimage", request=request,
+                         detail=f"held image {obj.external_id}")
+        return obj
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("imaging.resolve_heldimage"))
+
+    @admin.display(description="stored file")
+    def stored_file(self, obj: HeldImage) -> str:
+        if obj.file:
+            return format_html("<code>{}</code> ({} bytes)", obj.file.name, obj.size_bytes)
+        if obj.instance is not None:
+            return format_html('removed: filed as <a href="{}">an image of the patient</a>',
+                               reverse("imaging-viewer", args=[obj.instance.patient.external_id,
+                                                               obj.instance.external_id]))
+        return "removed"
+
+    @admin.action(description="File to the patient with their PatientID now", permissions=["resolve"])
+    def file_now(self, request: HttpRequest, queryset: QuerySet[HeldImage]) -> None:
+        ids = list(queryset.filter(status=HeldImage.Status.HELD).values_list("pk", flat=True))
+        filing = held_images_file(ids=ids, limit=len(ids), user=request.user, request=request)
+        waiting = len(ids) - filing.filed - filing.refused
+        self.message_user(request, f"{filing.filed} filed, {filing.refused} could not be filed (see their detail), "
+                                   f"{waiting} still without a patient with their PatientID.",
+                          messages.SUCCESS if not filing.refused else messages.WARNING)
+
+    @admin.action(description="Discard", permissions=["resolve"])
+    def discard(self, request: HttpRequest, queryset: QuerySet[HeldImage]) -> HttpResponse | None:
+        """Asks for a reason on an intermediate page, then discards through the service."""
+        rows = queryset.filter(status__in=[HeldImage.Status.HELD, HeldImage.Status.REFUSED]).select_related("site")
+        total = rows.count()
+        if total == 0:
+            self.message_user(request, "None of the selected images is held or refused.", messages.INFO)
+            return None
+        form = DiscardForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            discarded = held_images_discard(ids=rows.values_list("pk", flat=True), user=request.user, request=request,
+                                            reason=form.cleaned_data["reason"])
+            self.message_user(request, f"{discarded} held image(s) discarded.", messages.SUCCESS)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Discard held images",
+            "opts": self.opts,
+            "rows": rows,
+            "total": total,
+            "form": form,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_name": "discard",
+        }
+        return TemplateResponse(request, "admin/imaging/heldimage/discard_confirmation.html", context)

@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core.checks import Error
 from django.core.checks import register as register_check
 
@@ -28,6 +29,13 @@ class ImagingConfig(AppConfig):
                          time_limit=10 * 60, description="Findings' DICOM results sent to the PACS (C-STORE)"))
         on_job_succeeded(jobs.IMAGING_KIND, pacs.after_imaging_job)
         register_check(check_pacs_settings)
+        # Images held for a patient the record does not have yet (imaging.held): filed once it has.
+        # Declared here so the project settings need not know this app; beat reads the schedule
+        # after the apps load.
+        schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None)
+        if isinstance(schedule, dict):
+            schedule.setdefault("imaging-held-sweep", {
+                "task": "imaging.held_sweep", "schedule": float(getattr(settings, "CDSS_IMAGING_HELD_SWEEP_EVERY", 60.0))})
 
 
 def check_pacs_settings(app_configs: Any, **kwargs: Any) -> list[Error]:

@@ -10,6 +10,10 @@ association and patient when the sender releases it (a CT of 300 slices: 5 jobs 
 an association aborted midway queues what was stored by then. An image already stored is a success
 (the sender may send a study again).
 
+An image whose PatientID is no MRN of the site is held (``imaging.held``: a success once it is
+kept, filed to the patient when the record has one) unless the listener is told to refuse it
+(``hold_unmatched=False``: 0xC000, as for every other refusal).
+
 Only callers named in ``allowed_callers`` (AE titles; empty: any) may associate, and they must
 call this AE's own title. C-ECHO (Verification) answers, for a PACS administrator's connection
 test.
@@ -36,6 +40,7 @@ from pydicom.uid import UID
 from patients.models import Patient, Site
 
 from . import services
+from .held import held_image_receive
 from .models import ImagingInstance
 from .services import ImagingUploadError, UploadFile, images_prepare, images_store, imaging_jobs_queue
 
@@ -59,6 +64,7 @@ class ListenerCounts:
     associations: int = 0
     stored: int = 0
     already_stored: int = 0
+    held: int = 0
     refused: int = 0
     jobs: int = 0
 
@@ -89,8 +95,9 @@ class DicomListener:
 
     def __init__(self, *, site: Site, ae_title: str = "CDSS", allowed_callers: list[str] | None = None,
                  host: str = "127.0.0.1", port: int = 11112, max_associations: int = 10,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, hold_unmatched: bool = True) -> None:
         self.site = site
+        self.hold_unmatched = hold_unmatched
         self.ae_title = ae_title
         self.allowed_callers = [c.strip() for c in allowed_callers or [] if c.strip()]
         self.address = (host, port)
@@ -181,7 +188,7 @@ class DicomListener:
             return _failure(CANNOT_UNDERSTAND, "no PatientID (0010,0020) to match a patient")
         patient = Patient.objects.filter(site=self.site, mrn=patient_id).first()
         if patient is None:
-            return _failure(CANNOT_UNDERSTAND, f"no patient at site {self.site.code} has this PatientID")
+            return self._hold(event, data, received)
         sop = UID(str(event.request.AffectedSOPInstanceUID))
         if ImagingInstance.objects.filter(sop_instance_uid=sop, patient=patient).exists():
             # sent again (a study sent twice, a retry after a lost answer): stored already, as the
@@ -201,10 +208,20 @@ class DicomListener:
         self._tally(received, "stored" if result.created else "already_stored")
         return 0x0000
 
+    def _hold(self, event: Any, data: bytes, received: _Received) -> Any:
+        if not self.hold_unmatched:
+            return _failure(CANNOT_UNDERSTAND, f"no patient at site {self.site.code} has this PatientID")
+        try:
+            held = held_image_receive(site=self.site, data=data, calling_ae=str(event.assoc.requestor.ae_title))
+        except ImagingUploadError as exc:
+            return _failure(CANNOT_UNDERSTAND, f"{exc.problems[0].code}: {exc.problems[0].message}")
+        self._tally(received, "held" if held else "already_stored")
+        return 0x0000
+
     def _on_end(self, event: Any) -> None:
         with self._lock:
             received = self._received.pop(id(event.assoc), None)
-        if received is None or not received.by_patient:
+        if received is None or not (received.by_patient or received.counts.held):
             connections.close_all()
             return
         try:
@@ -215,8 +232,9 @@ class DicomListener:
                     jobs += len(imaging_jobs_queue(patient=patients[pk], instance_ids=ids))
             with self._lock:
                 self.counts.jobs += jobs
-            log.info("dicom listener: %s image(s) stored, %s already stored, %s refused; %s analysis job(s) queued",
-                     received.counts.stored, received.counts.already_stored, received.counts.refused, jobs)
+            log.info("dicom listener: %s image(s) stored, %s already stored, %s held, %s refused; %s analysis job(s) "
+                     "queued", received.counts.stored, received.counts.already_stored, received.counts.held,
+                     received.counts.refused, jobs)
         except Exception as exc:  # noqa: BLE001 - the images are stored; the patient page's "Run" analyses them
             log.error("dicom listener: the analysis of %s stored image(s) could not be queued (%s)",
                       sum(len(v) for v in received.by_patient.values()), type(exc).__name__)

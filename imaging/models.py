@@ -13,6 +13,7 @@ append-only results: one row per instance, model version and label (a re-run wri
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -212,3 +213,63 @@ class ResultDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sop_instance_uid} to {self.destination}: {self.status}"
+
+
+class HeldImage(models.Model):
+    """An image the DICOM listener received for a PatientID that no patient of its site has (yet):
+    kept rather than refused (a modality often sends before the patient reaches this record, and
+    many do not send a refused image again by themselves), until a patient with that MRN exists
+    (the sweep then files it through the upload's checks: ``imaging.held``), an administrator
+    discards it, or it has waited ``CDSS_IMAGING_HOLD_DAYS``. The file is removed from storage
+    when it is filed (the image then has its own) or discarded; the row stays as the trail.
+
+    Only what an administrator needs to match it is read from the file: the PatientID, the
+    accession number (the order in the RIS), modality and study date; never names or birth dates."""
+
+    class Status(models.TextChoices):
+        HELD = "held", "Held: no patient with this PatientID yet"
+        FILED = "filed", "Filed to the patient"
+        REFUSED = "refused", "Could not be filed"
+        DISCARDED = "discarded", "Discarded"
+
+    external_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    site = models.ForeignKey("patients.Site", on_delete=models.PROTECT, related_name="+")
+    patient_identifier = models.CharField("PatientID", max_length=64, help_text="The file's PatientID (0010,0020).")
+    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64)
+    study_instance_uid = models.CharField("Study Instance UID", max_length=64, blank=True)
+    accession_number = models.CharField(max_length=64, blank=True)
+    modality = models.CharField(max_length=16, blank=True)
+    study_date = models.DateField(null=True, blank=True)
+    calling_ae = models.CharField("sent by (AE title)", max_length=16, blank=True)
+    file = models.FileField(upload_to="imaging/", max_length=255, blank=True)  # emptied when filed or discarded
+    size_bytes = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.HELD)
+    detail = models.CharField(max_length=200, blank=True, help_text="Why it could not be filed, or was discarded.")
+    instance = models.ForeignKey(ImagingInstance, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                 help_text="The image it was filed as.")
+    received_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        permissions = [("resolve_heldimage", "Can file or discard held images")]
+        constraints = [
+            # held once: the same image sent again while it waits is the same row
+            models.UniqueConstraint(fields=["sop_instance_uid"], condition=models.Q(status="held"),
+                                    name="imgheld_held_once"),
+        ]
+        indexes = [
+            # the sweep: held images by site and PatientID, the oldest first
+            models.Index(fields=["site", "patient_identifier"], name="imgheld_waiting",
+                         condition=models.Q(status="held")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.modality or 'image'} held {self.received_at:%Y-%m-%d %H:%M}" if self.received_at else "held image"
+
+    @property
+    def patient(self) -> Any:
+        """The patient it was filed to (None while held, refused or discarded)."""
+        return self.instance.patient if self.instance is not None else None

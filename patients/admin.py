@@ -331,6 +331,7 @@ class ClinicalFactAdmin(PatientDataAdmin):
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
+            "action_name": "mark_entered_in_error",
         }
         return TemplateResponse(request, "admin/patients/entered_in_error_confirmation.html", context)
 

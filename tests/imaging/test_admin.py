@@ -16,6 +16,7 @@ from django.urls import reverse
 from cdss.models import AuditEvent
 from imaging.models import (
     FindingFeedback,
+    HeldImage,
     ImagingFinding,
     ImagingInstance,
     ImagingSeries,
@@ -49,6 +50,10 @@ def rows(patient_a: m.Patient, admin_user) -> dict[type[Model], Any]:
         ResultDelivery: ResultDelivery.objects.create(finding=finding, patient=finding.patient,
                                                       destination="PACS@pacs.example:104", sop_instance_uid="2.25.1",
                                                       status="refused", detail="0xA700 Failure: Out of Resources"),
+        # held, then filed to the patient: its page is the patient's
+        HeldImage: HeldImage.objects.create(site=patient_a.site, patient_identifier=patient_a.mrn,
+                                            sop_instance_uid=instance.sop_instance_uid, size_bytes=1, status="filed",
+                                            instance=instance),
     }
 
 

@@ -60,15 +60,25 @@ def send(port: int, datasets: list[pydicom.Dataset], *, calling: str = "MODALITY
         assoc.release()
 
 
-@pytest.fixture
-def listener(site_a: m.Site) -> Iterator[DicomListener]:
-    scp = DicomListener(site=site_a, ae_title="CDSS", allowed_callers=["MODALITY"], host="127.0.0.1",
-                        port=free_port())
+def _listening(site: m.Site, **options: object) -> Iterator[DicomListener]:
+    scp = DicomListener(site=site, ae_title="CDSS", allowed_callers=["MODALITY"], host="127.0.0.1",
+                        port=free_port(), **options)  # type: ignore[arg-type]
     server = scp.start()
     try:
         yield scp
     finally:
         server.shutdown()
+
+
+@pytest.fixture
+def listener(site_a: m.Site) -> Iterator[DicomListener]:
+    yield from _listening(site_a)
+
+
+@pytest.fixture
+def refusing_listener(site_a: m.Site) -> Iterator[DicomListener]:
+    """One that refuses images of unknown patients instead of holding them (tests/imaging/test_held.py)."""
+    yield from _listening(site_a, hold_unmatched=False)
 
 
 def test_a_study_sent_image_by_image_is_stored_and_analysed_once_per_association(
@@ -98,8 +108,9 @@ def test_a_study_sent_image_by_image_is_stored_and_analysed_once_per_association
 
 
 def test_what_cannot_be_stored_is_refused_with_its_reason_and_nothing_is_kept(
-    listener: DicomListener, patient_a: m.Patient, patient_b: m.Patient, media_root: Path
+    refusing_listener: DicomListener, patient_a: m.Patient, patient_b: m.Patient, media_root: Path
 ) -> None:
+    listener = refusing_listener
     from pynetdicom import AE as Scu
 
     unknown = dataset(patient_id="NO-SUCH-MRN")
@@ -179,7 +190,8 @@ def test_the_command_listens_until_stopped_and_says_what_it_did(patient_a: m.Pat
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
-    assert "1 association(s), 1 image(s) stored, 0 already stored, 0 refused, 1 job(s)" in out
+    assert ("1 association(s), 1 image(s) stored, 0 already stored, 0 held for a patient not in the record yet, "
+            "0 refused, 1 job(s)") in out
     instance = ImagingInstance.objects.get(patient=patient_a)
     assert instance.modality == "MR"
     assert (tmp_path / "media" / str(instance.file.name)).is_file()

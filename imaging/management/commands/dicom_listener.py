@@ -26,7 +26,8 @@ def _stop(signum: int, frame: Any) -> None:
 
 class Command(BaseCommand):
     help = ("Receive images by DICOM C-STORE (a Storage SCP): each is stored for the patient of the site whose MRN "
-            "is its PatientID, with the upload's checks, and analysed; C-ECHO answers. Runs until stopped.")
+            "is its PatientID, with the upload's checks, and analysed (or held until the record has that patient); "
+            "C-ECHO answers. Runs until stopped.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=11112, help="TCP port (default 11112)")
@@ -37,6 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("--site", help="Site code of the patients (default: CDSS_DEFAULT_SITE_CODE)")
         parser.add_argument("--allow", default="", help="Comma-separated AE titles allowed to send (default: any)")
         parser.add_argument("--max-associations", type=int, default=10)
+        parser.add_argument("--refuse-unmatched", action="store_true",
+                            help="Refuse (0xC000) an image whose PatientID is no MRN of the site, instead of holding "
+                                 "it until the record has that patient (CDSS_IMAGING_HOLD_DAYS)")
         parser.add_argument("--tls-cert", default="", help="DICOM over TLS: this listener's certificate (PEM)")
         parser.add_argument("--tls-key", default="", help="its private key (PEM), unless in the certificate's file")
         parser.add_argument("--tls-client-ca", default="",
@@ -57,7 +61,8 @@ class Command(BaseCommand):
             raise CommandError("--tls-key and --tls-client-ca need --tls-cert.")
         site = site_option(options["site"])
         listener = DicomListener(site=site, ae_title=ae_title, allowed_callers=allowed, host=options["host"],
-                                 port=options["port"], max_associations=options["max_associations"], tls=tls)
+                                 port=options["port"], max_associations=options["max_associations"], tls=tls,
+                                 hold_unmatched=not options["refuse_unmatched"])
         def ready() -> None:
             self.stdout.write(f"Listening as {ae_title} on {options['host']}:{options['port']}{' (TLS)' if tls else ''}"
                               f" for site {site.code}"
@@ -69,4 +74,5 @@ class Command(BaseCommand):
             listener.serve_until_interrupted(ready)
         counts = listener.counts
         self.stdout.write(f"Stopped: {counts.associations} association(s), {counts.stored} image(s) stored, "
-                          f"{counts.already_stored} already stored, {counts.refused} refused, {counts.jobs} job(s).")
+                          f"{counts.already_stored} already stored, {counts.held} held for a patient not in the record yet, "
+                          f"{counts.refused} refused, {counts.jobs} job(s).")
