@@ -252,3 +252,20 @@ def test_the_admin_files_and_discards_with_the_permission_and_audits(
     assert "NEW-0012" in page and 'value="discard"' not in page and 'value="file_now"' not in page
     client.post(_changelist(), {"action": "discard", "_selected_action": [other.pk], "apply": "yes", "reason": "x"})
     assert HeldImage.objects.get(pk=other.pk).status == "held"
+
+
+def test_an_image_stored_for_its_patient_meanwhile_is_filed_as_that_image_without_a_second_analysis(
+    site_a: m.Site, media_root: Path
+) -> None:
+    held = _hold(site_a, "NEW-0013")
+    patient = _patient(site_a, "NEW-0013")
+    with default_storage.open(str(held.file.name), "rb") as fh:
+        data = fh.read()
+    # the sender sent the study again once the patient existed: stored then, and analysed
+    [stored] = imaging_upload(patient=patient, files=[UploadFile("again.dcm", data)]).created
+    assert Job.objects.filter(kind="imaging").count() == 1
+    filing = held_sweep()
+    assert (filing.filed, filing.refused, filing.jobs) == (1, 0, 0)
+    held.refresh_from_db()
+    assert held.status == "filed" and held.instance == stored and _held_files(media_root) == []
+    assert ImagingInstance.objects.count() == 1 and Job.objects.filter(kind="imaging").count() == 1

@@ -36,9 +36,9 @@ class Platform:
         self.processes.append(proc.start())
         return proc
 
-    def beat(self) -> CeleryProcess:
+    def beat(self, **env: str) -> CeleryProcess:
         schedule = OUT / f"{self.name}-beat-schedule"
-        proc = CeleryProcess(["beat", "-s", str(schedule), "--loglevel", "WARNING"], self.env,
+        proc = CeleryProcess(["beat", "-s", str(schedule), "--loglevel", "WARNING"], {**self.env, **env},
                              OUT / f"{self.name}-beat.log")
         self.processes.append(proc.start())
         return proc
