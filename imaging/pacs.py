@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -188,7 +189,18 @@ def _associate(destination: PacsDestination, sop_class: str) -> Any:
     if not assoc.is_established:
         why = "refused the association" if assoc.is_rejected else "could not be reached"
         raise ConnectionError(f"the PACS {destination} {why}")
+    _no_delay(assoc)
     return assoc
+
+
+def _no_delay(assoc: Any) -> None:
+    """TCP_NODELAY on the association's socket. pynetdicom's requester leaves Nagle's algorithm on,
+    so the last segment of each C-STORE waits for the PACS's delayed ACK (about 40 ms on Linux)
+    before the PACS can answer: measured, a small object took 58 ms a C-STORE without, 14 ms with
+    (``bench/dicom_listener.py``)."""
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def send(job: Job, ctx: Any) -> list[Answer]:
