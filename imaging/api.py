@@ -7,12 +7,13 @@ as a DICOM Secondary Capture."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.generics import ListAPIView
@@ -27,7 +28,7 @@ from patients.api import patient_for_api
 from patients.selectors import is_clinician, patient_list_for_user
 
 from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
-from .results import ResultUnavailable, finding_result_dicom, private_file
+from .results import ResultFile, ResultUnavailable, finding_report_dicom, finding_result_dicom, private_file
 from .selectors import FindingView, finding_views, heatmap_png, imaging_instance_list
 from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
 
@@ -242,23 +243,47 @@ class FindingHeatmapApi(FindingFileApi):
         return private_file(data, "image/png")
 
 
-class FindingResultApi(FindingFileApi):
+class FindingDicomApi(FindingFileApi):
+    """A finding as a DICOM object made by ``build``; audited as an export under ``target``."""
+
+    build: Callable[[ImagingFinding], ResultFile]  # a staticmethod
+    target: str
+
+    def get(self, request: Request, finding_id: uuid.UUID) -> HttpResponse:
+        with transaction.atomic():
+            finding = _finding_for_api(request, finding_id)
+            try:
+                result = self.build(finding)
+            except ResultUnavailable as exc:
+                raise NotFound(str(exc)) from None
+            audit_record(user=request.user, action="export", target=self.target, patient=finding.patient,
+                         request=request, detail=f"finding {finding.external_id} as DICOM {result.sop_instance_uid}")
+        return private_file(result.data, "application/dicom", result.name)
+
+
+@extend_schema_view(get=extend_schema(responses={(200, "application/dicom"): OpenApiTypes.BINARY, 404: _NO_FILE}))
+class FindingResultApi(FindingDicomApi):
     """The finding as a DICOM Secondary Capture for a PACS (the analysed frame with the heat map
     blended over it and a caption: label, probability, threshold, model and version, measured AUC,
     "not a diagnosis"), in the image's study; the same finding always has the same UIDs. Audited as
     an export."""
 
-    @extend_schema(responses={(200, "application/dicom"): OpenApiTypes.BINARY, 404: _NO_FILE})
-    def get(self, request: Request, finding_id: uuid.UUID) -> HttpResponse:
-        with transaction.atomic():
-            finding = _finding_for_api(request, finding_id)
-            try:
-                result = finding_result_dicom(finding)
-            except ResultUnavailable as exc:
-                raise NotFound(str(exc)) from None
-            audit_record(user=request.user, action="export", target="api:imaging-result", patient=finding.patient,
-                         request=request, detail=f"finding {finding.external_id} as DICOM {result.sop_instance_uid}")
-        return private_file(result.data, "application/dicom", result.name)
+    build = staticmethod(finding_result_dicom)
+    target = "api:imaging-result"
+
+
+@extend_schema_view(get=extend_schema(responses={
+    (200, "application/dicom"): OpenApiTypes.BINARY,
+    404: OpenApiResponse(description="No such finding, or its image is no DICOM instance or was entered in error.")}))
+class FindingReportApi(FindingDicomApi):
+    """The finding as a DICOM Structured Report (Enhanced SR, an Imaging Measurement Report, TID
+    1500): the source image (and frame), the algorithm (model, version, architecture, threshold,
+    measured AUC), the finding coded (SNOMED CT where known) as present or absent, the probability
+    and the threshold as measurements. For DICOM images only; the same finding always has the same
+    UIDs. Audited as an export."""
+
+    build = staticmethod(finding_report_dicom)
+    target = "api:imaging-report"
 
 
 class FindingFeedbackApi(APIView):

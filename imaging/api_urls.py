@@ -6,5 +6,6 @@ urlpatterns = [
     path("", api.ImagingUploadApi.as_view(), name="api-imaging-upload"),
     path("findings/<uuid:finding_id>/heatmap/", api.FindingHeatmapApi.as_view(), name="api-imaging-finding-heatmap"),
     path("findings/<uuid:finding_id>/result/", api.FindingResultApi.as_view(), name="api-imaging-finding-result"),
+    path("findings/<uuid:finding_id>/report/", api.FindingReportApi.as_view(), name="api-imaging-finding-report"),
     path("findings/<uuid:finding_id>/feedback/", api.FindingFeedbackApi.as_view(), name="api-imaging-finding-feedback"),
 ]

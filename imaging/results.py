@@ -12,6 +12,7 @@ from PIL import Image
 
 from .models import ENTERED_IN_ERROR, ImagingFinding
 from .results_dicom import ResultFacts, result_uids, secondary_capture
+from .results_sr import ReportUnavailable, measurement_report, report_uids
 from .selectors import heatmap_png, model_auc
 
 
@@ -67,6 +68,20 @@ def finding_result_dicom(finding: ImagingFinding) -> ResultFile:
     facts = result_facts(finding)
     data = secondary_capture(facts, frame, heat, now=timezone.localtime())
     _series, sop_uid = result_uids(facts)
+    return ResultFile(name=f"{sop_uid}.dcm", data=data, sop_instance_uid=sop_uid)
+
+
+def finding_report_dicom(finding: ImagingFinding) -> ResultFile:
+    """The finding's Imaging Measurement Report (DICOM SR, ``results_sr``), or ``ResultUnavailable``:
+    an image entered in error, or one that is no DICOM instance. Needs no file from storage."""
+    if finding.instance.status == ENTERED_IN_ERROR:
+        raise ResultUnavailable("The image was entered in error.")
+    facts = result_facts(finding)
+    try:
+        data = measurement_report(facts, source_series_uid=finding.instance.series.series_instance_uid)
+    except ReportUnavailable as exc:
+        raise ResultUnavailable(str(exc)) from None
+    _series, sop_uid = report_uids(facts)
     return ResultFile(name=f"{sop_uid}.dcm", data=data, sop_instance_uid=sop_uid)
 
 

@@ -151,12 +151,12 @@ def _wrap(line: str, length: Callable[[str], float], room: float) -> list[str]:
     return rows or [""]
 
 
-def _person_name(family: str, given: str) -> str:
+def person_name(family: str, given: str) -> str:
     name = "^".join(part.replace("^", " ").replace("\\", " ").strip() for part in (family, given)).rstrip("^")
     return name[:64]
 
 
-_SEX = {"female": "F", "male": "M", "other": "O"}
+SEX_CODES = {"female": "F", "male": "M", "other": "O"}
 
 
 def secondary_capture(facts: ResultFacts, frame: Image.Image, heatmap_png: bytes, *,
@@ -181,10 +181,10 @@ def secondary_capture(facts: ResultFacts, frame: Image.Image, heatmap_png: bytes
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     # Patient
-    ds.PatientName = _person_name(facts.family_name, facts.given_names)
+    ds.PatientName = person_name(facts.family_name, facts.given_names)
     ds.PatientID = facts.patient_id[:64]
     ds.PatientBirthDate = facts.birth_date.strftime("%Y%m%d") if facts.birth_date else ""
-    ds.PatientSex = _SEX.get(facts.sex, "")
+    ds.PatientSex = SEX_CODES.get(facts.sex, "")
     # General Study: the source's study, so the PACS files the result beside the image
     ds.StudyInstanceUID = facts.study_instance_uid
     ds.StudyDate = facts.study_date.strftime("%Y%m%d") if facts.study_date else ""

@@ -16,6 +16,8 @@ urlpatterns = [
          name="imaging-heatmap"),
     path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/result.dcm", views.imaging_result_dicom,
          name="imaging-result-dicom"),
+    path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/report.dcm", views.imaging_report_dicom,
+         name="imaging-report-dicom"),
     path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/send/", views.imaging_result_send,
          name="imaging-result-send"),
     path("patients/<uuid:external_id>/imaging/findings/<uuid:finding_id>/feedback/", views.finding_feedback,

@@ -18,6 +18,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ from .ml.data import model_names_for
 from .models import FindingFeedback, ImagingFinding, ImagingInstance
 from .pacs import pacs_for_pages, pacs_send_enqueue
 from .pixels import custom_window, load_image, preview_png
-from .results import ResultUnavailable, finding_result_dicom, private_file
+from .results import ResultFile, ResultUnavailable, finding_report_dicom, finding_result_dicom, private_file
 from .selectors import (
     REVIEW_SHOWS,
     OtherImage,
@@ -398,13 +399,26 @@ def imaging_heatmap(request: HttpRequest, external_id: uuid.UUID, finding_id: uu
 def imaging_result_dicom(request: HttpRequest, external_id: uuid.UUID, finding_id: uuid.UUID) -> HttpResponse:
     """The finding as a DICOM Secondary Capture (``imaging.results``), to keep or import into a
     PACS by hand; audited as an export."""
+    return _finding_dicom(request, external_id, finding_id, finding_result_dicom, "imaging-result")
+
+
+@require_GET
+@transaction.atomic
+def imaging_report_dicom(request: HttpRequest, external_id: uuid.UUID, finding_id: uuid.UUID) -> HttpResponse:
+    """The finding as a DICOM Structured Report (an Imaging Measurement Report: ``imaging.results_sr``);
+    audited as an export."""
+    return _finding_dicom(request, external_id, finding_id, finding_report_dicom, "imaging-report")
+
+
+def _finding_dicom(request: HttpRequest, external_id: uuid.UUID, finding_id: uuid.UUID,
+                   build: Callable[[ImagingFinding], ResultFile], target: str) -> HttpResponse:
     patient = patient_get_for_user(request.user, external_id)
     finding = imaging_finding_get(patient=patient, external_id=finding_id)
     try:
-        result = finding_result_dicom(finding)
+        result = build(finding)
     except ResultUnavailable as exc:
         return HttpResponse(str(exc), status=404, content_type="text/plain; charset=utf-8")
-    audit_record(user=request.user, action="export", target="imaging-result", patient=patient, request=request,
+    audit_record(user=request.user, action="export", target=target, patient=patient, request=request,
                  detail=f"finding {finding.external_id} as DICOM {result.sop_instance_uid}")
     return private_file(result.data, "application/dicom", result.name)
 
