@@ -441,7 +441,8 @@ def imaging_result_send(request: HttpRequest, external_id: uuid.UUID, finding_id
                  detail=f"finding {finding.external_id} queued for the PACS {pacs} (job {job.external_id})")
     [view] = finding_views([finding], request.user)
     attach_deliveries([view])
-    return render(request, "imaging/_result.html", {"patient": patient, "view": view, "pacs": pacs, "queued": True})
+    return render(request, "imaging/_result.html", {"patient": patient, "instance": finding.instance, "view": view,
+                                                    "pacs": pacs, "queued": True})
 
 
 @never_cache
