@@ -287,6 +287,8 @@ CDSS_IMAGING_RENDER_CACHE_BYTES: int = env.int("CDSS_IMAGING_RENDER_CACHE_BYTES"
 CDSS_PACS_URL: str = env.str("CDSS_PACS_URL", default="")
 CDSS_PACS_CALLING_AE: str = env.str("CDSS_PACS_CALLING_AE", default="CDSS")
 CDSS_PACS_SEND: str = env.str("CDSS_PACS_SEND", default="off")
+# Which objects each finding is sent as: sc (Secondary Capture), sr (Structured Report) or sc,sr.
+CDSS_PACS_OBJECTS: str = env.str("CDSS_PACS_OBJECTS", default="sc")
 CDSS_PACS_TIMEOUT_SECONDS: float = env.float("CDSS_PACS_TIMEOUT_SECONDS", default=30.0)
 # DICOM over TLS to the PACS: the CA certificates to trust it by (set: TLS), and this system's own
 # certificate and key where the PACS asks for one.

@@ -127,8 +127,8 @@ class ResultDeliveryAdmin(ImagingAdmin):
     """Sendings of findings' DICOM results to the PACS, with its answers: an operator looks here
     for refusals (the job's page has the errors of a PACS that could not be reached)."""
 
-    list_display = ("sop_instance_uid", "finding", "destination", "status", "detail", "created_at")
-    list_filter = ("status", "destination")
+    list_display = ("sop_instance_uid", "finding", "object_type", "destination", "status", "detail", "created_at")
+    list_filter = ("status", "object_type", "destination")
     raw_id_fields = ("finding", "patient", "job")
     list_select_related = ("finding",)
 

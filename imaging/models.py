@@ -190,17 +190,24 @@ class FindingFeedback(models.Model):
 
 
 class ResultDelivery(models.Model):
-    """One sending of a finding's DICOM result (``imaging.results``) to a PACS by C-STORE
-    (``imaging.pacs``): where to, the object's SOP Instance UID and how the PACS answered. A
-    sending again is a new row (the same UID: the PACS replaces its copy)."""
+    """One sending of a finding's DICOM result (``imaging.results``: its Secondary Capture or its
+    Structured Report) to a PACS by C-STORE (``imaging.pacs``): where to, which object, its SOP
+    Instance UID and how the PACS answered. A sending again is a new row (the same UID: the PACS
+    replaces its copy)."""
 
     class Status(models.TextChoices):
         SENT = "sent", "Sent"
         REFUSED = "refused", "Refused by the PACS"
 
+    class ObjectType(models.TextChoices):
+        SECONDARY_CAPTURE = "sc", "Secondary Capture (heat map over the image, captioned)"
+        STRUCTURED_REPORT = "sr", "Structured Report (the result as data)"
+
     finding = models.ForeignKey(ImagingFinding, on_delete=models.PROTECT, related_name="deliveries")
     patient = models.ForeignKey("patients.Patient", on_delete=models.PROTECT, related_name="+")
     destination = models.CharField(max_length=200, help_text="Called AE title @ host:port.")
+    object_type = models.CharField("object", max_length=2, choices=ObjectType.choices,
+                                   default=ObjectType.SECONDARY_CAPTURE)
     sop_instance_uid = models.CharField("SOP Instance UID", max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices)
     detail = models.CharField(max_length=200, blank=True, help_text="The PACS's status code and its meaning.")

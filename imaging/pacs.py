@@ -5,7 +5,10 @@ the image.
 Configured by ``CDSS_PACS_URL`` (``dicom://CALLED_AE@host:port``; empty: no PACS, nothing is
 sent) and ``CDSS_PACS_CALLING_AE``; ``CDSS_PACS_SEND`` says what goes automatically after each
 imaging job (``flagged``: the findings it flagged; ``all``; ``off``, the default: only what a
-clinician sends from the viewer). Sending is a job (``imaging.pacs``, default queue) whose params
+clinician sends from the viewer); ``CDSS_PACS_OBJECTS`` which objects each finding is: ``sc``
+(the default: the Secondary Capture, the picture with the heat map and caption), ``sr`` (the
+Structured Report, ``imaging.results_sr``: the result as data, as the IHE AI Results profile asks)
+or ``sc,sr``. Sending is a job (``imaging.pacs``, default queue) whose params
 hold finding ids only; the objects are made in the worker, sent in one association, and each
 answer is kept (``ResultDelivery``). A PACS that cannot be reached, or refuses the association, is
 the job's error (retried as any job's); a PACS that refuses an object (a failure status) is that
@@ -23,6 +26,7 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +43,7 @@ logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 PACS_KIND = "imaging.pacs"
 SEND_CHOICES = ("off", "flagged", "all")
+OBJECT_CHOICES = ("sc", "sr")
 _AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # PS3.5 6.2 AE: 16 characters, no backslash
 
 
@@ -109,11 +114,25 @@ def pacs_checks() -> list[str]:
     if mode not in SEND_CHOICES:
         problems.append(f"CDSS_PACS_SEND must be one of {', '.join(SEND_CHOICES)}")
     try:
+        pacs_objects()
+    except PacsConfigError as exc:
+        problems.append(f"CDSS_PACS_OBJECTS: {exc}")
+    try:
         pacs_tls_context()
     except (OSError, ssl.SSLError) as exc:
         problems.append(f"CDSS_PACS_TLS_CA / CDSS_PACS_TLS_CERT / CDSS_PACS_TLS_KEY could not be loaded "
                         f"({type(exc).__name__}: {exc.strerror or exc})")
     return problems
+
+
+def pacs_objects() -> tuple[str, ...]:
+    """The objects each finding is sent as (``CDSS_PACS_OBJECTS``: ``sc``, ``sr`` or both, comma-
+    separated), or ``PacsConfigError``."""
+    raw = str(getattr(settings, "CDSS_PACS_OBJECTS", "sc") or "")
+    chosen = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    if not chosen or any(part not in OBJECT_CHOICES for part in chosen):
+        raise PacsConfigError("must be sc (Secondary Capture), sr (Structured Report) or sc,sr")
+    return chosen
 
 
 def pacs_send_enqueue(findings: list[ImagingFinding], *, user: Any = None, reason: str) -> Job | None:
@@ -145,6 +164,7 @@ def pacs_send_enqueue(findings: list[ImagingFinding], *, user: Any = None, reaso
 class Answer:
     finding_id: int
     patient_id: int
+    object_type: str
     sop_instance_uid: str
     status: str
     detail: str
@@ -174,13 +194,15 @@ def pacs_tls_context() -> ssl.SSLContext | None:
     return context
 
 
-def _associate(destination: PacsDestination, sop_class: str) -> Any:
-    """An association with the PACS for one SOP class (the settings' timeouts, TLS where set), or
-    ``ConnectionError`` saying whether it could not be reached or refused."""
+def _associate(destination: PacsDestination, *sop_classes: str) -> Any:
+    """An association with the PACS for these SOP classes (the settings' timeouts, TLS where set),
+    or ``ConnectionError`` saying whether it could not be reached or refused. A PACS may accept
+    some of the classes only (``_accepts``)."""
     from pynetdicom import AE
 
     ae = AE(ae_title=destination.calling_ae)
-    ae.add_requested_context(sop_class)
+    for sop_class in sop_classes:
+        ae.add_requested_context(sop_class)
     timeout = float(getattr(settings, "CDSS_PACS_TIMEOUT_SECONDS", 30.0))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     tls = pacs_tls_context()
@@ -203,15 +225,23 @@ def _no_delay(assoc: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _accepts(assoc: Any, sop_class: str) -> bool:
+    return any(c.abstract_syntax == sop_class for c in assoc.accepted_contexts)
+
+
 def send(job: Job, ctx: Any) -> list[Answer]:
     """The job's handler: the results made and sent one by one in one association; the answers
-    for the writer. Findings gone, entered in error or without a heat map since are left out."""
+    for the writer. Findings gone, entered in error or without a heat map since are left out; an
+    object of a kind the PACS did not accept at association is a refused answer that says so."""
     from pydicom import dcmread
-    from pydicom.uid import SecondaryCaptureImageStorage
+    from pydicom.uid import EnhancedSRStorage, SecondaryCaptureImageStorage
     from pynetdicom.status import code_to_category
 
-    from .results import ResultUnavailable, finding_result_dicom
+    from .results import ResultUnavailable, finding_report_dicom, finding_result_dicom
 
+    kinds = {"sc": (SecondaryCaptureImageStorage, finding_result_dicom),
+             "sr": (EnhancedSRStorage, finding_report_dicom)}
+    objects = [(name, *kinds[name]) for name in pacs_objects()]
     destination = pacs_destination()
     if destination is None:
         raise RuntimeError("no PACS is configured (CDSS_PACS_URL)")
@@ -222,23 +252,28 @@ def send(job: Job, ctx: Any) -> list[Answer]:
         return []
     # each result is made just before it is sent: a job's worth of them (up to 0.9 MB each) is never
     # held in memory at once
-    assoc = _associate(destination, SecondaryCaptureImageStorage)
+    assoc = _associate(destination, *(sop_class for _name, sop_class, _build in objects))
     answers: list[Answer] = []
     try:
         for i, finding in enumerate(findings):
-            try:
-                result = finding_result_dicom(finding)
-            except ResultUnavailable:
-                continue
-            status = assoc.send_c_store(dcmread(io.BytesIO(result.data)))
-            if "Status" not in status:
-                raise ConnectionError(f"the PACS {destination} gave no answer (timed out or aborted)")
-            code = int(status.Status)
-            ok = code_to_category(code) in ("Success", "Warning")
-            answers.append(Answer(finding_id=finding.pk, patient_id=finding.patient_id,
-                                  sop_instance_uid=result.sop_instance_uid,
-                                  status=ResultDelivery.Status.SENT if ok else ResultDelivery.Status.REFUSED,
-                                  detail=_status_text(code)))
+            for name, sop_class, build in objects:
+                try:
+                    result = build(finding)
+                except ResultUnavailable:  # e.g. no report for a PNG upload
+                    continue
+                answer = partial(Answer, finding_id=finding.pk, patient_id=finding.patient_id, object_type=name,
+                                 sop_instance_uid=result.sop_instance_uid)
+                if not _accepts(assoc, sop_class):
+                    answers.append(answer(status=ResultDelivery.Status.REFUSED,
+                                          detail=f"the PACS did not accept {sop_class.name} at association"[:200]))
+                    continue
+                status = assoc.send_c_store(dcmread(io.BytesIO(result.data)))
+                if "Status" not in status:
+                    raise ConnectionError(f"the PACS {destination} gave no answer (timed out or aborted)")
+                code = int(status.Status)
+                ok = code_to_category(code) in ("Success", "Warning")
+                answers.append(answer(status=ResultDelivery.Status.SENT if ok else ResultDelivery.Status.REFUSED,
+                                      detail=_status_text(code)))
             ctx.progress(int(100 * (i + 1) / len(findings)), f"{i + 1} of {len(findings)} done")
     finally:
         if assoc.is_established:
@@ -270,7 +305,7 @@ def write(job: Job, answers: list[Answer]) -> dict[str, Any]:
     destination = str(pacs_destination() or "")
     ResultDelivery.objects.bulk_create([
         ResultDelivery(finding_id=a.finding_id, patient_id=a.patient_id, destination=destination,
-                       sop_instance_uid=a.sop_instance_uid, status=a.status, detail=a.detail, job=job)
+                       object_type=a.object_type, sop_instance_uid=a.sop_instance_uid, status=a.status, detail=a.detail, job=job)
         for a in answers])
     sent = sum(a.status == ResultDelivery.Status.SENT for a in answers)
     log.info("pacs job %s: %s result(s) sent, %s refused", job.pk, sent, len(answers) - sent)

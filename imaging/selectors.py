@@ -219,8 +219,9 @@ class FindingView:
     operating_point: OperatingPoint | None = None
     # the same label on the patient's other images of the kind (the viewer's ``attach_history``)
     history: list[tuple[OtherImage, ImagingFinding]] = field(default_factory=list)
-    # the latest sending of its DICOM result to the PACS (the viewer's ``attach_deliveries``)
+    # the latest sendings of its DICOM result and report to the PACS (the viewer's ``attach_deliveries``)
     delivery: ResultDelivery | None = None
+    report_delivery: ResultDelivery | None = None
 
 
 @dataclass
@@ -260,12 +261,14 @@ def imaging_findings_for_instance(*, instance: ImagingInstance, user: Any) -> li
 
 
 def attach_deliveries(views: list[FindingView]) -> None:
-    """Each view's latest sending to the PACS (one query)."""
+    """Each view's latest sendings to the PACS, of its result and of its report (one query)."""
     by_pk = {view.finding.pk: view for view in views}
     for row in ResultDelivery.objects.filter(finding__in=list(by_pk)).order_by("finding_id", "-created_at", "-pk"):
         view = by_pk[row.finding_id]
-        if view.delivery is None:
-            view.delivery = row
+        if row.object_type == ResultDelivery.ObjectType.STRUCTURED_REPORT:
+            view.report_delivery = view.report_delivery or row
+        else:
+            view.delivery = view.delivery or row
 
 
 # The review list's choices: flagged findings awaiting the user's verdict, or every flagged one.

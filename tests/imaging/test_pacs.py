@@ -16,7 +16,7 @@ from django.core.management.base import CommandError, SystemCheckError
 from django.db import transaction
 from django.test import Client
 from django.urls import reverse
-from pydicom.uid import SecondaryCaptureImageStorage
+from pydicom.uid import EnhancedSRStorage, SecondaryCaptureImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -25,7 +25,7 @@ from cdss.jobs.triggers import job_succeeded
 from cdss.models import AuditEvent, Job
 from imaging.models import ENTERED_IN_ERROR, ResultDelivery
 from imaging.pacs import PACS_KIND, PacsConfigError, after_imaging_job, pacs_send_enqueue, parse_pacs_url
-from imaging.results import finding_result_dicom
+from imaging.results import finding_report_dicom, finding_result_dicom
 from patients import models as m
 from tests.imaging.test_pages import finding_for, upload
 from tests.imaging.test_results_dicom import real_finding
@@ -47,8 +47,9 @@ class Scp:
         return f"dicom://TESTPACS@127.0.0.1:{self.port}"
 
 
-def start_scp(ssl_context: ssl.SSLContext | None = None) -> tuple[Scp, Any]:
-    """A Storage SCP (and Verification) on a free port of this process; (its record, its server)."""
+def start_scp(ssl_context: ssl.SSLContext | None = None, *, reports: bool = True) -> tuple[Scp, Any]:
+    """A Storage SCP (and Verification) on a free port of this process, for Secondary Captures and,
+    with ``reports``, Enhanced SRs; (its record, its server)."""
     scp = Scp(port=free_port())
 
     def on_store(event):  # the SCP's own thread
@@ -60,6 +61,8 @@ def start_scp(ssl_context: ssl.SSLContext | None = None) -> tuple[Scp, Any]:
 
     ae = AE(ae_title="TESTPACS")
     ae.add_supported_context(SecondaryCaptureImageStorage)
+    if reports:
+        ae.add_supported_context(EnhancedSRStorage)
     ae.add_supported_context(Verification)
     scp.ae = ae
     server = ae.start_server(("127.0.0.1", scp.port), block=False, ssl_context=ssl_context,
@@ -125,6 +128,48 @@ def test_a_clinician_sends_a_result_and_the_pacs_receives_the_object(
     assert job_run(again.pk) == "succeeded"
     assert [ds.SOPInstanceUID for ds in pacs.received] == [expected.SOPInstanceUID] * 2
     assert ResultDelivery.objects.count() == 2
+
+
+def test_with_reports_set_the_pacs_receives_each_findings_report_beside_its_picture(
+    client_a: Client, patient_a: m.Patient, pacs: Scp, settings
+) -> None:
+    settings.CDSS_PACS_OBJECTS = "sc,sr"
+    [instance] = upload(patient_a)
+    finding = real_finding(instance, p=0.77)
+    client_a.post(send_url(finding))
+    assert job_run(Job.objects.get(kind=PACS_KIND).pk) == "succeeded"
+    picture, report = pacs.received
+    assert picture.SOPClassUID == SecondaryCaptureImageStorage and report.SOPClassUID == EnhancedSRStorage
+    assert report.SOPInstanceUID == finding_report_dicom(finding).sop_instance_uid
+    assert report.StudyInstanceUID == picture.StudyInstanceUID == instance.series.study.study_instance_uid
+    assert sorted(ResultDelivery.objects.values_list("object_type", "status")) == [("sc", "sent"), ("sr", "sent")]
+    page = client_a.get(viewer_url(instance)).content.decode()
+    assert "Sent to TESTPACS@" in page and "Report sent to TESTPACS@" in page
+
+    settings.CDSS_PACS_OBJECTS = "sr"
+    client_a.post(send_url(finding))
+    assert job_run(Job.objects.filter(kind=PACS_KIND).latest("pk").pk) == "succeeded"
+    assert [ds.SOPClassUID for ds in pacs.received[2:]] == [EnhancedSRStorage]
+
+
+def test_a_report_the_pacs_did_not_accept_is_refused_by_name_and_the_picture_goes(
+    patient_a: m.Patient, settings
+) -> None:
+    scp, server = start_scp(reports=False)
+    settings.CDSS_PACS_URL = scp.url
+    settings.CDSS_PACS_OBJECTS = "sc,sr"
+    try:
+        [instance] = upload(patient_a)
+        finding = real_finding(instance)
+        with transaction.atomic():
+            job = pacs_send_enqueue([finding], reason="test")
+        assert job is not None and job_run(job.pk) == "succeeded"
+    finally:
+        server.shutdown()
+    assert [ds.SOPClassUID for ds in scp.received] == [SecondaryCaptureImageStorage]
+    report = ResultDelivery.objects.get(object_type="sr")
+    assert report.status == "refused" and report.detail == "the PACS did not accept Enhanced SR Storage at association"
+    assert ResultDelivery.objects.get(object_type="sc").status == "sent"
 
 
 def test_asking_twice_while_the_job_waits_queues_one(client_a: Client, patient_a: m.Patient, pacs: Scp) -> None:
@@ -295,7 +340,9 @@ def test_the_address_gives_the_titles_host_and_port() -> None:
 def test_the_system_check_names_wrong_pacs_settings(settings) -> None:
     settings.CDSS_PACS_URL = "dicom://host:104"
     settings.CDSS_PACS_SEND = "sometimes"
+    settings.CDSS_PACS_OBJECTS = "sc,pdf"
     with pytest.raises(SystemCheckError) as raised:
         call_command("check")
     text = str(raised.value)
     assert "imaging.E001" in text and "AE title" in text and "CDSS_PACS_SEND must be one of off, flagged, all" in text
+    assert "CDSS_PACS_OBJECTS: must be sc (Secondary Capture), sr (Structured Report) or sc,sr" in text
