@@ -14,8 +14,10 @@ import datetime as dt
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from cdss.audit import audit_record
@@ -81,3 +83,21 @@ class PatientAuditMixin:
             audit_record(user=request.user, action=AuditEvent.Action.SEARCH,
                          target=f"admin:{self.opts.model_name}-list", request=request, detail=query)
         return super().changelist_view(request, extra_context)  # type: ignore[misc,no-any-return]
+
+
+def reason_confirmation(model_admin: admin.ModelAdmin, request: HttpRequest, *, template: str, title: str,
+                        action: str, form: Any, **context: Any) -> TemplateResponse:
+    """An admin action's intermediate page that asks for a reason (``form`` has a ``reason`` field)
+    and posts the selection back to the action ``action`` with ``apply=yes``; the template extends
+    ``admin/_reason_confirmation.html``."""
+    return TemplateResponse(request, template, {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "opts": model_admin.opts,
+        "form": form,
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
+        "action_name": action,
+        **context,
+    })

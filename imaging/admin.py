@@ -16,15 +16,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin
+from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin, reason_confirmation
 from cdss.audit import audit_record
 
 from .held import held_images_discard, held_images_file
@@ -201,16 +199,5 @@ class HeldImageAdmin(ImagingAdmin):
                                             reason=form.cleaned_data["reason"])
             self.message_user(request, f"{discarded} held image(s) discarded.", messages.SUCCESS)
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Discard held images",
-            "opts": self.opts,
-            "rows": rows,
-            "total": total,
-            "form": form,
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-            "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
-            "action_name": "discard",
-        }
-        return TemplateResponse(request, "admin/imaging/heldimage/discard_confirmation.html", context)
+        return reason_confirmation(self, request, template="admin/imaging/heldimage/discard_confirmation.html",
+                                   title="Discard held images", action="discard", form=form, rows=rows, total=total)

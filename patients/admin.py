@@ -19,7 +19,6 @@ from typing import Any, ClassVar, cast
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
@@ -28,7 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin
+from cdss.adminkit import PatientAuditMixin, ReadOnlyAdmin, reason_confirmation
 
 from .fhir.parse import unit_from_bytes, unit_from_ndjson
 from .fhir.resources import LOINC, RXNORM, SNOMED
@@ -321,19 +320,9 @@ class ClinicalFactAdmin(PatientDataAdmin):
             noun = self.opts.verbose_name if total == 1 else self.opts.verbose_name_plural
             self.message_user(request, f"Marked {total} {noun} as entered in error.", messages.SUCCESS)
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Mark as entered in error",
-            "opts": self.opts,
-            "facts": facts,
-            "total": total,
-            "form": form,
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-            "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
-            "action_name": "mark_entered_in_error",
-        }
-        return TemplateResponse(request, "admin/patients/entered_in_error_confirmation.html", context)
+        return reason_confirmation(self, request, template="admin/patients/entered_in_error_confirmation.html",
+                                   title="Mark as entered in error", action="mark_entered_in_error", form=form,
+                                   facts=facts, total=total)
 
 
 @admin.register(Encounter)
