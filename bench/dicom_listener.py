@@ -7,7 +7,8 @@ findings' results to a PACS costs.
 A scratch PostgreSQL database (recreated; default cdss_bench_listener), files in a temporary
 folder, the listener in this process's threads on a free port, and a pynetdicom Storage SCU
 sending copies of a pydicom test file (new UIDs each) over one association; then the same images
-sent again (already stored: each answered without storing) and the study's results (Secondary
+sent again (already stored: each answered without storing), a copy of the study for a patient the
+record does not have yet (held, then filed by the sweep once the patient exists), and the study's results (Secondary
 Captures of fresh heat maps) sent to a Storage SCP in this process. Prints the figures.
 """
 
@@ -99,12 +100,12 @@ def main() -> None:
     server = listener.start()
     sop_class = source.SOPClassUID
 
-    def send_all() -> tuple[float, list[int]]:
+    def send_all(sent: list[pydicom.Dataset] | None = None) -> tuple[float, list[int]]:
         ae = AE(ae_title="BENCH")
         ae.add_requested_context(sop_class, source.file_meta.TransferSyntaxUID)
         started = time.perf_counter()
         assoc = ae.associate("127.0.0.1", listener.address[1], ae_title="CDSS")
-        statuses = [int(assoc.send_c_store(ds).Status) for ds in datasets]
+        statuses = [int(assoc.send_c_store(ds).Status) for ds in (datasets if sent is None else sent)]
         assoc.release()
         return time.perf_counter() - started, statuses
 
@@ -133,7 +134,23 @@ def main() -> None:
         time.sleep(0.05)
     stored = ImagingInstance.objects.count()
     again, statuses_again = send_all()
+    # a study for a patient the record does not have yet: held, then filed by the sweep
+    late = []
+    late_study, late_series = generate_uid(), generate_uid()
+    for ds in datasets:
+        ds = copy.deepcopy(ds)
+        ds.PatientID = "BENCH-LATE"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = late_study, late_series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        late.append(ds)
+    held_seconds, statuses_held = send_all(late)
     server.shutdown()
+    from imaging.held import held_sweep
+
+    Patient.objects.create(site=site, mrn="BENCH-LATE", fhir_id="bench-late", family_name="Bench", given_names="Later")
+    started = time.perf_counter()
+    filing = held_sweep()
+    filed_seconds = time.perf_counter() - started
     print(f"{args.file} ({size / 1024:.0f} KiB each), {args.images} images over one association, 2 cores"
           f"{', the sender with TCP_NODELAY' if args.nodelay else ''} (network alone: without):")
     print(f"  network alone:  {args.images / network:7.1f} images/s ({network * 1000 / args.images:.1f} ms each; "
@@ -142,6 +159,10 @@ def main() -> None:
           f"{stored} stored, statuses {sorted(set(statuses))}, {listener.counts.jobs} analysis job(s) queued)")
     print(f"  already stored: {args.images / again:7.1f} images/s ({again * 1000 / args.images:.1f} ms each; "
           f"statuses {sorted(set(statuses_again))})")
+    print(f"  held (patient not in the record): {args.images / held_seconds:7.1f} images/s "
+          f"({held_seconds * 1000 / args.images:.1f} ms each; statuses {sorted(set(statuses_held))})")
+    print(f"  filed by the sweep once the patient exists: {filing.filed / filed_seconds:7.1f} images/s "
+          f"({filed_seconds * 1000 / max(filing.filed, 1):.1f} ms each; {filing.filed} filed, {filing.jobs} job(s))")
 
     # The results of the study sent to a PACS (a Storage SCP in this process that keeps nothing).
     mv = ModelVersion.objects.create(name="bench", version="1", kind=ModelVersion.Kind.IMAGING,
@@ -153,7 +174,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     findings = []
-    for instance in ImagingInstance.objects.all():
+    for instance in ImagingInstance.objects.filter(patient=patient):
         f = ImagingFinding(instance=instance, patient=patient, model_version=mv, label="finding",
                            probability=0.7, threshold=0.5, positive=True)
         png = heatmap_overlay_png(rng.random((8, 8)).astype(np.float32), width=instance.preview_width,
