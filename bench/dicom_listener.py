@@ -135,7 +135,7 @@ def main() -> None:
     stored = ImagingInstance.objects.count()
     again, statuses_again = send_all()
     # a study for a patient the record does not have yet: held, then filed by the sweep
-    late = []
+    late: list[pydicom.Dataset] = []
     late_study, late_series = generate_uid(), generate_uid()
     for ds in datasets:
         ds = copy.deepcopy(ds)
