@@ -57,17 +57,27 @@ def test_a_radiograph_routed_by_the_pacs_comes_back_to_it_with_its_result(
     server = listener.start()
     try:
         platform.worker(DJANGO_MEDIA_ROOT=settings.MEDIA_ROOT, CDSS_MODEL_DIR=str(settings.CDSS_MODEL_DIR),
-                        CDSS_PACS_URL=pacs.url, CDSS_PACS_SEND="all")
+                        CDSS_PACS_URL=pacs.url, CDSS_PACS_SEND="all", CDSS_PACS_OBJECTS="sc,sr")
         radiograph = dataset("RG1_UNCR.dcm", patient_id=patient_a.mrn)  # a real chest CR, 1,841 x 1,955
         assert send(listener.address[1], [radiograph], calling="PACS") == [0]
-        wait_until(lambda: len(pacs.received) == 1, timeout=180,
-                   what=lambda: f"the result to reach the PACS: {platform.describe()}")
+        wait_until(lambda: len(pacs.received) == 2, timeout=180,
+                   what=lambda: f"the result and the report to reach the PACS: {platform.describe()}")
     finally:
         server.shutdown()
-    [result] = pacs.received
+    result, report = pacs.received
     finding = ImagingFinding.objects.get(instance__sop_instance_uid=radiograph.SOPInstanceUID)
     assert finding.model_version_id == pneumonia_model.pk and 0.0 <= finding.probability <= 1.0
     assert result.StudyInstanceUID == radiograph.StudyInstanceUID and result.Modality == "CR"
     assert result.SourceImageSequence[0].ReferencedSOPInstanceUID == radiograph.SOPInstanceUID
     assert f"probability {finding.probability:.3f}" in result.DerivationDescription
-    assert ResultDelivery.objects.get(finding=finding).status == "sent"
+    assert sorted(ResultDelivery.objects.filter(finding=finding).values_list("object_type", "status")) == [
+        ("sc", "sent"), ("sr", "sent")]
+    # the report: the same finding as data, referencing the radiograph
+    assert report.Modality == "SR" and report.StudyInstanceUID == radiograph.StudyInstanceUID
+    [measurements] = [item for item in report.ContentSequence
+                      if item.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"]
+    group = measurements.ContentSequence[0].ContentSequence
+    [probability] = [i for i in group if i.ConceptNameCodeSequence[0].CodeMeaning == "Probability"]
+    assert float(probability.MeasuredValueSequence[0].NumericValue) == pytest.approx(finding.probability, abs=1e-6)
+    [source] = [i for i in group if i.ValueType == "IMAGE"]
+    assert source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == radiograph.SOPInstanceUID
