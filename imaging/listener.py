@@ -35,14 +35,12 @@ from typing import Any
 
 from django.db import connections, transaction
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from patients.models import Patient, Site
 
 from . import services
-from .held import held_image_receive
-from .models import ImagingInstance
-from .services import ImagingUploadError, UploadFile, images_prepare, images_store, imaging_jobs_queue
+from .receiving import HELD, STORED, dicom_receive
+from .services import ImagingUploadError, imaging_jobs_queue
 
 log = logging.getLogger("cdss.imaging")
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO/DEBUG lines describe datasets
@@ -186,36 +184,20 @@ class DicomListener:
             return _failure(CANNOT_UNDERSTAND, "the data set could not be read")
         if not patient_id:
             return _failure(CANNOT_UNDERSTAND, "no PatientID (0010,0020) to match a patient")
-        patient = Patient.objects.filter(site=self.site, mrn=patient_id).first()
-        if patient is None:
-            return self._hold(event, data, received)
-        sop = UID(str(event.request.AffectedSOPInstanceUID))
-        if ImagingInstance.objects.filter(sop_instance_uid=sop, patient=patient).exists():
-            # sent again (a study sent twice, a retry after a lost answer): stored already, as the
-            # upload would say after decoding it
-            self._tally(received, "already_stored")
-            return 0x0000
-        prepared, problems = images_prepare([UploadFile(f"{sop}.dcm", data)], patient=patient)
-        if problems:
-            return _failure(CANNOT_UNDERSTAND, f"{problems[0].code}: {problems[0].message}")
         try:
-            result = images_store(patient=patient, images=prepared, source=SOURCE, queue_jobs=False)
+            receipt = dicom_receive(
+                data=data, patient_id=patient_id, sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
+                patients=Patient.objects.filter(site=self.site), hold_site=self.site if self.hold_unmatched else None,
+                source=SOURCE, calling_ae=str(event.assoc.requestor.ae_title))
         except ImagingUploadError as exc:
-            return _failure(CANNOT_UNDERSTAND, f"{exc.problems[0].code}: {exc.problems[0].message}")
-        if result.created:
+            problem = exc.problems[0]
+            if problem.code == "no-patient":
+                return _failure(CANNOT_UNDERSTAND, f"no patient at site {self.site.code} has this PatientID")
+            return _failure(CANNOT_UNDERSTAND, f"{problem.code}: {problem.message}")
+        if receipt.instance_id is not None and receipt.patient is not None:
             with self._lock:
-                received.by_patient.setdefault(patient.pk, []).extend(i.pk for i in result.created)
-        self._tally(received, "stored" if result.created else "already_stored")
-        return 0x0000
-
-    def _hold(self, event: Any, data: bytes, received: _Received) -> Any:
-        if not self.hold_unmatched:
-            return _failure(CANNOT_UNDERSTAND, f"no patient at site {self.site.code} has this PatientID")
-        try:
-            held = held_image_receive(site=self.site, data=data, calling_ae=str(event.assoc.requestor.ae_title))
-        except ImagingUploadError as exc:
-            return _failure(CANNOT_UNDERSTAND, f"{exc.problems[0].code}: {exc.problems[0].message}")
-        self._tally(received, "held" if held else "already_stored")
+                received.by_patient.setdefault(receipt.patient.pk, []).append(receipt.instance_id)
+        self._tally(received, {STORED: "stored", HELD: "held"}.get(receipt.outcome, "already_stored"))
         return 0x0000
 
     def _on_end(self, event: Any) -> None:
