@@ -27,10 +27,11 @@ from cdss.audit import audit_record
 from patients.api import patient_for_api
 from patients.selectors import is_clinician, patient_list_for_user
 
+from .dicomweb import RESPONSE_TYPE, StowRequestError, multipart_parts, stow_store
 from .models import ENTERED_IN_ERROR, FindingFeedback, ImagingFinding, ImagingInstance
 from .results import ResultFile, ResultUnavailable, finding_report_dicom, finding_result_dicom, private_file
 from .selectors import FindingView, finding_views, heatmap_png, imaging_instance_list
-from .services import ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
+from .services import MAX_TOTAL_BYTES, ImagingUploadError, UploadFile, finding_feedback_record, imaging_upload
 
 
 class ImagingUploadInputSerializer(serializers.Serializer[Any]):
@@ -82,6 +83,66 @@ class ImagingUploadApi(APIView):
         body = result.as_dict()
         body["jobs"] = _job_ids(result.job_ids)
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+_STOW_ANSWER = OpenApiResponse(description="The Store Instances Response (DICOM JSON, PS3.18 10.5.3): the "
+                                           "Referenced SOP Sequence (00081199) and the Failed SOP Sequence "
+                                           "(00081198) with each Failure Reason (00081197).")
+
+
+@extend_schema_view(post=extend_schema(
+    operation_id="imaging_dicomweb_store",
+    request={"multipart/related": OpenApiTypes.BINARY},
+    responses={(200, RESPONSE_TYPE): OpenApiTypes.OBJECT, (202, RESPONSE_TYPE): OpenApiTypes.OBJECT,
+               (409, RESPONSE_TYPE): OpenApiTypes.OBJECT, 400: OpenApiResponse(description="Not a STOW-RS body."),
+               403: OpenApiResponse(description="The user may not upload images."),
+               406: OpenApiResponse(description="The client accepts no DICOM JSON."),
+               413: OpenApiResponse(description="Larger than the upload limit."),
+               415: OpenApiResponse(description='Not multipart/related; type="application/dicom".')},
+))
+class StowRsApi(APIView):
+    """DICOMweb STOW-RS (``imaging.dicomweb``): DICOM files as ``multipart/related;
+    type="application/dicom"``, each filed to the patient of the user's sites whose MRN is its
+    PatientID (or held for a patient not in the record yet, where the user has one site), through
+    the upload's checks; ``.../studies/{StudyInstanceUID}`` refuses files of another study. 200:
+    every file stored; 202: some refused; 409: none stored; the Store Instances Response as DICOM
+    JSON. Errors of the request itself are the API's JSON errors."""
+
+    permission_classes = [IsAuthenticated]
+    parser_classes: list[Any] = []  # the body is read as it is
+    throttle_scope = "api-import"
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return super().perform_content_negotiation(request, force=True)
+
+    def post(self, request: Request, study_uid: str = "") -> Response:
+        if not may_upload(request.user):
+            raise PermissionDenied("You may not upload images.")
+        accept = request.META.get("HTTP_ACCEPT", "") or "*/*"
+        if not any(kind.split(";")[0].strip() in (RESPONSE_TYPE, "application/json", "application/*", "*/*")
+                   for kind in accept.split(",")):
+            return _stow_error(406, "not_acceptable", f"the response is {RESPONSE_TYPE}; the request accepts none")
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_TOTAL_BYTES:
+            return _stow_error(413, "too_large", f"the request is larger than {MAX_TOTAL_BYTES} bytes, the limit")
+        try:
+            parts = multipart_parts(request.META.get("CONTENT_TYPE", ""), request.stream.read() if request.stream else b"")
+        except StowRequestError as exc:
+            return _stow_error(exc.status, "invalid_stow", str(exc))
+        result = stow_store(user=request.user, parts=parts, study_uid=study_uid.strip(), request=request)
+        return Response(result.response(), status=result.http_status, content_type=RESPONSE_TYPE)
+
+
+@extend_schema_view(post=extend_schema(operation_id="imaging_dicomweb_study_store"))
+class StowRsStudyApi(StowRsApi):
+    """STOW-RS to one study's URL: files of another study are refused (Failure Reason 0xA900)."""
+
+
+def _stow_error(code: int, name: str, message: str) -> Response:
+    return Response({"error": {"status": code, "code": name, "message": message}}, status=code)
 
 
 def _job_ids(pks: list[int]) -> list[str]:
