@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -71,13 +72,13 @@ def main() -> None:
     from pydicom.data import get_testdata_file
     from pydicom.uid import generate_uid
     from pynetdicom import AE, evt
-    from pynetdicom.sop_class import SecondaryCaptureImageStorage  # type: ignore[attr-defined]
+    from pynetdicom.sop_class import EnhancedSRStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
     from cdss.models import ModelVersion
     from imaging.listener import DicomListener
     from imaging.ml.cpuwork import heatmap_overlay_png
     from imaging.models import ImagingFinding, ImagingInstance
-    from imaging.results import finding_result_dicom
+    from imaging.results import finding_report_dicom, finding_result_dicom
     from patients.models import Patient, Site
 
     site = Site.objects.create(code="bench", name="Bench")
@@ -186,6 +187,9 @@ def main() -> None:
     started = time.perf_counter()
     results = [finding_result_dicom(f) for f in findings]
     made = time.perf_counter() - started
+    started = time.perf_counter()
+    reports = [finding_report_dicom(f) for f in findings]
+    reports_made = time.perf_counter() - started
 
     received: list[int] = []
 
@@ -195,30 +199,41 @@ def main() -> None:
 
     scp = AE(ae_title="PACS")
     scp.add_supported_context(SecondaryCaptureImageStorage)
+    scp.add_supported_context(EnhancedSRStorage)
     port = free_port()
     pacs = scp.start_server(("127.0.0.1", port), block=False,
                             evt_handlers=[(evt.EVT_C_STORE, keep_nothing)])
     assert pacs is not None
     from imaging.pacs import PacsDestination, _associate
 
-    def send_results(assoc: object) -> float:
+    def send_results(assoc: object, objects: list[Any]) -> float:
         started = time.perf_counter()
-        for result in results:
+        for result in objects:
             assoc.send_c_store(pydicom.dcmread(io.BytesIO(result.data)))  # type: ignore[attr-defined]
         assoc.release()  # type: ignore[attr-defined]
         return time.perf_counter() - started
 
     ae = AE(ae_title="CDSS")
     ae.add_requested_context(SecondaryCaptureImageStorage)
-    plain = send_results(ae.associate("127.0.0.1", port, ae_title="PACS"))
-    job = send_results(_associate(PacsDestination("PACS", "127.0.0.1", port, "CDSS"), SecondaryCaptureImageStorage))
+    ae.add_requested_context(EnhancedSRStorage)
+    destination = PacsDestination("PACS", "127.0.0.1", port, "CDSS")
+    plain = send_results(ae.associate("127.0.0.1", port, ae_title="PACS"), results)
+    job = send_results(_associate(destination, SecondaryCaptureImageStorage), results)
+    plain_reports = send_results(ae.associate("127.0.0.1", port, ae_title="PACS"), reports)
+    job_reports = send_results(_associate(destination, EnhancedSRStorage), reports)
     pacs.shutdown()
     kib = sum(len(r.data) for r in results) / len(results) / 1024
     print(f"  results made:   {len(results) / made:7.1f} Secondary Captures/s ({made * 1000 / len(results):.1f} ms each, "
           f"{kib:.0f} KiB each)")
     print(f"  results sent:   {len(results) / job:7.1f} objects/s by C-STORE as the PACS job sends them "
           f"(TCP_NODELAY); {len(results) / plain:.1f}/s by pynetdicom's requester as it is"
-          f"{' (here with TCP_NODELAY too)' if args.nodelay else ''} ({len(received)} received)")
+          f"{' (here with TCP_NODELAY too)' if args.nodelay else ''}")
+    report_kib = sum(len(r.data) for r in reports) / len(reports) / 1024
+    print(f"  reports made:   {len(reports) / reports_made:7.1f} Structured Reports/s "
+          f"({reports_made * 1000 / len(reports):.1f} ms each, {report_kib:.1f} KiB each)")
+    print(f"  reports sent:   {len(reports) / job_reports:7.1f} objects/s as the PACS job sends them (TCP_NODELAY); "
+          f"{len(reports) / plain_reports:.1f}/s by pynetdicom's requester as it is"
+          f"{' (here with TCP_NODELAY too)' if args.nodelay else ''} ({len(received)} objects received in all)")
 
 
 if __name__ == "__main__":
