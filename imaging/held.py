@@ -64,10 +64,15 @@ SOURCE = "dicom-held"  # the audit target of the images filed: imaging-dicom-hel
 SWEEP_LIMIT = 500  # images filed per sweep; the rest at the next
 
 
-def held_image_receive(*, site: Site, data: bytes, calling_ae: str = "") -> bool:
+def held_image_receive(*, site: Site, data: bytes, calling_ae: str = "", sop_instance_uid: str = "") -> bool:
     """Hold one DICOM file for a PatientID that no patient of ``site`` has: True if held now, False
     if it was held already. Raises ``ImagingUploadError`` (one problem, nothing kept) for a file
-    that cannot be read, one without a PatientID, and an image stored for a patient already."""
+    that cannot be read, one without a PatientID, and an image stored for a patient already.
+    ``sop_instance_uid`` (the sender's, where it says): an image held already is found without
+    decoding it again."""
+    if sop_instance_uid and HeldImage.objects.filter(sop_instance_uid=sop_instance_uid,
+                                                     status=HeldImage.Status.HELD).exists():
+        return False
     prepared, problems = images_prepare([UploadFile("held.dcm", data)], patient=None)
     if problems:
         raise ImagingUploadError(problems)

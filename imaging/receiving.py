@@ -45,7 +45,7 @@ def dicom_receive(*, data: bytes, patient_id: str, sop_instance_uid: str, patien
     if not matches:
         if hold_site is None:
             raise ImagingUploadError([FileProblem(name, "no-patient", "no patient has this PatientID")])
-        held = held_image_receive(site=hold_site, data=data, calling_ae=calling_ae)
+        held = held_image_receive(site=hold_site, data=data, calling_ae=calling_ae, sop_instance_uid=sop_instance_uid)
         return Receipt(HELD if held else ALREADY_HELD)
     patient = matches[0]
     if ImagingInstance.objects.filter(sop_instance_uid=sop_instance_uid, patient=patient).exists():

@@ -71,9 +71,13 @@ def test_an_image_for_a_patient_not_in_the_record_is_held_then_filed_and_analyse
     assert AuditEvent.objects.filter(target="imaging-held", patient=None).count() == 2
     assert all("NEW-0001" not in e.detail for e in AuditEvent.objects.all())
 
-    # sent again while it waits: a success, held once
+    # sent again while it waits: a success, held once; found by its UID, not decoded again (as an
+    # image already stored: a copy whose pixel data is cut short is answered the same)
     assert send(listener.address[1], sent[:1]) == [0]
-    assert HeldImage.objects.count() == 2 and listener.counts.already_stored == 1
+    cut = pydicom.dcmread(io.BytesIO(_bytes(sent[1])))
+    cut.PixelData = cut.PixelData[:100]
+    assert send(listener.address[1], [cut]) == [0]
+    assert HeldImage.objects.count() == 2 and listener.counts.already_stored == 2
 
     # no such patient yet: the sweep leaves them
     assert held_sweep().filed == 0 and HeldImage.objects.filter(status="held").count() == 2
