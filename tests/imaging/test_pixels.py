@@ -46,13 +46,11 @@ def data(name: str) -> bytes:
 
 
 # Compressed transfer syntaxes without a decoder in this installation (Pillow decodes JPEG
-# baseline and JPEG 2000; pydicom itself RLE and deflate): JPEG-LS, JPEG lossless (process 14)
-# and 12-bit JPEG extended need pylibjpeg or GDCM.
+# baseline and JPEG 2000; pyjpegls, which highdicom brings, JPEG-LS; pydicom itself RLE and
+# deflate): JPEG lossless (process 14) and 12-bit JPEG extended need pylibjpeg-libjpeg or GDCM.
 UNSUPPORTED = {
-    "JPEG-LL.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm", "bad_sequence.dcm", "emri_small_jpeg_ls_lossless.dcm",
-    "test_files/JPEG-lossy.dcm", "test_files/JPGExtended.dcm", "test_files/JPEGLSNearLossless_08.dcm",
-    "test_files/JPEGLSNearLossless_16.dcm", "test_files/MR_small_jpeg_ls_lossless.dcm",
-    "test_files/SC_rgb_jls_lossy_line.dcm", "test_files/SC_rgb_jls_lossy_sample.dcm", "test_files/SC_rgb_jpeg_gdcm.dcm",
+    "JPEG-LL.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm", "bad_sequence.dcm",
+    "test_files/JPEG-lossy.dcm", "test_files/JPGExtended.dcm", "test_files/SC_rgb_jpeg_gdcm.dcm",
 }
 # Deliberately short files.
 TRUNCATED = {"emri_small_jpeg_2k_lossless_too_short.dcm", "test_files/MR_truncated.dcm"}
@@ -134,7 +132,16 @@ def test_every_pydicom_test_file_becomes_a_preview_or_is_rejected_with_its_reaso
     for outcome in outcomes.values():
         counts[outcome] = counts.get(outcome, 0) + 1
     # pydicom 3.0.2 + pydicom-data 1.0.0: 244 files (and 17 folders).
-    assert counts == {"preview": 144, "not-image": 81, "unsupported": 12, "corrupt": 5, "truncated": 2}
+    assert counts == {"preview": 150, "not-image": 81, "unsupported": 6, "corrupt": 5, "truncated": 2}
+
+
+@pytest.mark.parametrize(("original", "jpeg_ls"), [("emri_small.dcm", "emri_small_jpeg_ls_lossless.dcm"),
+                                                   ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm")])
+def test_a_jpeg_ls_lossless_file_renders_as_its_uncompressed_original(original: str, jpeg_ls: str) -> None:
+    plain, packed = load_image(data(original)), load_image(data(jpeg_ls))
+    assert packed.meta.transfer_syntax_name == "JPEG-LS Lossless Image Compression"
+    assert packed.meta.frames == plain.meta.frames and packed.rendering.frame_index == plain.rendering.frame_index
+    assert np.array_equal(packed.rendering.image, plain.rendering.image)
 
 
 def test_a_monochrome1_chest_cr_is_inverted_after_windowing() -> None:

@@ -99,12 +99,12 @@ def test_one_bad_file_refuses_the_whole_batch_and_names_it(patient_a, media_root
         imaging_upload(patient=patient_a, files=[
             UploadFile("good.dcm", good),
             UploadFile("short.dcm", raw("MR_truncated.dcm")),
-            UploadFile("jpegls.dcm", raw("emri_small_jpeg_ls_lossless.dcm")),
+            UploadFile("lossless.dcm", raw("JPEG-LL.dcm")),  # JPEG lossless (process 14): no decoder here
             UploadFile("report.dcm", raw("reportsi.dcm")),
             UploadFile("notes.txt", b"hello"),
         ])
     problems = {p.file: p.code for p in info.value.problems}
-    assert problems == {"short.dcm": "truncated", "jpegls.dcm": "unsupported", "report.dcm": "not-image",
+    assert problems == {"short.dcm": "truncated", "lossless.dcm": "unsupported", "report.dcm": "not-image",
                         "notes.txt": "not-image"}
     assert counts() == (0, 0, 0) and Job.objects.count() == 0 and AuditEvent.objects.count() == 0
     assert stored_files(media_root) == []
