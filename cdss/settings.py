@@ -297,9 +297,10 @@ CDSS_PACS_TLS_CERT: str = env.str("CDSS_PACS_TLS_CERT", default="")
 CDSS_PACS_TLS_KEY: str = env.str("CDSS_PACS_TLS_KEY", default="")
 # Images the DICOM listener receives for a PatientID no patient of its site has yet are held
 # (imaging/held.py): filed by the sweep once a patient with that MRN exists, discarded after this
-# many days if none does. The sweep runs every CDSS_IMAGING_HELD_SWEEP_EVERY seconds (beat).
+# many days if none does. The sweep runs every CDSS_IMAGING_SWEEP_EVERY seconds (beat); it also
+# queues the analysis of images a receiver stored and did not live to queue (imaging/services.py).
 CDSS_IMAGING_HOLD_DAYS: int = env.int("CDSS_IMAGING_HOLD_DAYS", default=30)
-CDSS_IMAGING_HELD_SWEEP_EVERY: float = env.float("CDSS_IMAGING_HELD_SWEEP_EVERY", default=60.0)
+CDSS_IMAGING_SWEEP_EVERY: float = env.float("CDSS_IMAGING_SWEEP_EVERY", default=60.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CDSS_FHIR_MAX_UPLOAD_BYTES
 # CDS Hooks (cdshooks/): JWT authentication of EHR clients; false only for local testing
 # (`check --deploy` warns). The base URL, when set, is what tokens' `aud` and card links use.

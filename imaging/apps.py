@@ -29,13 +29,13 @@ class ImagingConfig(AppConfig):
                          time_limit=10 * 60, description="Findings' DICOM results sent to the PACS (C-STORE)"))
         on_job_succeeded(jobs.IMAGING_KIND, pacs.after_imaging_job)
         register_check(check_pacs_settings)
-        # Images held for a patient the record does not have yet (imaging.held): filed once it has.
-        # Declared here so the project settings need not know this app; beat reads the schedule
+        # The imaging sweep (imaging.tasks): held images filed once the record has their patient,
+        # and the analysis of images stored without one queued. Declared here so the project settings need not know this app; beat reads the schedule
         # after the apps load.
         schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None)
         if isinstance(schedule, dict):
-            schedule.setdefault("imaging-held-sweep", {
-                "task": "imaging.held_sweep", "schedule": float(getattr(settings, "CDSS_IMAGING_HELD_SWEEP_EVERY", 60.0))})
+            schedule.setdefault("imaging-sweep", {
+                "task": "imaging.sweep", "schedule": float(getattr(settings, "CDSS_IMAGING_SWEEP_EVERY", 60.0))})
 
 
 def check_pacs_settings(app_configs: Any, **kwargs: Any) -> list[Error]:

@@ -16,7 +16,7 @@ that cannot be, or one stored for another patient already, is refused as before)
 - ``held_images_discard``: an administrator's decision (a misidentified image corrected at the
   modality and sent again, a test image), or the end of ``CDSS_IMAGING_HOLD_DAYS``
   (``held_images_expire``): the file is removed; the row stays, with who, when and why.
-- ``held_sweep`` (beat, every ``CDSS_IMAGING_HELD_SWEEP_EVERY`` seconds): files what can be filed,
+- ``held_sweep`` (beat, every ``CDSS_IMAGING_SWEEP_EVERY`` seconds): files what can be filed,
   then expires what waited too long.
 
 Decisions: matching is by PatientID = MRN only, as the listener's and the upload's (no matching

@@ -108,10 +108,17 @@ class ImagingInstance(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
+    # When its analysis was queued (``imaging.services.imaging_jobs_queue``). Empty: not yet; a
+    # receiver that stores image by image queues at the end of its study or request, and should
+    # it die first, the schedule's sweep queues what it left (``analysis_backlog_queue``).
+    analysis_queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["instance_number", "created_at"]
-        indexes = [models.Index(fields=["patient", "-created_at"], name="imginst_patient_recent")]
+        indexes = [
+            models.Index(fields=["patient", "-created_at"], name="imginst_patient_recent"),
+            models.Index(fields=["created_at"], name="imginst_unqueued", condition=models.Q(analysis_queued_at__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.modality or self.format} image {self.instance_number or ''}".strip()

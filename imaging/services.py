@@ -378,12 +378,42 @@ def _store_locked(patient: Patient, images: list[PreparedImage], user: Any, writ
 
 def imaging_jobs_queue(*, patient: Patient, instance_ids: list[int], user: Any = None) -> list[int]:
     """The analysis of these images of the patient, ``JOB_BATCH`` to a job, in the caller's
-    transaction; the jobs' ids."""
+    transaction; the jobs' ids. Images whose analysis was queued already (by the sweep, while a
+    long study was still arriving) are left out; each image queued is marked so."""
     from cdss.jobs.runner import job_enqueue
 
-    return [job_enqueue(kind=IMAGING_KIND, patient=patient, params={"instance_ids": instance_ids[start:start + JOB_BATCH]},
+    waiting = ImagingInstance.objects.select_for_update().filter(pk__in=instance_ids, patient=patient,
+                                                                  analysis_queued_at__isnull=True)
+    ids = sorted(waiting.values_list("pk", flat=True))
+    if not ids:
+        return []
+    ImagingInstance.objects.filter(pk__in=ids).update(analysis_queued_at=timezone.now())
+    return [job_enqueue(kind=IMAGING_KIND, patient=patient, params={"instance_ids": ids[start:start + JOB_BATCH]},
                         user=user).pk
-            for start in range(0, len(instance_ids), JOB_BATCH)]
+            for start in range(0, len(ids), JOB_BATCH)]
+
+
+BACKLOG_AFTER = timedelta(minutes=10)  # a study still arriving is queued by its receiver when it ends
+
+
+def analysis_backlog_queue(*, older_than: timedelta = BACKLOG_AFTER, limit: int = 2000) -> int:
+    """Queue the analysis of images stored longer than ``older_than`` ago whose analysis was never
+    queued: what a DICOM listener or a STOW-RS request stored image by image and did not live to
+    queue at its end (a killed process, a web worker's timeout). One job per patient and 64
+    images; the number of jobs."""
+    cutoff = timezone.now() - older_than
+    pending = (ImagingInstance.objects.filter(analysis_queued_at__isnull=True, created_at__lt=cutoff)
+               .exclude(status=ENTERED_IN_ERROR).order_by("created_at").values_list("patient_id", "pk")[:limit])
+    by_patient: dict[int, list[int]] = {}
+    for patient_id, pk in pending:
+        by_patient.setdefault(patient_id, []).append(pk)
+    jobs = 0
+    for patient in Patient.objects.filter(pk__in=list(by_patient)):
+        with transaction.atomic():
+            jobs += len(imaging_jobs_queue(patient=patient, instance_ids=by_patient[patient.pk]))
+    if jobs:
+        log.info("imaging: %s analysis job(s) queued for images stored without one", jobs)
+    return jobs
 
 
 def _user(user: Any) -> Any:

@@ -25,7 +25,7 @@ from imaging.held import held_image_receive, held_images_discard, held_sweep
 from imaging.listener import DicomListener
 from imaging.models import HeldImage, ImagingInstance
 from imaging.services import ImagingUploadError, UploadFile, imaging_upload
-from imaging.tasks import held_sweep_task
+from imaging.tasks import imaging_sweep_task
 from patients import models as m
 from tests.imaging.conftest import dicom_bytes
 from tests.imaging.test_listener import dataset, send
@@ -83,7 +83,7 @@ def test_an_image_for_a_patient_not_in_the_record_is_held_then_filed_and_analyse
     assert held_sweep().filed == 0 and HeldImage.objects.filter(status="held").count() == 2
 
     patient = _patient(site_a, "NEW-0001")
-    assert held_sweep_task() == 2  # the schedule's task
+    assert imaging_sweep_task() == 2  # the schedule's task
     stored = list(ImagingInstance.objects.filter(patient=patient).order_by("sop_instance_uid"))
     assert sorted(i.sop_instance_uid for i in stored) == sorted(ds.SOPInstanceUID for ds in sent)
     with stored[0].file.open("rb") as fh:
@@ -196,7 +196,7 @@ def test_held_images_are_discarded_after_the_holding_period(site_a: m.Site, medi
 
 
 def test_the_schedule_and_the_command_count_without_patient_ids(site_a: m.Site, media_root: Path) -> None:
-    assert settings.CELERY_BEAT_SCHEDULE["imaging-held-sweep"]["task"] == "imaging.held_sweep"
+    assert settings.CELERY_BEAT_SCHEDULE["imaging-sweep"]["task"] == "imaging.sweep"
     _hold(site_a, "NEW-0008")
     _hold(site_a, "NEW-0009")
     _patient(site_a, "NEW-0009")

@@ -254,3 +254,37 @@ def test_images_a_model_reads_are_stored_with_their_analysis_copy(patient_a, med
                        for k, (modality, part) in enumerate((("DX", "CHEST"), ("CT", "HEAD"))))
     assert as_chest.analysis.name and not as_ct.analysis.name  # the upload's modality decides
 
+
+
+def test_images_stored_without_their_analysis_queued_are_queued_by_the_sweep_once(patient_a, media_root) -> None:
+    """A listener or a STOW-RS request stores image by image and queues the analysis at its end; one
+    that dies first leaves the images unqueued, and the schedule's sweep queues them."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from imaging.models import ENTERED_IN_ERROR
+    from imaging.services import analysis_backlog_queue, images_prepare, images_store, imaging_jobs_queue
+    from imaging.tasks import imaging_sweep_task
+
+    files = [UploadFile(f"{i}.dcm", dicom_bytes(patient_id=patient_a.mrn, new_instance=True)) for i in range(3)]
+    prepared, problems = images_prepare(files, patient=patient_a)
+    assert not problems
+    created = images_store(patient=patient_a, images=prepared, queue_jobs=False).created
+    assert [i.analysis_queued_at for i in created] == [None] * 3 and not Job.objects.exists()
+    assert analysis_backlog_queue() == 0  # too young: its receiver may still be at work
+    ImagingInstance.objects.update(created_at=timezone.now() - timedelta(minutes=11))
+    ImagingInstance.objects.filter(pk=created[2].pk).update(status=ENTERED_IN_ERROR)
+    imaging_sweep_task()
+    [job] = Job.objects.filter(kind="imaging")
+    assert job.params == {"instance_ids": sorted(i.pk for i in created[:2])} and job.patient == patient_a
+    assert all(i.analysis_queued_at for i in ImagingInstance.objects.filter(pk__in=job.params["instance_ids"]))
+    assert analysis_backlog_queue(older_than=timedelta(0)) == 0
+    # the receiver's own queuing at its end (after the sweep) leaves out what the sweep queued
+    assert imaging_jobs_queue(patient=patient_a, instance_ids=[i.pk for i in created[:2]]) == []
+    assert Job.objects.filter(kind="imaging").count() == 1
+    # an upload queues (and marks) in its own transaction
+    [uploaded] = imaging_upload(patient=patient_a, files=[UploadFile("u.dcm", dicom_bytes(
+        patient_id=patient_a.mrn, new_instance=True))]).created
+    uploaded.refresh_from_db()
+    assert uploaded.analysis_queued_at is not None and Job.objects.filter(kind="imaging").count() == 2

@@ -38,7 +38,7 @@ def test_a_radiograph_sent_before_the_patient_was_registered_is_filed_and_analys
     held = HeldImage.objects.get()
     assert held.status == "held"
     platform.worker(DJANGO_MEDIA_ROOT=settings.MEDIA_ROOT, CDSS_MODEL_DIR=str(settings.CDSS_MODEL_DIR))
-    platform.beat(CDSS_IMAGING_HELD_SWEEP_EVERY="1")
+    platform.beat(CDSS_IMAGING_SWEEP_EVERY="1")
     patient = Patient.objects.create(site=site_a, mrn="ED-0042", fhir_id="ed-0042", family_name="Registered")
     wait_until(lambda: ImagingFinding.objects.filter(patient=patient).exists(), timeout=180,
                what=lambda: f"the held radiograph to be filed and analysed: {platform.describe()}")

@@ -3,7 +3,7 @@
 What the DICOM listener holds for patients the record does not have yet (``imaging.held``): counts
 by site and status, and how long the oldest has waited; PatientIDs are not printed (the admin's
 "Held images" page shows them to those allowed). ``--sweep`` files and expires now, as the
-schedule does every ``CDSS_IMAGING_HELD_SWEEP_EVERY`` seconds.
+schedule does every ``CDSS_IMAGING_SWEEP_EVERY`` seconds.
 """
 
 from __future__ import annotations
