@@ -105,7 +105,8 @@ def main() -> None:
                              "pipeline.PROCESS_DECODE_AHEAD)")
     parser.add_argument("--decode-first", action="store_true",
                         help="With --processes: decode calls go to the processes before waiting overlay calls "
-                             "(pipeline.DECODE_FIRST; default: the job's, off)")
+                             "(pipeline.DECODE_FIRST, the job's default since the H100 run: the flag is for "
+                             "builds that turn it off)")
     parser.add_argument("--data-dir", type=Path, help="Folder holding imaging/pneumoniamnist.npz "
                                                       "(default: CDSS_DATA_DIR, else ../shared/data)")
     parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")

@@ -18,8 +18,9 @@ run() {
 }
 # first, the figure the GPU run is for: the whole path with the store (the overlays in heat map packs
 # written by the decode processes, as the job does on a local storage folder), batch 64; then the
-# same with decode calls ahead of waiting overlay calls in the processes' queue (pipeline.DECODE_FIRST,
-# off by default), so that both come back even if the run is cut short
+# same with decode calls ahead of waiting overlay calls in the processes' queue (pipeline.DECODE_FIRST:
+# the default since the H100 run of 2026-11-28, so both rows are that way now), so that both come
+# back even if the run is cut short
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store
 run --arch inception_v3 --input-size 299 --batch-size 64 --processes 15 --store /tmp/cdss-bench-store \
     --decode-first
