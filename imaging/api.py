@@ -85,9 +85,15 @@ class ImagingUploadApi(APIView):
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
-_STOW_ANSWER = OpenApiResponse(description="The Store Instances Response (DICOM JSON, PS3.18 10.5.3): the "
-                                           "Referenced SOP Sequence (00081199) and the Failed SOP Sequence "
-                                           "(00081198) with each Failure Reason (00081197).")
+class OwnTypeApi(APIView):
+    """An endpoint whose answer has a media type of its own (a file, DICOM JSON) that the client
+    may ask for in its Accept header: errors are the API's JSON whatever that header says
+    (negotiation is forced to the API's renderers)."""
+
+    permission_classes = [IsAuthenticated]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return super().perform_content_negotiation(request, force=True)
 
 
 @extend_schema_view(post=extend_schema(
@@ -100,7 +106,7 @@ _STOW_ANSWER = OpenApiResponse(description="The Store Instances Response (DICOM 
                413: OpenApiResponse(description="Larger than the upload limit."),
                415: OpenApiResponse(description='Not multipart/related; type="application/dicom".')},
 ))
-class StowRsApi(APIView):
+class StowRsApi(OwnTypeApi):
     """DICOMweb STOW-RS (``imaging.dicomweb``): DICOM files as ``multipart/related;
     type="application/dicom"``, each filed to the patient of the user's sites whose MRN is its
     PatientID (or held for a patient not in the record yet, where the user has one site), through
@@ -108,12 +114,8 @@ class StowRsApi(APIView):
     every file stored; 202: some refused; 409: none stored; the Store Instances Response as DICOM
     JSON. Errors of the request itself are the API's JSON errors."""
 
-    permission_classes = [IsAuthenticated]
     parser_classes: list[Any] = []  # the body is read as it is
     throttle_scope = "api-import"
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        return super().perform_content_negotiation(request, force=True)
 
     def post(self, request: Request, study_uid: str = "") -> Response:
         if not may_upload(request.user):
@@ -272,14 +274,8 @@ def _finding_for_api(request: Request, finding_id: uuid.UUID) -> ImagingFinding:
     return finding
 
 
-class FindingFileApi(APIView):
-    """A file of a finding. Errors are JSON whatever the Accept header asks for (negotiation is
-    forced to the API's renderers); the file itself is the response's body with its own type."""
-
-    permission_classes = [IsAuthenticated]
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        return super().perform_content_negotiation(request, force=True)
+class FindingFileApi(OwnTypeApi):
+    """A file of a finding: the response's body with its own type; errors as JSON."""
 
 
 _NO_FILE = OpenApiResponse(description="No such finding, or it has no heat map (or its file is gone).")
